@@ -1,0 +1,83 @@
+{#
+  The publisher's state: what Braze has acknowledged, per cohort and
+  member, plus the delivery log and run history. These are tables the
+  publisher writes, not models: `dbt run` must never rebuild them. The
+  package creates them when missing (on-run-start) and models read them
+  as sources.
+#}
+{% macro state_relation(table_name) %}
+  {{ return(adapter.dispatch('state_relation', 'cohort_sync')(table_name)) }}
+{% endmacro %}
+
+{% macro default__state_relation(table_name) %}
+  {{ return(api.Relation.create(
+      database=target.database,
+      schema=var('cohort_sync_state_schema', target.schema),
+      identifier=table_name,
+      type='table')) }}
+{% endmacro %}
+
+
+{% macro state_table_columns() %}
+  {{ return(adapter.dispatch('state_table_columns', 'cohort_sync')()) }}
+{% endmacro %}
+
+{% macro default__state_table_columns() %}
+  {%- set string = dbt.type_string() -%}
+  {%- set timestamp = dbt.type_timestamp() -%}
+  {%- set bigint = dbt.type_bigint() -%}
+  {{ return({
+    'cohort_sync_published_state': [
+      ('cohort_id', string), ('member_key', string), ('identifier_type', string),
+      ('external_id', string), ('alias_name', string), ('alias_label', string),
+      ('device_id', string), ('run_id', string), ('acknowledged_at', timestamp)
+    ],
+    'cohort_sync_published_cohorts': [
+      ('cohort_id', string), ('cohort_name', string), ('created_at', timestamp),
+      ('run_id', string), ('acknowledged_at', timestamp)
+    ],
+    'cohort_sync_delivery_log': [
+      ('run_id', string), ('cohort_id', string), ('request_kind', string),
+      ('batch_number', bigint), ('added', bigint), ('removed', bigint),
+      ('http_status', bigint), ('acknowledged_at', timestamp)
+    ],
+    'cohort_sync_run_history': [
+      ('run_id', string), ('cohort_id', string), ('cohort_name', string),
+      ('entry_point', string), ('started_at', timestamp), ('finished_at', timestamp),
+      ('status', string), ('added', bigint), ('removed', bigint),
+      ('requests', bigint), ('retries', bigint), ('members_after', bigint), ('error', string)
+    ]
+  }) }}
+{% endmacro %}
+
+
+{% macro create_state_tables() %}
+  {{ return(adapter.dispatch('create_state_tables', 'cohort_sync')()) }}
+{% endmacro %}
+
+{% macro default__create_state_tables() %}
+  {%- if execute -%}
+    {%- set tables = cohort_sync.state_table_columns() -%}
+    {%- set created = [] -%}
+    {%- do adapter.create_schema(cohort_sync.state_relation('cohort_sync_published_state')) -%}
+    {%- for table_name, columns in tables.items() -%}
+      {%- set relation = cohort_sync.state_relation(table_name) -%}
+      {%- if adapter.get_relation(relation.database, relation.schema, relation.identifier) is none -%}
+        {%- call statement('cohort_sync_create_' ~ table_name) -%}
+          create table if not exists {{ relation }} (
+            {%- for column_name, data_type in columns %}
+            {{ column_name }} {{ data_type }}{{ "," if not loop.last }}
+            {%- endfor %}
+          )
+        {%- endcall -%}
+        {%- do created.append(table_name) -%}
+      {%- endif -%}
+    {%- endfor -%}
+    {#- statements run while the hook renders are not committed by dbt -#}
+    {%- if created -%}
+      {%- do adapter.commit() -%}
+    {%- endif -%}
+  {%- endif -%}
+  {# hooks expect SQL; the work above is done through statements #}
+  select 1 as cohort_sync_state_ready
+{% endmacro %}

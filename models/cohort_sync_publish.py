@@ -1,0 +1,37 @@
+"""Publishes cohort_sync_changes to Braze during `dbt run` (DuckDB only).
+
+Runs after the changes and cohorts models; its table is the run's summary.
+Braze settings and secrets come from environment variables, read in Python,
+never from dbt vars.
+"""
+
+
+def model(dbt, session):
+    dbt.config(materialized="table")
+    dry_run = dbt.config.get("cohort_sync_dry_run")
+
+    # Declares the dependencies, so this model runs after the plan is built.
+    dbt.ref("cohort_sync_changes")
+    dbt.ref("cohort_sync_cohorts")
+    dbt.source("cohort_sync", "published_state")
+    dbt.source("cohort_sync", "published_cohorts")
+    dbt.source("cohort_sync", "delivery_log")
+    dbt.source("cohort_sync", "run_history")
+
+    from cohort_sync.dbt_model import as_bool, publish_in_dbt
+    from cohort_sync.ledger import Relations
+
+    # dbt's generated module-level ref()/source() resolve a name to its
+    # rendered relation when given a loader; str keeps just the name.
+    def name(*args):
+        return (ref if len(args) == 1 else source)(*args, dbt_load_df_function=str)  # noqa: F821
+
+    relations = Relations(
+        changes=name("cohort_sync_changes"),
+        cohorts=name("cohort_sync_cohorts"),
+        published_state=name("cohort_sync", "published_state"),
+        published_cohorts=name("cohort_sync", "published_cohorts"),
+        delivery_log=name("cohort_sync", "delivery_log"),
+        run_history=name("cohort_sync", "run_history"),
+    )
+    return publish_in_dbt(session, relations, dry_run=as_bool(dry_run))

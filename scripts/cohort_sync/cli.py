@@ -1,0 +1,137 @@
+"""`cohort-sync`: publish from any scheduler, inspect history, run the local endpoint.
+
+    cohort-sync publish [--dry-run]     send the planned changes to Braze
+    cohort-sync status                  recent publish history
+    cohort-sync local-braze             the local Braze-compatible endpoint
+
+Exit status: 0 when every cohort succeeded, 1 when a cohort failed or the
+run was stopped, 2 for a configuration or warehouse error (nothing sent).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from .client import BrazeClient
+from .config import (
+    DATA_IMPORT_KEY_VAR,
+    PARTNER_API_KEY_VAR,
+    PARTNER_NAME_VAR,
+    BrazeSettings,
+    ConfigError,
+)
+from .publish import publish
+from .summary import format_table
+from .warehouse import WarehouseError, open_ledger, resolve_target
+
+log = logging.getLogger("cohort_sync")
+
+
+def _add_target_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--project-dir", default=".", help="the dbt project (default: .)")
+    parser.add_argument(
+        "--profiles-dir",
+        help="where profiles.yml is (default as dbt: DBT_PROFILES_DIR, the project, ~/.dbt)",
+    )
+    parser.add_argument("--profile", help="profile name (default: the project's)")
+    parser.add_argument("--target", "-t", help="target name (default: the profile's)")
+    parser.add_argument("--verbose", "-v", action="store_true", help="log every request")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cohort-sync", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    publish_cmd = commands.add_parser("publish", help="send the planned changes to Braze")
+    _add_target_arguments(publish_cmd)
+    publish_cmd.add_argument(
+        "--dry-run", action="store_true", help="print what would be sent; send and record nothing"
+    )
+
+    status_cmd = commands.add_parser("status", help="recent publish history")
+    _add_target_arguments(status_cmd)
+    status_cmd.add_argument("--limit", type=int, default=20, help="rows to show (default 20)")
+
+    local = commands.add_parser(
+        "local-braze",
+        help="run the local Braze-compatible endpoint (keys from the BRAZE_* variables)",
+    )
+    local.add_argument("--host", default="127.0.0.1")
+    local.add_argument("--port", type=int, default=4010)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        if args.command == "publish":
+            return _publish(args)
+        if args.command == "status":
+            return _status(args)
+        return _local_braze(args)
+    except (ConfigError, WarehouseError) as exc:
+        print(f"cohort-sync: {exc}", file=sys.stderr)
+        return 2
+
+
+def _publish(args: argparse.Namespace) -> int:
+    # Settings first: a missing key stops the run before any request or write.
+    settings = None if args.dry_run else BrazeSettings.from_env()
+    target = resolve_target(args.project_dir, args.profiles_dir, args.profile, args.target)
+    ledger = open_ledger(target)
+    client = BrazeClient(settings) if settings else None
+    try:
+        summary = publish(ledger, client, entry_point="cli", dry_run=args.dry_run)
+    finally:
+        if client:
+            client.close()
+        ledger.close()
+    heading = "dry run: would send" if args.dry_run else "publish run"
+    print(f"cohort-sync {heading} {summary.run_id} ({target.adapter_type} target '{target.target_name}')")
+    print(format_table(summary.rows))
+    if summary.stopped:
+        print(f"cohort-sync: run stopped: {summary.stopped}", file=sys.stderr)
+    return 0 if summary.ok else 1
+
+
+def _status(args: argparse.Namespace) -> int:
+    target = resolve_target(args.project_dir, args.profiles_dir, args.profile, args.target)
+    ledger = open_ledger(target)
+    try:
+        rows = ledger.history(limit=args.limit)
+    finally:
+        ledger.close()
+    print(format_table(rows, history=True))
+    return 0
+
+
+def _local_braze(args: argparse.Namespace) -> int:
+    from .local_braze import LocalBraze
+
+    missing = [v for v in (PARTNER_NAME_VAR, PARTNER_API_KEY_VAR, DATA_IMPORT_KEY_VAR) if not os.environ.get(v)]
+    if missing:
+        raise ConfigError(f"the local endpoint needs {', '.join(missing)} (the keys it accepts)")
+    server = LocalBraze(
+        partner_name=os.environ[PARTNER_NAME_VAR],
+        partner_api_key=os.environ[PARTNER_API_KEY_VAR],
+        data_import_key=os.environ[DATA_IMPORT_KEY_VAR],
+        host=args.host,
+        port=args.port,
+    )
+    print(f"local Braze-compatible endpoint listening on {server.url}", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

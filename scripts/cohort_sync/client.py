@@ -1,0 +1,227 @@
+"""HTTP client for Braze's partner cohort import endpoints.
+
+One pooled requests.Session per run and an explicit timeout on every call.
+Transient failures (429, 423, 5xx, connection errors, timeouts) are retried
+with exponential backoff and jitter, honouring Retry-After, capped in
+attempts and in total time. Any other 4xx is fatal and shows the server's
+message. Secrets travel only in request bodies and are redacted from every
+message this module produces.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import logging
+import random
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+import requests
+from requests.adapters import HTTPAdapter
+
+from .config import DATA_IMPORT_KEY_VAR, PARTNER_API_KEY_VAR, BrazeSettings
+
+log = logging.getLogger(__name__)
+
+RETRYABLE_STATUSES = frozenset({423, 429, 500, 502, 503, 504})
+BACKOFF_BASE_SECONDS = 0.5
+BACKOFF_CAP_SECONDS = 30.0
+
+
+class BrazeError(Exception):
+    """Braze did not acknowledge a request."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class BrazeAuthError(BrazeError):
+    """401: a key is wrong; no further request of this run can succeed."""
+
+
+class BrazeRejectedError(BrazeError):
+    """A 4xx other than 401, 423 and 429: the request itself is wrong."""
+
+
+class BrazeUnavailableError(BrazeError):
+    """A transient failure that did not clear within the retry caps."""
+
+
+@dataclass(frozen=True)
+class Ack:
+    """Braze's acknowledgement of one request."""
+
+    status: int
+    attempts: int
+
+    @property
+    def retries(self) -> int:
+        return self.attempts - 1
+
+
+class BrazeClient:
+    """Posts to the cohort name and user cohort endpoints of one workspace."""
+
+    def __init__(
+        self,
+        settings: BrazeSettings,
+        *,
+        pool_size: int = 4,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._settings = settings
+        self._sleep = sleep
+        self._clock = clock
+        self._base = f"{settings.rest_endpoint}/partners/{settings.partner_name}"
+        self._session = requests.Session()
+        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=pool_size, max_retries=0)
+        self._session.mount("https://", adapter)
+        self._session.mount("http://", adapter)
+        self._session.headers.update({"Content-Type": "application/json"})
+
+    def __repr__(self) -> str:
+        return f"BrazeClient(endpoint={self._base!r})"
+
+    def close(self) -> None:
+        self._session.close()
+
+    def __enter__(self) -> BrazeClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def name_cohort(self, cohort_id: str, name: str, created_at: datetime) -> Ack:
+        """Create the cohort in Braze, or rename it."""
+        stamp = created_at.astimezone(timezone.utc).isoformat(timespec="seconds")
+        return self._post(
+            "/cohorts",
+            {"cohort_id": cohort_id, "name": name, "created_at": stamp},
+            what=f"name of cohort '{cohort_id}'",
+        )
+
+    def update_cohort(self, cohort_id: str, cohort_changes: list[dict[str, Any]]) -> Ack:
+        """Send one batch of adds and removes (at most 1,000 identifiers)."""
+        return self._post(
+            "/cohorts/users",
+            {"cohort_id": cohort_id, "cohort_changes": cohort_changes},
+            what=f"batch for cohort '{cohort_id}'",
+        )
+
+    def _post(self, path: str, fields: dict[str, Any], *, what: str) -> Ack:
+        body = json.dumps(
+            {
+                "partner_api_key": self._settings.partner_api_key,
+                "client_secret": self._settings.data_import_key,
+                **fields,
+            },
+            separators=(",", ":"),
+        )
+        url = self._base + path
+        timeout = self._settings.timeout_seconds
+        started = self._clock()
+        for attempt in range(1, self._settings.max_attempts + 1):
+            retry_after: float | None = None
+            try:
+                response = self._session.post(url, data=body, timeout=(min(10.0, timeout), timeout))
+            except (requests.ConnectionError, requests.Timeout) as exc:
+                reason = f"{type(exc).__name__}: {self._redact(str(exc))}"
+            else:
+                status = response.status_code
+                if 200 <= status < 300:
+                    return Ack(status=status, attempts=attempt)
+                message = self._redact(server_message(response))
+                if status == 401:
+                    raise BrazeAuthError(auth_advice(message), status)
+                if status not in RETRYABLE_STATUSES:
+                    raise BrazeRejectedError(
+                        f"Braze rejected the {what} with HTTP {status}: {message}", status
+                    )
+                reason = f"HTTP {status}: {message}"
+                retry_after = parse_retry_after(response.headers.get("Retry-After"))
+
+            delay = retry_after if retry_after is not None else backoff(attempt)
+            elapsed = self._clock() - started
+            if attempt == self._settings.max_attempts or elapsed + delay > self._settings.max_retry_seconds:
+                raise BrazeUnavailableError(
+                    f"gave up on the {what} after {attempt} attempt(s) in {elapsed:.1f}s: {reason}"
+                )
+            log.warning(
+                "retrying the %s in %.2fs (attempt %d of %d failed): %s",
+                what, delay, attempt, self._settings.max_attempts, reason,
+            )
+            self._sleep(delay)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _redact(self, text: str) -> str:
+        for secret in self._settings.secrets:
+            if secret:
+                text = text.replace(secret, "[redacted]")
+        return text
+
+
+def backoff(attempt: int) -> float:
+    """Exponential backoff with full jitter, capped."""
+    ceiling = min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2 ** (attempt - 1))
+    return random.uniform(ceiling / 2, ceiling)
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds to wait from a Retry-After header (delta-seconds or HTTP date)."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
+
+
+_TAGS = re.compile(r"<[^>]+>")
+
+
+def server_message(response: requests.Response) -> str:
+    """A readable one-line message from any response body, JSON or not."""
+    text = response.text or ""
+    try:
+        payload = response.json()
+    except ValueError:
+        payload = None
+    if isinstance(payload, dict):
+        parts = [str(payload[key]) for key in ("message", "errors", "error") if payload.get(key)]
+        if parts:
+            return "; ".join(parts)[:500]
+    if not text.strip():
+        return f"empty response body ({response.reason or 'no reason given'})"
+    kind = response.headers.get("Content-Type", "unknown content type").split(";")[0]
+    flat = " ".join(_TAGS.sub(" ", text).split())
+    return f"non-JSON response ({kind}): {flat[:300]}"
+
+
+def auth_advice(message: str) -> str:
+    """Which key a 401 most likely points at, without echoing either key."""
+    lowered = message.lower()
+    if "client secret" in lowered or "client_secret" in lowered:
+        suspect = f"{DATA_IMPORT_KEY_VAR} (the workspace's data import key) is likely wrong or rotated"
+    elif "partner" in lowered and "key" in lowered:
+        suspect = f"{PARTNER_API_KEY_VAR} is likely wrong (or for another region)"
+    else:
+        suspect = (
+            f"check {DATA_IMPORT_KEY_VAR} (the workspace's data import key) "
+            f"and {PARTNER_API_KEY_VAR}"
+        )
+    return f"Braze answered 401 ({message}): {suspect}; the run was stopped"

@@ -1,0 +1,160 @@
+"""Braze settings, read once from the environment, validated and frozen.
+
+Secrets come only from environment variables and never appear in a repr,
+a log line or an exception message.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+ENDPOINT_VAR = "BRAZE_REST_ENDPOINT"
+PARTNER_NAME_VAR = "BRAZE_PARTNER_NAME"
+PARTNER_API_KEY_VAR = "BRAZE_PARTNER_API_KEY"
+DATA_IMPORT_KEY_VAR = "BRAZE_DATA_IMPORT_KEY"
+ALLOW_INSECURE_VAR = "COHORT_SYNC_ALLOW_INSECURE_HTTP"
+TIMEOUT_VAR = "COHORT_SYNC_HTTP_TIMEOUT_SECONDS"
+MAX_ATTEMPTS_VAR = "COHORT_SYNC_MAX_ATTEMPTS"
+MAX_RETRY_SECONDS_VAR = "COHORT_SYNC_MAX_RETRY_SECONDS"
+
+_CLUSTER = re.compile(r"^(?P<region>[a-z]{2,4})-(?P<number>\d{2})$")
+_PARTNER_NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"", "0", "false", "no", "off"}
+
+
+class ConfigError(ValueError):
+    """A missing or malformed setting; the message names the variable."""
+
+
+def expand_endpoint(value: str) -> str:
+    """A full REST endpoint URL, or a Braze cluster name expanded to one.
+
+    >>> expand_endpoint("iad-01")
+    'https://rest.iad-01.braze.com'
+    >>> expand_endpoint("fra-02")
+    'https://rest.fra-02.braze.eu'
+    """
+    value = value.strip()
+    match = _CLUSTER.match(value.lower())
+    if match:
+        tld = "eu" if match["region"] == "fra" else "com"
+        return f"https://rest.{value.lower()}.braze.{tld}"
+    return value.rstrip("/")
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True)
+class BrazeSettings:
+    """Everything the publisher needs to talk to Braze."""
+
+    rest_endpoint: str
+    partner_name: str
+    partner_api_key: str = field(repr=False)
+    data_import_key: str = field(repr=False)
+    timeout_seconds: float = 30.0
+    max_attempts: int = 6
+    max_retry_seconds: float = 300.0
+
+    @property
+    def secrets(self) -> tuple[str, str]:
+        return (self.partner_api_key, self.data_import_key)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> BrazeSettings:
+        """Read and validate the settings; one ConfigError lists every problem."""
+        env = os.environ if environ is None else environ
+        problems: list[str] = []
+
+        def required(name: str) -> str:
+            value = env.get(name, "").strip()
+            if not value:
+                problems.append(f"{name} is not set")
+            elif any(ch.isspace() for ch in value):
+                problems.append(f"{name} must not contain whitespace")
+            return value
+
+        endpoint_raw = required(ENDPOINT_VAR)
+        partner_name = required(PARTNER_NAME_VAR)
+        partner_api_key = required(PARTNER_API_KEY_VAR)
+        data_import_key = required(DATA_IMPORT_KEY_VAR)
+
+        endpoint = ""
+        if endpoint_raw:
+            endpoint = expand_endpoint(endpoint_raw)
+            problem = _endpoint_problem(endpoint, _flag(env, ALLOW_INSECURE_VAR, problems))
+            if problem:
+                problems.append(f"{ENDPOINT_VAR} {problem}")
+        if partner_name and not _PARTNER_NAME.match(partner_name):
+            problems.append(
+                f"{PARTNER_NAME_VAR} must contain only letters, digits, '_', '-' and '.'"
+            )
+
+        timeout = _number(env, TIMEOUT_VAR, 30.0, float, problems)
+        max_attempts = _number(env, MAX_ATTEMPTS_VAR, 6, int, problems)
+        max_retry_seconds = _number(env, MAX_RETRY_SECONDS_VAR, 300.0, float, problems)
+
+        if problems:
+            raise ConfigError("Braze configuration: " + "; ".join(problems))
+        return cls(
+            rest_endpoint=endpoint,
+            partner_name=partner_name,
+            partner_api_key=partner_api_key,
+            data_import_key=data_import_key,
+            timeout_seconds=timeout,
+            max_attempts=max_attempts,
+            max_retry_seconds=max_retry_seconds,
+        )
+
+
+def _endpoint_problem(endpoint: str, allow_insecure: bool) -> str | None:
+    parts = urlsplit(endpoint)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return (
+            "must be a URL such as https://rest.iad-01.braze.com "
+            "or a cluster name such as iad-01"
+        )
+    if parts.query or parts.fragment:
+        return "must not have a query string or fragment"
+    if parts.scheme == "http" and not (is_loopback(parts.hostname) or allow_insecure):
+        return (
+            f"must use https:// (plain http is allowed only for loopback "
+            f"addresses, or with {ALLOW_INSECURE_VAR}=true)"
+        )
+    return None
+
+
+def _flag(env: Mapping[str, str], name: str, problems: list[str]) -> bool:
+    value = env.get(name, "").strip().lower()
+    if value in _TRUE:
+        return True
+    if value not in _FALSE:
+        problems.append(f"{name} must be true or false")
+    return False
+
+
+def _number(env, name, default, kind, problems):
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = kind(raw)
+    except ValueError:
+        value = None
+    if value is None or value <= 0:
+        problems.append(f"{name} must be a positive {'whole ' if kind is int else ''}number")
+        return default
+    return value

@@ -1,0 +1,55 @@
+"""The publisher inside `dbt run` on DuckDB: called by the package's
+cohort_sync_publish Python model, in the dbt process."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from .client import BrazeClient
+from .config import BrazeSettings
+from .ledger import DuckDBLedger, Relations
+from .publish import publish
+from .summary import format_table
+
+log = logging.getLogger(__name__)
+
+SUMMARY_COLUMNS = (
+    "run_id", "cohort_id", "cohort_name", "status", "added", "removed",
+    "requests", "retries", "members_after", "error",
+)
+
+
+def as_bool(value: Any) -> bool:
+    """dbt may render a config var as a bool or as its text."""
+    if isinstance(value, str):
+        return value.strip().lower() in ("1", "true", "yes", "on")
+    return bool(value)
+
+
+def publish_in_dbt(session: Any, relations: Relations, *, dry_run: bool = False) -> Any:
+    """Publish, print the summary, and return it as a DuckDB relation.
+
+    A failed cohort fails the model (so `dbt run` exits non-zero) after
+    its history row is written.
+    """
+    settings = None if dry_run else BrazeSettings.from_env()
+    ledger = DuckDBLedger(session, relations)
+    client = BrazeClient(settings) if settings else None
+    try:
+        summary = publish(ledger, client, entry_point="dbt", dry_run=dry_run)
+    finally:
+        if client:
+            client.close()
+        ledger.close()
+    table = format_table(summary.rows)
+    print(f"\ncohort_sync publish run {summary.run_id}{' (dry run)' if dry_run else ''}:\n{table}\n", flush=True)
+    if not summary.ok:
+        raise RuntimeError(
+            f"cohort_sync: publish run {summary.run_id} did not complete"
+            f"{': ' + summary.stopped if summary.stopped else ''}\n{table}"
+        )
+    return session.sql(
+        f"select {', '.join(SUMMARY_COLUMNS)} from {relations.run_history} "
+        f"where run_id = '{summary.run_id}'"
+    )

@@ -1,0 +1,244 @@
+"""The publisher's view of the warehouse: the planned changes it reads and
+the acknowledged state it writes.
+
+Reads are of the dbt models (cohort_sync_cohorts, cohort_sync_changes),
+filtered against the published state at send time, so a change already
+acknowledged (by an earlier run, or before a crash) is never sent twice.
+Each acknowledged request is recorded in the published state and the
+delivery log in one transaction.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, fields
+from datetime import datetime
+from typing import Any
+
+from .payload import Change
+
+log = logging.getLogger(__name__)
+
+STATE_TABLES = (
+    "published_state",
+    "published_cohorts",
+    "delivery_log",
+    "run_history",
+)
+
+
+@dataclass(frozen=True)
+class Relations:
+    """Rendered relation names of the models and state tables, as dbt resolved them."""
+
+    changes: str
+    cohorts: str
+    published_state: str
+    published_cohorts: str
+    delivery_log: str
+    run_history: str
+
+
+@dataclass(frozen=True)
+class CohortPlan:
+    """A declared cohort and what Braze knows of it now."""
+
+    cohort_id: str
+    cohort_name: str
+    braze_cohort_name: str | None
+    braze_created_at: datetime | None
+
+    @property
+    def needs_name(self) -> bool:
+        """New or renamed cohorts go through the name endpoint first."""
+        return self.braze_cohort_name != self.cohort_name
+
+
+@dataclass
+class HistoryRow:
+    """One row of cohort_sync_run_history: one cohort in one run."""
+
+    run_id: str
+    cohort_id: str
+    cohort_name: str
+    entry_point: str
+    started_at: datetime
+    finished_at: datetime | None = None
+    status: str = "running"
+    added: int = 0
+    removed: int = 0
+    requests: int = 0
+    retries: int = 0
+    members_after: int | None = None
+    error: str | None = None
+
+
+HISTORY_COLUMNS = tuple(f.name for f in fields(HistoryRow))
+CHANGE_COLUMNS = Change._fields
+
+
+class DuckDBLedger:
+    """Ledger on a DuckDB connection (the embedded default)."""
+
+    def __init__(self, connection: Any, relations: Relations, page_rows: int = 20_000) -> None:
+        self._reader = connection.cursor()
+        self._writer = connection.cursor()
+        self.relations = relations
+        self._page_rows = page_rows
+
+    def close(self) -> None:
+        self._reader.close()
+        self._writer.close()
+
+    def cohorts(self) -> list[CohortPlan]:
+        r = self.relations
+        rows = self._reader.execute(
+            f"""
+            select c.cohort_id, c.cohort_name, p.cohort_name, p.created_at
+            from {r.cohorts} as c
+            left join {r.published_cohorts} as p on p.cohort_id = c.cohort_id
+            order by c.cohort_id
+            """
+        ).fetchall()
+        return [CohortPlan(*row) for row in rows]
+
+    def _pending_sql(self) -> str:
+        r = self.relations
+        columns = ", ".join(f"c.{name}" for name in CHANGE_COLUMNS)
+        return f"""
+            select {columns}
+            from {r.changes} as c
+            left join {r.published_state} as p
+                on p.cohort_id = c.cohort_id and p.member_key = c.member_key
+            where c.cohort_id = ?
+              and ((c.should_remove and p.member_key is not null)
+                   or (not c.should_remove and p.member_key is null))
+        """
+
+    def pending_batches(self, cohort_id: str) -> Iterator[list[Change]]:
+        """The cohort's changes not yet acknowledged, one list per batch, streamed."""
+        cursor = self._reader.execute(
+            self._pending_sql() + " order by c.batch_number, c.change_number", [cohort_id]
+        )
+        batch: list[Change] = []
+        while True:
+            rows = cursor.fetchmany(self._page_rows)
+            if not rows:
+                break
+            for row in rows:
+                change = Change(*row)
+                if batch and batch[0].batch_number != change.batch_number:
+                    yield batch
+                    batch = []
+                batch.append(change)
+        if batch:
+            yield batch
+
+    def pending_summary(self, cohort_id: str) -> tuple[int, int, int]:
+        """(adds, removes, batches) not yet acknowledged for the cohort."""
+        row = self._reader.execute(
+            f"""
+            select
+                coalesce(sum(case when not should_remove then 1 else 0 end), 0),
+                coalesce(sum(case when should_remove then 1 else 0 end), 0),
+                count(distinct batch_number)
+            from ({self._pending_sql()}) as pending
+            """,
+            [cohort_id],
+        ).fetchall()[0]
+        return int(row[0]), int(row[1]), int(row[2])
+
+    def record_name(
+        self, run_id: str, cohort: CohortPlan, created_at: datetime, status: int, at: datetime
+    ) -> None:
+        r = self.relations
+        with self._transaction():
+            self._writer.execute(f"delete from {r.published_cohorts} where cohort_id = ?", [cohort.cohort_id])
+            self._writer.execute(
+                f"""insert into {r.published_cohorts}
+                    (cohort_id, cohort_name, created_at, run_id, acknowledged_at)
+                    values (?, ?, ?, ?, ?)""",
+                [cohort.cohort_id, cohort.cohort_name, created_at, run_id, at],
+            )
+            self._log_delivery(run_id, cohort.cohort_id, "name", None, 0, 0, status, at)
+
+    def record_batch(
+        self, run_id: str, cohort_id: str, batch: list[Change], status: int, at: datetime
+    ) -> None:
+        """Apply an acknowledged batch to the published state, and log it, atomically."""
+        r = self.relations
+        adds = [c for c in batch if not c.should_remove]
+        removes = [c.member_key for c in batch if c.should_remove]
+        with self._transaction():
+            if removes:
+                self._writer.execute(
+                    f"""delete from {r.published_state}
+                        where cohort_id = ? and member_key in (select unnest(?::varchar[]))""",
+                    [cohort_id, removes],
+                )
+            if adds:
+                columns = list(zip(*[
+                    (c.member_key, c.identifier_type, c.external_id, c.alias_name, c.alias_label, c.device_id)
+                    for c in adds
+                ], strict=True))
+                self._writer.execute(
+                    f"""insert into {r.published_state}
+                        (cohort_id, run_id, acknowledged_at, member_key, identifier_type,
+                         external_id, alias_name, alias_label, device_id)
+                        select ?, ?, ?, * from (select
+                            unnest(?::varchar[]), unnest(?::varchar[]), unnest(?::varchar[]),
+                            unnest(?::varchar[]), unnest(?::varchar[]), unnest(?::varchar[]))""",
+                    [cohort_id, run_id, at, *[list(column) for column in columns]],
+                )
+            self._log_delivery(
+                run_id, cohort_id, "users", batch[0].batch_number, len(adds), len(removes), status, at
+            )
+
+    def _log_delivery(self, run_id, cohort_id, kind, batch_number, added, removed, status, at) -> None:
+        self._writer.execute(
+            f"""insert into {self.relations.delivery_log}
+                (run_id, cohort_id, request_kind, batch_number, added, removed, http_status, acknowledged_at)
+                values (?, ?, ?, ?, ?, ?, ?, ?)""",
+            [run_id, cohort_id, kind, batch_number, added, removed, status, at],
+        )
+
+    def members(self, cohort_id: str) -> int:
+        return int(
+            self._writer.execute(
+                f"select count(*) from {self.relations.published_state} where cohort_id = ?",
+                [cohort_id],
+            ).fetchall()[0][0]
+        )
+
+    def write_history(self, row: HistoryRow) -> None:
+        placeholders = ", ".join("?" for _ in HISTORY_COLUMNS)
+        with self._transaction():
+            self._writer.execute(
+                f"insert into {self.relations.run_history} ({', '.join(HISTORY_COLUMNS)}) values ({placeholders})",
+                [getattr(row, name) for name in HISTORY_COLUMNS],
+            )
+
+    def history(self, limit: int = 20, run_id: str | None = None) -> list[HistoryRow]:
+        """Recent history rows, newest first (or all rows of one run)."""
+        where, params = ("where run_id = ?", [run_id]) if run_id else ("", [])
+        rows = self._writer.execute(
+            f"""select {', '.join(HISTORY_COLUMNS)} from {self.relations.run_history} {where}
+                order by started_at desc, cohort_id limit {int(limit)}""",
+            params,
+        ).fetchall()
+        return [HistoryRow(*row) for row in rows]
+
+    def _transaction(self):
+        return _Transaction(self._writer)
+
+
+class _Transaction:
+    def __init__(self, cursor: Any) -> None:
+        self._cursor = cursor
+
+    def __enter__(self) -> None:
+        self._cursor.execute("begin transaction")
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self._cursor.execute("rollback" if exc_type else "commit")

@@ -1,0 +1,46 @@
+"""Plain-text tables of history rows, for the CLI and the dbt entry point."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from .ledger import HistoryRow
+
+_COLUMNS = (
+    ("cohort", lambda r: r.cohort_id),
+    ("status", lambda r: r.status),
+    ("added", lambda r: r.added),
+    ("removed", lambda r: r.removed),
+    ("requests", lambda r: r.requests),
+    ("retries", lambda r: r.retries),
+    ("members", lambda r: "" if r.members_after is None else r.members_after),
+    ("error", lambda r: (r.error or "")[:120]),
+)
+_HISTORY_COLUMNS = (
+    ("started (UTC)", lambda r: r.started_at.strftime("%Y-%m-%d %H:%M:%S") if r.started_at else ""),
+    ("run", lambda r: r.run_id[:8]),
+    ("via", lambda r: r.entry_point),
+) + _COLUMNS
+
+
+def format_table(rows: Sequence[HistoryRow], *, history: bool = False) -> str:
+    """A fixed-width table, one line per row; numbers right-aligned."""
+    columns = _HISTORY_COLUMNS if history else _COLUMNS
+    cells = [[str(get(row)) for _, get in columns] for row in rows]
+    widths = [
+        max([len(title)] + [len(line[i]) for line in cells]) for i, (title, _) in enumerate(columns)
+    ]
+    numeric = {"added", "removed", "requests", "retries", "members"}
+
+    def render(values: Sequence[str]) -> str:
+        parts = [
+            value.rjust(width) if title in numeric else value.ljust(width)
+            for value, width, (title, _) in zip(values, widths, columns, strict=True)
+        ]
+        return "  ".join(parts).rstrip()
+
+    lines = [render([title for title, _ in columns]), render(["-" * w for w in widths])]
+    lines += [render(line) for line in cells]
+    if not rows:
+        lines.append("(no cohorts)")
+    return "\n".join(lines)

@@ -1,0 +1,131 @@
+"""Finding the warehouse the way dbt does: the project's profile and target
+for the connection, and the manifest of the last dbt invocation for the
+relation names of the models and state tables.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .ledger import STATE_TABLES, DuckDBLedger, Relations
+
+PACKAGE = "cohort_sync"
+MODELS = {"changes": "cohort_sync_changes", "cohorts": "cohort_sync_cohorts"}
+
+
+class WarehouseError(RuntimeError):
+    """The project, profile, manifest or connection cannot be used."""
+
+
+@dataclass(frozen=True)
+class Target:
+    project_dir: Path
+    profiles_dir: Path
+    profile_name: str
+    target_name: str
+    adapter_type: str
+    credentials: Any
+
+
+def default_profiles_dir(project_dir: Path) -> Path:
+    """dbt's rule: DBT_PROFILES_DIR, else the project dir if it has profiles.yml, else ~/.dbt."""
+    if os.environ.get("DBT_PROFILES_DIR"):
+        return Path(os.environ["DBT_PROFILES_DIR"])
+    if (project_dir / "profiles.yml").exists():
+        return project_dir
+    return Path.home() / ".dbt"
+
+
+def _project(project_dir: Path) -> dict[str, Any]:
+    path = project_dir / "dbt_project.yml"
+    if not path.exists():
+        raise WarehouseError(f"no dbt_project.yml in {project_dir} (use --project-dir)")
+    return yaml.safe_load(path.read_text()) or {}
+
+
+def resolve_target(
+    project_dir: str | Path = ".",
+    profiles_dir: str | Path | None = None,
+    profile: str | None = None,
+    target: str | None = None,
+) -> Target:
+    """Render the profile with dbt's own renderer (env_var() and all)."""
+    from argparse import Namespace
+
+    from dbt.config.profile import Profile, read_profile
+    from dbt.config.renderer import ProfileRenderer
+    from dbt.exceptions import DbtProfileError, DbtRuntimeError
+    from dbt.flags import set_from_args
+
+    project_dir = Path(project_dir).resolve()
+    profile_name = profile or _project(project_dir).get("profile")
+    if not profile_name:
+        raise WarehouseError("dbt_project.yml names no profile (use --profile)")
+    profiles_path = Path(profiles_dir).resolve() if profiles_dir else default_profiles_dir(project_dir)
+    set_from_args(Namespace(profiles_dir=str(profiles_path)), None)
+    raw = read_profile(str(profiles_path))
+    if profile_name not in raw:
+        raise WarehouseError(f"profile '{profile_name}' not found in {profiles_path / 'profiles.yml'}")
+    try:
+        rendered = Profile.from_raw_profile_info(
+            raw[profile_name], profile_name, ProfileRenderer({}), target_override=target
+        )
+    except (DbtProfileError, DbtRuntimeError) as exc:
+        raise WarehouseError(f"profile '{profile_name}': {exc}") from None
+    return Target(
+        project_dir=project_dir,
+        profiles_dir=profiles_path,
+        profile_name=profile_name,
+        target_name=rendered.target_name,
+        adapter_type=rendered.credentials.type,
+        credentials=rendered.credentials,
+    )
+
+
+def relations_from_manifest(project_dir: Path) -> Relations:
+    """Relation names as dbt rendered them in the last invocation's manifest."""
+    target_path = _project(project_dir).get("target-path", "target")
+    path = project_dir / target_path / "manifest.json"
+    if not path.exists():
+        raise WarehouseError(
+            f"no manifest at {path}: run `dbt run` (or `dbt build`) in the project first"
+        )
+    manifest = json.loads(path.read_text())
+    names: dict[str, str] = {}
+    for node in manifest.get("nodes", {}).values():
+        if node.get("package_name") == PACKAGE and node.get("resource_type") == "model":
+            for key, model in MODELS.items():
+                if node.get("name") == model:
+                    names[key] = node["relation_name"]
+    for source in manifest.get("sources", {}).values():
+        if source.get("package_name") == PACKAGE and source.get("source_name") == PACKAGE:
+            if source.get("name") in STATE_TABLES:
+                names[source["name"]] = source["relation_name"]
+    missing = [key for key in (*MODELS, *STATE_TABLES) if key not in names]
+    if missing:
+        raise WarehouseError(
+            f"the manifest at {path} lacks cohort_sync's {', '.join(missing)}: "
+            "is the cohort_sync package installed in this project (dbt deps)?"
+        )
+    return Relations(**names)
+
+
+def open_ledger(target: Target) -> DuckDBLedger:
+    relations = relations_from_manifest(target.project_dir)
+    if target.adapter_type != "duckdb":
+        raise WarehouseError(
+            f"cohort-sync publish supports duckdb targets; target '{target.target_name}' "
+            f"is {target.adapter_type}"
+        )
+    import duckdb
+
+    path = target.credentials.path
+    if path != ":memory:" and not os.path.isabs(path):
+        path = str(target.project_dir / path)
+    return DuckDBLedger(duckdb.connect(path), relations)

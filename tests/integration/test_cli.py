@@ -1,0 +1,158 @@
+"""End to end as a user runs it: a fresh dbt project written by hand, the
+package installed with `local:`, `dbt` and `cohort-sync` as commands."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from tests.conftest import PARTNER_NAME
+from tests.sync_project import REPO
+
+pytestmark = pytest.mark.dbt
+
+BIN = Path(sys.executable).parent
+
+PROJECT = """\
+name: my_shop
+version: "1.0.0"
+config-version: 2
+profile: my_shop
+vars:
+  cohort_sync_publish_on_run: {publish_on_run}
+  cohort_sync_cohorts:
+    - model: loyal_customers
+      name: "Loyal customers"
+      cohort_id: loyal
+"""
+PROFILES = """\
+my_shop:
+  target: dev
+  outputs:
+    dev:
+      type: duckdb
+      path: shop.duckdb
+"""
+AUDIENCE = """\
+-- customers with an id below var('loyal_below') are loyal
+select 'customer-' || cast(i as varchar) as external_id, i as orders
+from range(1, {{ var('loyal_below', 8) }}) as t(i)
+"""
+
+
+def write_project(root: Path, publish_on_run: bool) -> Path:
+    (root / "models").mkdir(parents=True)
+    (root / "dbt_project.yml").write_text(PROJECT.format(publish_on_run=str(publish_on_run).lower()))
+    (root / "profiles.yml").write_text(PROFILES)
+    (root / "packages.yml").write_text(f"packages:\n  - local: {REPO}\n")
+    (root / "models" / "loyal_customers.sql").write_text(AUDIENCE)
+    return root
+
+
+def run(root: Path, *command: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(BIN / command[0]), *command[1:]], cwd=root, capture_output=True, text=True, timeout=300
+    )
+
+
+def published(root: Path) -> set[str]:
+    with duckdb.connect(str(root / "shop.duckdb")) as con:
+        return {r[0] for r in con.execute("select member_key from cohort_sync_published_state").fetchall()}
+
+
+@pytest.fixture
+def shop(tmp_path, braze_env) -> Path:
+    root = write_project(tmp_path / "my_shop", publish_on_run=False)
+    deps = run(root, "dbt", "deps")
+    assert deps.returncode == 0, deps.stdout + deps.stderr
+    built = run(root, "dbt", "run")
+    assert built.returncode == 0, built.stdout + built.stderr
+    return root
+
+
+def test_fresh_project_syncs_through_the_cli(shop, braze):
+    assert (shop / "dbt_packages" / "cohort_sync").exists()
+    assert braze.requests() == []  # publishing in dbt run is off in this project
+
+    result = run(shop, "cohort-sync", "publish")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "loyal" in result.stdout and "success" in result.stdout
+    held = braze.cohorts()["loyal"]
+    assert held["name"] == "Loyal customers"
+    assert held["user_ids"] == sorted(f"customer-{i}" for i in range(1, 8))
+    assert published(shop) == {f"external_id:customer-{i}" for i in range(1, 8)}
+
+    again = run(shop, "cohort-sync", "publish")
+    assert again.returncode == 0
+    assert len(braze.requests()) == 2  # the name call and one batch; the second run sent nothing
+
+    assert run(shop, "dbt", "run", "--vars", "{loyal_below: 5}").returncode == 0
+    assert run(shop, "cohort-sync", "publish").returncode == 0
+    assert braze.cohorts()["loyal"]["user_ids"] == sorted(f"customer-{i}" for i in range(1, 5))
+    last = braze.requests()[-1]
+    assert (last["adds"], last["removes"]) == (0, 3)
+
+    status = run(shop, "cohort-sync", "status")
+    assert status.returncode == 0
+    lines = [line for line in status.stdout.splitlines() if " loyal " in line]
+    assert len(lines) == 3 and all("cli" in line for line in lines)
+
+
+def test_dry_run_prints_the_plan_and_sends_and_records_nothing(shop, braze):
+    result = run(shop, "cohort-sync", "publish", "--dry-run")
+    assert result.returncode == 0, result.stderr
+    row = next(line for line in result.stdout.splitlines() if line.startswith("loyal"))
+    assert row.split()[:5] == ["loyal", "dry_run", "7", "0", "2"]
+    assert braze.requests() == []
+    assert published(shop) == set()
+
+
+def test_missing_key_exits_2_naming_it_before_any_request_or_write(shop, braze, monkeypatch):
+    monkeypatch.delenv("BRAZE_DATA_IMPORT_KEY")
+    result = run(shop, "cohort-sync", "publish")
+    assert result.returncode == 2
+    assert "BRAZE_DATA_IMPORT_KEY is not set" in result.stderr
+    assert braze.requests() == []
+    with duckdb.connect(str(shop / "shop.duckdb")) as con:
+        assert con.execute("select count(*) from cohort_sync_run_history").fetchall() == [(0,)]
+
+
+def test_a_failed_cohort_exits_1_and_is_recorded(shop, braze):
+    braze.set_faults([{"endpoint": "users", "times": 1, "status": 400, "body": "{\"message\": \"bad cohort\"}"}])
+    result = run(shop, "cohort-sync", "publish")
+    assert result.returncode == 1
+    assert "failed" in result.stdout
+    with duckdb.connect(str(shop / "shop.duckdb")) as con:
+        status, error, requests = con.execute(
+            "select status, error, requests from cohort_sync_run_history"
+        ).fetchall()[0]
+    assert status == "failed" and "HTTP 400" in error and requests == 1  # the name call was acknowledged
+    assert published(shop) == set()
+    assert run(shop, "cohort-sync", "publish").returncode == 0
+    assert len(braze.cohorts()["loyal"]["user_ids"]) == 7
+
+
+def test_dbt_run_publishes_in_process_then_cli_has_nothing_left(tmp_path, braze_env, braze):
+    root = write_project(tmp_path / "shop2", publish_on_run=True)
+    assert run(root, "dbt", "deps").returncode == 0
+    built = run(root, "dbt", "run")
+    assert built.returncode == 0, built.stdout + built.stderr
+    assert "cohort_sync publish run" in built.stdout
+    assert len(braze.cohorts()["loyal"]["user_ids"]) == 7
+    sent = len(braze.requests())
+    assert run(root, "cohort-sync", "publish").returncode == 0
+    assert len(braze.requests()) == sent
+
+
+def test_unknown_project_dir_is_a_clear_error(tmp_path, braze_env):
+    result = run(tmp_path, "cohort-sync", "status", "--project-dir", str(tmp_path / "nowhere"))
+    assert result.returncode == 2
+    assert "no dbt_project.yml" in result.stderr
+
+
+def test_partner_name_matches_fixture():
+    assert PARTNER_NAME == "cohort_sync_test"
