@@ -66,3 +66,86 @@
   {%- endfor -%}
   {{ return(cohorts) }}
 {% endmacro %}
+
+
+{#
+  The declared cohorts as a select of literals (cohort_id, cohort_name,
+  model_name), for use as a CTE body.
+#}
+{% macro declared_cohorts_sql() %}
+  {{ return(adapter.dispatch('declared_cohorts_sql', 'cohort_sync')()) }}
+{% endmacro %}
+
+{% macro default__declared_cohorts_sql() %}
+  {%- set string = dbt.type_string() -%}
+  {%- for cohort in cohort_sync.declared_cohorts() %}
+    select
+        cast({{ cohort_sync.quoted_literal(cohort.cohort_id) }} as {{ string }}) as cohort_id,
+        cast({{ cohort_sync.quoted_literal(cohort.name) }} as {{ string }}) as cohort_name,
+        cast({{ cohort_sync.quoted_literal(cohort.model) }} as {{ string }}) as model_name
+    {% if not loop.last %}union all{% endif %}
+  {%- else %}
+    select
+        cast(null as {{ string }}) as cohort_id,
+        cast(null as {{ string }}) as cohort_name,
+        cast(null as {{ string }}) as model_name
+    where 1 = 0
+  {%- endfor %}
+{% endmacro %}
+
+
+{#
+  A var holding a list of cohort ids (cohort_sync_clear_cohorts,
+  cohort_sync_allow_removals), validated.
+#}
+{% macro cohort_id_list(var_name) %}
+  {{ return(adapter.dispatch('cohort_id_list', 'cohort_sync')(var_name)) }}
+{% endmacro %}
+
+{% macro default__cohort_id_list(var_name) %}
+  {%- set value = var(var_name, []) -%}
+  {%- if value is none -%}
+    {{ return([]) }}
+  {%- endif -%}
+  {%- if value is string -%}
+    {%- set value = [value] -%}
+  {%- endif -%}
+  {%- if value is mapping or value is not iterable -%}
+    {{ exceptions.raise_compiler_error("cohort_sync: var '" ~ var_name ~ "' must be a list of cohort ids, got: " ~ value) }}
+  {%- endif -%}
+  {%- set ids = [] -%}
+  {%- for item in value -%}
+    {%- if item is not string or item | trim == '' -%}
+      {{ exceptions.raise_compiler_error("cohort_sync: var '" ~ var_name ~ "' must be a list of cohort ids, got the item: " ~ item) }}
+    {%- endif -%}
+    {%- do ids.append(item | trim) -%}
+  {%- endfor -%}
+  {{ return(ids) }}
+{% endmacro %}
+
+
+{#
+  Cohorts no longer declared whose Braze members are to be removed
+  (var cohort_sync_clear_cohorts). Clearing is guarded like any mass removal.
+#}
+{% macro cleared_cohorts() %}
+  {{ return(adapter.dispatch('cleared_cohorts', 'cohort_sync')()) }}
+{% endmacro %}
+
+{% macro default__cleared_cohorts() %}
+  {%- set cleared = cohort_sync.cohort_id_list('cohort_sync_clear_cohorts') -%}
+  {%- for cohort in cohort_sync.declared_cohorts() if cohort.cohort_id in cleared -%}
+    {{ exceptions.raise_compiler_error("cohort_sync: cohort '" ~ cohort.cohort_id ~ "' is both declared in cohort_sync_cohorts and listed in cohort_sync_clear_cohorts; remove one of them") }}
+  {%- endfor -%}
+  {{ return(cleared) }}
+{% endmacro %}
+
+
+{# A list of strings as a SQL list of literals: ('a', 'b'). #}
+{% macro literal_list(values) %}
+  {{ return(adapter.dispatch('literal_list', 'cohort_sync')(values)) }}
+{% endmacro %}
+
+{% macro default__literal_list(values) -%}
+  ({%- for value in values -%}{{ cohort_sync.quoted_literal(value) }}{{ ", " if not loop.last }}{%- endfor -%})
+{%- endmacro %}

@@ -45,7 +45,16 @@
       ('run_id', string), ('cohort_id', string), ('cohort_name', string),
       ('entry_point', string), ('started_at', timestamp), ('finished_at', timestamp),
       ('status', string), ('added', bigint), ('removed', bigint),
-      ('requests', bigint), ('retries', bigint), ('members_after', bigint), ('error', string)
+      ('requests', bigint), ('retries', bigint), ('resent_batches', bigint),
+      ('members_after', bigint), ('error', string)
+    ],
+    'cohort_sync_inflight': [
+      ('run_id', string), ('cohort_id', string), ('request_kind', string),
+      ('batch_number', bigint), ('identifiers', bigint), ('sent_at', timestamp)
+    ],
+    'cohort_sync_lock': [
+      ('lock_name', string), ('run_id', string), ('owner', string),
+      ('entry_point', string), ('acquired_at', timestamp), ('expires_at', timestamp)
     ]
   }) }}
 {% endmacro %}

@@ -3,15 +3,17 @@
   the last acknowledged sync (an add) or left it (a remove), numbered into
   batches of at most var('cohort_sync_batch_size') identifiers per cohort.
   Removes come first, so a batch that mixes both lists removes before adds.
-  A cohort no longer declared is left alone: its Braze members are kept.
+  A cohort no longer declared is left alone (its Braze members are kept)
+  unless it is listed in var('cohort_sync_clear_cohorts'): then every member
+  is removed (guarded in cohort_sync_cohorts like any mass removal).
 #}
 {%- set batch_size = cohort_sync.batch_size() -%}
+{%- set cleared = cohort_sync.cleared_cohorts() -%}
 
 with
 
 declared as (
-    select cohort_id
-    from {{ ref('cohort_sync_cohorts') }}
+    {{ cohort_sync.declared_cohorts_sql() }}
 ),
 
 membership as (
@@ -37,6 +39,9 @@ published as (
         device_id
     from {{ source('cohort_sync', 'published_state') }}
     where cohort_id in (select cohort_id from declared)
+    {%- if cleared %}
+        or cohort_id in {{ cohort_sync.literal_list(cleared) }}
+    {%- endif %}
 ),
 
 additions as (

@@ -1,26 +1,33 @@
 {#
-  The declared cohorts, and whether Braze already knows each one under its
-  declared name: 'new' and 'renamed' cohorts need the name endpoint first.
+  One row per cohort the package knows (declared now, or published before),
+  with the plan for this run and its guard verdict:
+
+  - action: 'publish' (declared), 'clear' (no longer declared, listed in
+    var cohort_sync_clear_cohorts: every member is removed) or 'keep' (no
+    longer declared: its Braze members are kept, and a test warns);
+  - name_status: 'new' and 'renamed' cohorts go through the name endpoint;
+  - guard_status: 'blocked' when the plan would empty the cohort, or remove
+    more than var cohort_sync_max_removal_share of its published members
+    (when at least var cohort_sync_min_removals_to_guard are removed);
+    'allowed' when such a cohort is listed in var cohort_sync_allow_removals;
+    'ok' otherwise.
 #}
-{%- set cohorts = cohort_sync.declared_cohorts() -%}
 {%- set string = dbt.type_string() -%}
+{%- set cleared = cohort_sync.cleared_cohorts() -%}
+{%- set allowed = cohort_sync.cohort_id_list('cohort_sync_allow_removals') -%}
+{%- set max_share = var('cohort_sync_max_removal_share', 0.5) -%}
+{%- set min_removals = var('cohort_sync_min_removals_to_guard', 100) -%}
+{%- if max_share is not number or max_share < 0 or max_share > 1 -%}
+  {{ exceptions.raise_compiler_error("cohort_sync: var 'cohort_sync_max_removal_share' must be a number from 0 to 1, got: " ~ max_share) }}
+{%- endif -%}
+{%- if min_removals is not number or min_removals < 0 -%}
+  {{ exceptions.raise_compiler_error("cohort_sync: var 'cohort_sync_min_removals_to_guard' must be a whole number of at least 0, got: " ~ min_removals) }}
+{%- endif -%}
 
 with
 
 declared as (
-    {%- for cohort in cohorts %}
-    select
-        cast({{ cohort_sync.quoted_literal(cohort.cohort_id) }} as {{ string }}) as cohort_id,
-        cast({{ cohort_sync.quoted_literal(cohort.name) }} as {{ string }}) as cohort_name,
-        cast({{ cohort_sync.quoted_literal(cohort.model) }} as {{ string }}) as model_name
-    {% if not loop.last %}union all{% endif %}
-    {%- else %}
-    select
-        cast(null as {{ string }}) as cohort_id,
-        cast(null as {{ string }}) as cohort_name,
-        cast(null as {{ string }}) as model_name
-    where 1 = 0
-    {%- endfor %}
+    {{ cohort_sync.declared_cohorts_sql() }}
 ),
 
 braze_names as (
@@ -30,20 +37,107 @@ braze_names as (
     from {{ source('cohort_sync', 'published_cohorts') }}
 ),
 
-final as (
+published_members as (
     select
-        declared.cohort_id,
-        declared.cohort_name,
+        cohort_id,
+        count(*) as members
+    from {{ source('cohort_sync', 'published_state') }}
+    group by cohort_id
+),
+
+planned as (
+    select
+        cohort_id,
+        sum(case when should_remove then 0 else 1 end) as planned_adds,
+        sum(case when should_remove then 1 else 0 end) as planned_removes,
+        max(batch_number) as planned_batches
+    from {{ ref('cohort_sync_changes') }}
+    group by cohort_id
+),
+
+known as (
+    select cohort_id from declared
+    union
+    select cohort_id from braze_names
+    union
+    select cohort_id from published_members
+),
+
+combined as (
+    select
+        known.cohort_id,
+        coalesce(declared.cohort_name, braze_names.cohort_name) as cohort_name,
         declared.model_name,
         braze_names.cohort_name as braze_cohort_name,
         case
+            when declared.cohort_id is not null then 'publish'
+            {%- if cleared %}
+            when known.cohort_id in {{ cohort_sync.literal_list(cleared) }} then 'clear'
+            {%- endif %}
+            else 'keep'
+        end as action,
+        case
             when braze_names.cohort_id is null then 'new'
-            when braze_names.cohort_name = declared.cohort_name then 'known'
+            when braze_names.cohort_name = coalesce(declared.cohort_name, braze_names.cohort_name) then 'known'
             else 'renamed'
-        end as name_status
-    from declared
-    left join braze_names
-        on braze_names.cohort_id = declared.cohort_id
+        end as name_status,
+        coalesce(published_members.members, 0) as published_members,
+        coalesce(planned.planned_adds, 0) as planned_adds,
+        coalesce(planned.planned_removes, 0) as planned_removes,
+        coalesce(planned.planned_batches, 0) as planned_batches
+    from known
+    left join declared on declared.cohort_id = known.cohort_id
+    left join braze_names on braze_names.cohort_id = known.cohort_id
+    left join published_members on published_members.cohort_id = known.cohort_id
+    left join planned on planned.cohort_id = known.cohort_id
+),
+
+judged as (
+    select
+        combined.*,
+        published_members + planned_adds - planned_removes as members_after,
+        case
+            when planned_removes > 0 and published_members + planned_adds - planned_removes = 0
+                then {{ dbt.concat([
+                    "'the run would leave the cohort empty (removing all '",
+                    "cast(planned_removes as " ~ string ~ ")",
+                    "' members)'"]) }}
+            when planned_removes >= {{ min_removals }}
+                and planned_removes > {{ max_share }} * published_members
+                then {{ dbt.concat([
+                    "'the run would remove '",
+                    "cast(planned_removes as " ~ string ~ ")",
+                    "' of '",
+                    "cast(published_members as " ~ string ~ ")",
+                    "' members ('",
+                    "cast(round(100.0 * planned_removes / published_members, 1) as " ~ string ~ ")",
+                    "'%), more than the " ~ ('%g' | format(max_share * 100)) ~ "% limit'"]) }}
+        end as guard_reason
+    from combined
+),
+
+final as (
+    select
+        cohort_id,
+        cohort_name,
+        model_name,
+        braze_cohort_name,
+        action,
+        name_status,
+        published_members,
+        planned_adds,
+        planned_removes,
+        planned_batches,
+        members_after,
+        case
+            when action = 'keep' or guard_reason is null then 'ok'
+            {%- if allowed %}
+            when cohort_id in {{ cohort_sync.literal_list(allowed) }} then 'allowed'
+            {%- endif %}
+            else 'blocked'
+        end as guard_status,
+        case when action = 'keep' then null else guard_reason end as guard_reason
+    from judged
 )
 
 select * from final

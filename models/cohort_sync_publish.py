@@ -9,14 +9,18 @@ never from dbt vars.
 def model(dbt, session):
     dbt.config(materialized="table")
     dry_run = dbt.config.get("cohort_sync_dry_run")
+    full_resync = dbt.config.get("cohort_sync_full_resync")
 
     # Declares the dependencies, so this model runs after the plan is built.
     dbt.ref("cohort_sync_changes")
     dbt.ref("cohort_sync_cohorts")
+    dbt.ref("cohort_sync_membership")
     dbt.source("cohort_sync", "published_state")
     dbt.source("cohort_sync", "published_cohorts")
     dbt.source("cohort_sync", "delivery_log")
     dbt.source("cohort_sync", "run_history")
+    dbt.source("cohort_sync", "inflight")
+    dbt.source("cohort_sync", "lock")
 
     from cohort_sync.dbt_model import as_bool, publish_in_dbt
     from cohort_sync.ledger import Relations
@@ -29,9 +33,12 @@ def model(dbt, session):
     relations = Relations(
         changes=name("cohort_sync_changes"),
         cohorts=name("cohort_sync_cohorts"),
+        membership=name("cohort_sync_membership"),
         published_state=name("cohort_sync", "published_state"),
         published_cohorts=name("cohort_sync", "published_cohorts"),
         delivery_log=name("cohort_sync", "delivery_log"),
         run_history=name("cohort_sync", "run_history"),
+        inflight=name("cohort_sync", "inflight"),
+        lock=name("cohort_sync", "lock"),
     )
-    return publish_in_dbt(session, relations, dry_run=as_bool(dry_run))
+    return publish_in_dbt(session, relations, dry_run=as_bool(dry_run), full_resync=as_bool(full_resync))

@@ -4,6 +4,8 @@ declares audiences read from tables the test writes, run with dbtRunner."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -13,6 +15,7 @@ import yaml
 from dbt.cli.main import dbtRunner, dbtRunnerResult
 
 REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
 
 
 class SyncProject:
@@ -66,6 +69,14 @@ class SyncProject:
         if vars:
             command += ["--vars", json.dumps(vars)]
         return dbtRunner().invoke(command)
+
+    def command(self, *args: str) -> list[str]:
+        """`dbt ...` or `cohort-sync ...` as a command line for this project."""
+        return [str(BIN / args[0]), *args[1:], "--project-dir", str(self.root), "--profiles-dir", str(self.root)]
+
+    def cli(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+        """Run `dbt ...` or `cohort-sync ...` as a separate process, as a scheduler would."""
+        return subprocess.run(self.command(*args), cwd=self.root, capture_output=True, text=True, timeout=timeout)
 
     def run(self, vars: dict[str, Any] | None = None) -> dbtRunnerResult:
         result = self.dbt("run", vars=vars)

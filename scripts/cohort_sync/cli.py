@@ -4,8 +4,9 @@
     cohort-sync status                  recent publish history
     cohort-sync local-braze             the local Braze-compatible endpoint
 
-Exit status: 0 when every cohort succeeded, 1 when a cohort failed or the
-run was stopped, 2 for a configuration or warehouse error (nothing sent).
+Exit status: 0 when every cohort succeeded, 1 when a cohort failed, was
+blocked by a guard rail, or the run was stopped, 2 for a configuration or
+warehouse error or another run in progress (nothing sent).
 """
 
 from __future__ import annotations
@@ -23,8 +24,9 @@ from .config import (
     BrazeSettings,
     ConfigError,
 )
-from .publish import publish
-from .summary import format_table
+from .ledger import LockHeldError
+from .publish import PublishOptions, publish
+from .summary import format_run, format_table
 from .warehouse import WarehouseError, open_ledger, resolve_target
 
 log = logging.getLogger("cohort_sync")
@@ -48,7 +50,19 @@ def build_parser() -> argparse.ArgumentParser:
     publish_cmd = commands.add_parser("publish", help="send the planned changes to Braze")
     _add_target_arguments(publish_cmd)
     publish_cmd.add_argument(
-        "--dry-run", action="store_true", help="print what would be sent; send and record nothing"
+        "--dry-run", action="store_true", help="print what would be sent; send nothing"
+    )
+    publish_cmd.add_argument(
+        "--full-resync",
+        action="store_true",
+        help="also re-send every current member as an add (repairs drift after edits in Braze)",
+    )
+    publish_cmd.add_argument(
+        "--allow-removals",
+        action="append",
+        default=[],
+        metavar="COHORT_ID",
+        help="publish this cohort even if its guard blocks it (mass removal, emptying); repeatable",
     )
 
     status_cmd = commands.add_parser("status", help="recent publish history")
@@ -76,26 +90,29 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "status":
             return _status(args)
         return _local_braze(args)
-    except (ConfigError, WarehouseError) as exc:
+    except (ConfigError, WarehouseError, LockHeldError) as exc:
         print(f"cohort-sync: {exc}", file=sys.stderr)
         return 2
 
 
 def _publish(args: argparse.Namespace) -> int:
     # Settings first: a missing key stops the run before any request or write.
+    options = PublishOptions.from_env(
+        dry_run=args.dry_run, full_resync=args.full_resync, allow_removals=args.allow_removals
+    )
     settings = None if args.dry_run else BrazeSettings.from_env()
     target = resolve_target(args.project_dir, args.profiles_dir, args.profile, args.target)
     ledger = open_ledger(target)
     client = BrazeClient(settings) if settings else None
     try:
-        summary = publish(ledger, client, entry_point="cli", dry_run=args.dry_run)
+        summary = publish(ledger, client, entry_point="cli", options=options)
     finally:
         if client:
             client.close()
         ledger.close()
     heading = "dry run: would send" if args.dry_run else "publish run"
     print(f"cohort-sync {heading} {summary.run_id} ({target.adapter_type} target '{target.target_name}')")
-    print(format_table(summary.rows))
+    print(format_run(summary.rows))
     if summary.stopped:
         print(f"cohort-sync: run stopped: {summary.stopped}", file=sys.stderr)
     return 0 if summary.ok else 1

@@ -15,6 +15,7 @@ import json
 import logging
 import random
 import re
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -65,6 +66,41 @@ class Ack:
         return self.attempts - 1
 
 
+class RateLimiter:
+    """Spaces request starts evenly, so that at most `per_hour` start in any hour.
+
+    Braze's default limit for these endpoints is 250,000 requests per hour
+    per workspace; pacing under it keeps a large sync off 429s. Shared by
+    every thread of a run.
+    """
+
+    def __init__(
+        self,
+        per_hour: float,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if per_hour <= 0:
+            raise ValueError("per_hour must be positive")
+        self.interval = 3600.0 / per_hour
+        self._clock = clock
+        self._sleep = sleep
+        self._next: float | None = None
+        self._lock = threading.Lock()
+
+    def acquire(self) -> float:
+        """Wait for this request's slot; returns the seconds waited."""
+        with self._lock:
+            now = self._clock()
+            start = now if self._next is None else max(now, self._next)
+            self._next = start + self.interval
+        wait = start - now
+        if wait > 0:
+            self._sleep(wait)
+        return wait
+
+
 class BrazeClient:
     """Posts to the cohort name and user cohort endpoints of one workspace."""
 
@@ -79,6 +115,7 @@ class BrazeClient:
         self._settings = settings
         self._sleep = sleep
         self._clock = clock
+        self._limiter = RateLimiter(settings.max_requests_per_hour, clock=clock, sleep=sleep)
         self._base = f"{settings.rest_endpoint}/partners/{settings.partner_name}"
         self._session = requests.Session()
         adapter = HTTPAdapter(pool_connections=1, pool_maxsize=pool_size, max_retries=0)
@@ -129,6 +166,7 @@ class BrazeClient:
         started = self._clock()
         for attempt in range(1, self._settings.max_attempts + 1):
             retry_after: float | None = None
+            self._limiter.acquire()
             try:
                 response = self._session.post(url, data=body, timeout=(min(10.0, timeout), timeout))
             except (requests.ConnectionError, requests.Timeout) as exc:

@@ -21,6 +21,7 @@ ALLOW_INSECURE_VAR = "COHORT_SYNC_ALLOW_INSECURE_HTTP"
 TIMEOUT_VAR = "COHORT_SYNC_HTTP_TIMEOUT_SECONDS"
 MAX_ATTEMPTS_VAR = "COHORT_SYNC_MAX_ATTEMPTS"
 MAX_RETRY_SECONDS_VAR = "COHORT_SYNC_MAX_RETRY_SECONDS"
+MAX_REQUESTS_PER_HOUR_VAR = "COHORT_SYNC_MAX_REQUESTS_PER_HOUR"
 
 _CLUSTER = re.compile(r"^(?P<region>[a-z]{2,4})-(?P<number>\d{2})$")
 _PARTNER_NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")
@@ -68,6 +69,7 @@ class BrazeSettings:
     timeout_seconds: float = 30.0
     max_attempts: int = 6
     max_retry_seconds: float = 300.0
+    max_requests_per_hour: float = 250_000.0
 
     @property
     def secrets(self) -> tuple[str, str]:
@@ -106,6 +108,7 @@ class BrazeSettings:
         timeout = _number(env, TIMEOUT_VAR, 30.0, float, problems)
         max_attempts = _number(env, MAX_ATTEMPTS_VAR, 6, int, problems)
         max_retry_seconds = _number(env, MAX_RETRY_SECONDS_VAR, 300.0, float, problems)
+        max_requests_per_hour = _number(env, MAX_REQUESTS_PER_HOUR_VAR, 250_000.0, float, problems)
 
         if problems:
             raise ConfigError("Braze configuration: " + "; ".join(problems))
@@ -117,6 +120,7 @@ class BrazeSettings:
             timeout_seconds=timeout,
             max_attempts=max_attempts,
             max_retry_seconds=max_retry_seconds,
+            max_requests_per_hour=max_requests_per_hour,
         )
 
 

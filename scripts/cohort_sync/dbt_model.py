@@ -9,14 +9,14 @@ from typing import Any
 from .client import BrazeClient
 from .config import BrazeSettings
 from .ledger import DuckDBLedger, Relations
-from .publish import publish
-from .summary import format_table
+from .publish import PublishOptions, publish
+from .summary import format_run
 
 log = logging.getLogger(__name__)
 
 SUMMARY_COLUMNS = (
     "run_id", "cohort_id", "cohort_name", "status", "added", "removed",
-    "requests", "retries", "members_after", "error",
+    "requests", "retries", "resent_batches", "members_after", "error",
 )
 
 
@@ -27,22 +27,26 @@ def as_bool(value: Any) -> bool:
     return bool(value)
 
 
-def publish_in_dbt(session: Any, relations: Relations, *, dry_run: bool = False) -> Any:
+def publish_in_dbt(
+    session: Any, relations: Relations, *, dry_run: bool = False, full_resync: bool = False
+) -> Any:
     """Publish, print the summary, and return it as a DuckDB relation.
 
-    A failed cohort fails the model (so `dbt run` exits non-zero) after
-    its history row is written.
+    A failed or blocked cohort fails the model (so `dbt run` exits non-zero)
+    after its history row is written. Removals are allowed per run with the
+    var cohort_sync_allow_removals, applied in cohort_sync_cohorts.
     """
+    options = PublishOptions.from_env(dry_run=dry_run, full_resync=full_resync)
     settings = None if dry_run else BrazeSettings.from_env()
     ledger = DuckDBLedger(session, relations)
     client = BrazeClient(settings) if settings else None
     try:
-        summary = publish(ledger, client, entry_point="dbt", dry_run=dry_run)
+        summary = publish(ledger, client, entry_point="dbt", options=options)
     finally:
         if client:
             client.close()
         ledger.close()
-    table = format_table(summary.rows)
+    table = format_run(summary.rows)
     print(f"\ncohort_sync publish run {summary.run_id}{' (dry run)' if dry_run else ''}:\n{table}\n", flush=True)
     if not summary.ok:
         raise RuntimeError(

@@ -11,6 +11,8 @@ delivery log in one transaction.
 from __future__ import annotations
 
 import logging
+import os
+import socket
 from collections.abc import Iterator
 from dataclasses import dataclass, fields
 from datetime import datetime
@@ -25,7 +27,14 @@ STATE_TABLES = (
     "published_cohorts",
     "delivery_log",
     "run_history",
+    "inflight",
+    "lock",
 )
+LOCK_NAME = "publisher"
+
+
+class LockHeldError(RuntimeError):
+    """Another publish run holds the lock on this target."""
 
 
 @dataclass(frozen=True)
@@ -34,18 +43,24 @@ class Relations:
 
     changes: str
     cohorts: str
+    membership: str
     published_state: str
     published_cohorts: str
     delivery_log: str
     run_history: str
+    inflight: str
+    lock: str
 
 
 @dataclass(frozen=True)
 class CohortPlan:
-    """A declared cohort and what Braze knows of it now."""
+    """A cohort of cohort_sync_cohorts and what Braze knows of it now."""
 
     cohort_id: str
     cohort_name: str
+    action: str
+    guard_status: str
+    guard_reason: str | None
     braze_cohort_name: str | None
     braze_created_at: datetime | None
 
@@ -70,6 +85,7 @@ class HistoryRow:
     removed: int = 0
     requests: int = 0
     retries: int = 0
+    resent_batches: int = 0
     members_after: int | None = None
     error: str | None = None
 
@@ -95,7 +111,8 @@ class DuckDBLedger:
         r = self.relations
         rows = self._reader.execute(
             f"""
-            select c.cohort_id, c.cohort_name, p.cohort_name, p.created_at
+            select c.cohort_id, c.cohort_name, c.action, c.guard_status, c.guard_reason,
+                   p.cohort_name, p.created_at
             from {r.cohorts} as c
             left join {r.published_cohorts} as p on p.cohort_id = c.cohort_id
             order by c.cohort_id
@@ -162,6 +179,7 @@ class DuckDBLedger:
                 [cohort.cohort_id, cohort.cohort_name, created_at, run_id, at],
             )
             self._log_delivery(run_id, cohort.cohort_id, "name", None, 0, 0, status, at)
+            self._settle(run_id, cohort.cohort_id, "name", None)
 
     def record_batch(
         self, run_id: str, cohort_id: str, batch: list[Change], status: int, at: datetime
@@ -186,13 +204,123 @@ class DuckDBLedger:
                     f"""insert into {r.published_state}
                         (cohort_id, run_id, acknowledged_at, member_key, identifier_type,
                          external_id, alias_name, alias_label, device_id)
-                        select ?, ?, ?, * from (select
+                        select ?, ?, ?, acked.* from (select
+                            unnest(?::varchar[]) as member_key, unnest(?::varchar[]),
                             unnest(?::varchar[]), unnest(?::varchar[]), unnest(?::varchar[]),
-                            unnest(?::varchar[]), unnest(?::varchar[]), unnest(?::varchar[]))""",
-                    [cohort_id, run_id, at, *[list(column) for column in columns]],
+                            unnest(?::varchar[])) as acked
+                        where acked.member_key not in (
+                            select member_key from {r.published_state} where cohort_id = ?)""",
+                    [cohort_id, run_id, at, *[list(column) for column in columns], cohort_id],
                 )
             self._log_delivery(
                 run_id, cohort_id, "users", batch[0].batch_number, len(adds), len(removes), status, at
+            )
+            self._settle(run_id, cohort_id, "users", batch[0].batch_number)
+
+    def record_resync(
+        self, run_id: str, cohort_id: str, batch_number: int, identifiers: int, status: int, at: datetime
+    ) -> None:
+        """Log an acknowledged re-send of current members (the state already holds them)."""
+        with self._transaction():
+            self._log_delivery(run_id, cohort_id, "resync", batch_number, identifiers, 0, status, at)
+            self._settle(run_id, cohort_id, "resync", batch_number)
+
+    def current_members(self, cohort_id: str, run_id: str, size: int) -> Iterator[list[Change]]:
+        """Members Braze should hold (not added by this run), in requests of `size`, streamed."""
+        columns = ", ".join(
+            "0" if name == "batch_number" else "false" if name == "should_remove" else name
+            for name in CHANGE_COLUMNS
+        )
+        cursor = self._reader.execute(
+            f"""select {columns} from {self.relations.published_state}
+                where cohort_id = ? and run_id <> ? order by member_key""",
+            [cohort_id, run_id],
+        )
+        while True:
+            rows = cursor.fetchmany(size)
+            if not rows:
+                break
+            yield [Change(*row) for row in rows]
+
+    # -- the outbox of requests in flight -------------------------------------
+
+    def mark_inflight(
+        self, run_id: str, cohort_id: str, kind: str, batch_number: int | None, identifiers: int, at: datetime
+    ) -> None:
+        """Note a request about to be sent; its acknowledgement clears the note."""
+        with self._transaction():
+            self._writer.execute(
+                f"""insert into {self.relations.inflight}
+                    (run_id, cohort_id, request_kind, batch_number, identifiers, sent_at)
+                    values (?, ?, ?, ?, ?, ?)""",
+                [run_id, cohort_id, kind, batch_number, identifiers, at],
+            )
+
+    def take_unconfirmed(self, cohort_id: str, run_id: str) -> int:
+        """Requests of other (dead) runs never acknowledged: count and forget them."""
+        r = self.relations
+        with self._transaction():
+            count = self._writer.execute(
+                f"select count(*) from {r.inflight} where cohort_id = ? and run_id <> ?", [cohort_id, run_id]
+            ).fetchall()[0][0]
+            if count:
+                self._writer.execute(
+                    f"delete from {r.inflight} where cohort_id = ? and run_id <> ?", [cohort_id, run_id]
+                )
+        return int(count)
+
+    def _settle(self, run_id, cohort_id, kind, batch_number) -> None:
+        """Clear the in-flight note of an acknowledged request (inside its transaction)."""
+        r = self.relations
+        self._writer.execute(
+            f"""delete from {r.inflight} where run_id = ? and cohort_id = ? and request_kind = ?
+                and coalesce(batch_number, -1) = coalesce(?, -1)""",
+            [run_id, cohort_id, kind, batch_number],
+        )
+
+    # -- the run lock -------------------------------------------------------------
+
+    def acquire_lock(self, run_id: str, entry_point: str, now: datetime, expires_at: datetime) -> None:
+        """Take the publisher lock, or raise LockHeldError naming the holder.
+
+        A lock whose run is gone (expired, or its process on this host has
+        exited) is reclaimed with a warning.
+        """
+        r = self.relations
+        with self._transaction():
+            rows = self._writer.execute(
+                f"select run_id, owner, entry_point, acquired_at, expires_at from {r.lock} where lock_name = ?",
+                [LOCK_NAME],
+            ).fetchall()
+            for held_run, owner, held_by, acquired_at, held_until in rows:
+                if held_until > now and _owner_alive(owner):
+                    raise LockHeldError(
+                        f"another publish run is in progress on this target: run {held_run} "
+                        f"(via {held_by}, process {owner}) since {acquired_at:%Y-%m-%d %H:%M:%S} UTC; "
+                        f"its lock expires at {held_until:%Y-%m-%d %H:%M:%S} UTC if that run died"
+                    )
+                log.warning(
+                    "reclaiming the lock of run %s (process %s), which %s",
+                    held_run, owner, "expired" if held_until <= now else "is no longer running",
+                )
+            self._writer.execute(f"delete from {r.lock} where lock_name = ?", [LOCK_NAME])
+            self._writer.execute(
+                f"""insert into {r.lock} (lock_name, run_id, owner, entry_point, acquired_at, expires_at)
+                    values (?, ?, ?, ?, ?, ?)""",
+                [LOCK_NAME, run_id, lock_owner(), entry_point, now, expires_at],
+            )
+
+    def refresh_lock(self, run_id: str, expires_at: datetime) -> None:
+        with self._transaction():
+            self._writer.execute(
+                f"update {self.relations.lock} set expires_at = ? where lock_name = ? and run_id = ?",
+                [expires_at, LOCK_NAME, run_id],
+            )
+
+    def release_lock(self, run_id: str) -> None:
+        with self._transaction():
+            self._writer.execute(
+                f"delete from {self.relations.lock} where lock_name = ? and run_id = ?", [LOCK_NAME, run_id]
             )
 
     def _log_delivery(self, run_id, cohort_id, kind, batch_number, added, removed, status, at) -> None:
@@ -242,3 +370,21 @@ class _Transaction:
 
     def __exit__(self, exc_type, exc, tb) -> None:
         self._cursor.execute("rollback" if exc_type else "commit")
+
+
+def lock_owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _owner_alive(owner: str) -> bool:
+    """False only when the owner is a process of this host that has exited."""
+    host, _, pid = owner.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

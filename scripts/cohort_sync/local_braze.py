@@ -133,6 +133,7 @@ class LocalBraze:
     # -- the Braze endpoints ----------------------------------------------
 
     def _take_fault(self, endpoint: str) -> dict[str, Any] | None:
+        """The first fault rule that fires for this request, logged as a request."""
         with self._lock:
             for fault in self._faults:
                 if fault.get("endpoint", "any") not in ("any", endpoint):
@@ -141,9 +142,11 @@ class LocalBraze:
                     if fault["times"] <= 0:
                         continue
                     fault["times"] -= 1
-                    return fault
-                if self._random.random() < float(fault.get("probability", 0)):
-                    return fault
+                elif self._random.random() >= float(fault.get("probability", 0)):
+                    continue
+                described = {k: v for k, v in fault.items() if k not in ("times", "probability", "endpoint")}
+                self._requests.append({"endpoint": endpoint, "at": time.time(), "fault": described})
+                return fault
         return None
 
     def handle(self, path: str, raw: bytes) -> tuple[int, dict[str, Any]]:

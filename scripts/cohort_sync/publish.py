@@ -1,31 +1,63 @@
 """The publish loop: one code path behind `dbt run` and `cohort-sync publish`.
 
-For each declared cohort: call the name endpoint if Braze does not know the
-cohort under its declared name, then send the cohort's pending batches,
-recording each acknowledged request before sending the next. A cohort that
-fails is recorded as failed and the others still run; a 401 stops the run.
+For each cohort of cohort_sync_cohorts to publish: skip it if its guard
+blocks it (unless allowed for this run), call the name endpoint if Braze
+does not know the cohort under its name, then send the cohort's pending
+batches, noting each request in flight before sending it and recording its
+acknowledgement before sending the next. A cohort that fails is recorded as
+failed and the others still run; a 401 stops the run. One run at a time
+holds the target's publisher lock.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 from .client import BrazeAuthError, BrazeClient, BrazeError
+from .config import ConfigError
 from .ledger import CohortPlan, DuckDBLedger, HistoryRow
-from .payload import build_cohort_changes, count_changes
+from .payload import MAX_IDENTIFIERS_PER_REQUEST, build_cohort_changes, count_changes
 
 log = logging.getLogger(__name__)
 
 ENTRY_POINTS = ("dbt", "cli")
+LOCK_TTL_VAR = "COHORT_SYNC_LOCK_TTL_SECONDS"
 
 
 def utc_now() -> datetime:
     """Naive UTC timestamp, as stored in the warehouse."""
     return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+@dataclass(frozen=True)
+class PublishOptions:
+    """What one run is asked to do beyond publishing the plan."""
+
+    dry_run: bool = False
+    full_resync: bool = False
+    allow_removals: frozenset[str] = frozenset()
+    lock_ttl_seconds: float = 900.0
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **options) -> PublishOptions:
+        env = os.environ if environ is None else environ
+        raw = env.get(LOCK_TTL_VAR, "").strip()
+        if raw:
+            try:
+                ttl = float(raw)
+            except ValueError:
+                ttl = 0.0
+            if ttl <= 0:
+                raise ConfigError(f"{LOCK_TTL_VAR} must be a positive number of seconds")
+            options["lock_ttl_seconds"] = ttl
+        if "allow_removals" in options:
+            options["allow_removals"] = frozenset(options["allow_removals"] or ())
+        return cls(**options)
 
 
 @dataclass
@@ -52,54 +84,88 @@ def publish(
     client: BrazeClient | None,
     *,
     entry_point: str,
-    dry_run: bool = False,
+    options: PublishOptions | None = None,
     run_id: str | None = None,
     clock: Callable[[], datetime] = utc_now,
 ) -> RunSummary:
-    """Publish every declared cohort's pending changes (or plan them, if dry_run)."""
+    """Publish every cohort's pending changes (or plan them, if dry_run)."""
+    options = options or PublishOptions()
     if entry_point not in ENTRY_POINTS:
         raise ValueError(f"entry_point must be one of {ENTRY_POINTS}")
-    if client is None and not dry_run:
+    if client is None and not options.dry_run:
         raise ValueError("a Braze client is required unless dry_run")
-    summary = RunSummary(run_id=run_id or uuid.uuid4().hex, entry_point=entry_point, dry_run=dry_run)
-
-    for cohort in ledger.cohorts():
-        row = HistoryRow(
-            run_id=summary.run_id,
-            cohort_id=cohort.cohort_id,
-            cohort_name=cohort.cohort_name,
-            entry_point=entry_point,
-            started_at=clock(),
-        )
-        summary.rows.append(row)
-        try:
-            if dry_run:
-                _plan_cohort(ledger, cohort, row)
-            else:
-                _publish_cohort(ledger, client, cohort, row, summary.run_id, clock)
-        except BrazeAuthError as exc:
-            row.status, row.error = "failed", str(exc)
-            summary.stopped = str(exc)
-        except (BrazeError, ValueError) as exc:
-            row.status, row.error = "failed", str(exc)
-            log.error("cohort '%s' failed: %s", cohort.cohort_id, exc)
-        finally:
-            row.finished_at = clock()
-            row.members_after = ledger.members(cohort.cohort_id)
-            if row.status == "running":  # an unexpected error: record it, then let it propagate
-                row.status, row.error = "failed", "publisher error (see the traceback)"
-            ledger.write_history(row)
-        if summary.stopped:
-            log.error("run stopped: %s", summary.stopped)
-            break
+    summary = RunSummary(
+        run_id=run_id or uuid.uuid4().hex, entry_point=entry_point, dry_run=options.dry_run
+    )
+    lock = _RunLock(ledger, summary.run_id, options.lock_ttl_seconds, clock)
+    if not options.dry_run:
+        lock.acquire(entry_point)
+    try:
+        for cohort in ledger.cohorts():
+            if cohort.action == "keep":
+                log.warning(
+                    "cohort '%s' is no longer declared: its Braze members are kept; to remove them, "
+                    "list it in var cohort_sync_clear_cohorts",
+                    cohort.cohort_id,
+                )
+                continue
+            if not _run_cohort(ledger, client, cohort, summary, options, lock, clock):
+                break
+    finally:
+        if not options.dry_run:
+            lock.release()
     return summary
 
 
-def _plan_cohort(ledger: DuckDBLedger, cohort: CohortPlan, row: HistoryRow) -> None:
+def _run_cohort(ledger, client, cohort, summary, options, lock, clock) -> bool:
+    """Publish (or plan) one cohort and write its history row; False stops the run."""
+    row = HistoryRow(
+        run_id=summary.run_id,
+        cohort_id=cohort.cohort_id,
+        cohort_name=cohort.cohort_name,
+        entry_point=summary.entry_point,
+        started_at=clock(),
+    )
+    summary.rows.append(row)
+    blocked = cohort.guard_status == "blocked" and cohort.cohort_id not in options.allow_removals
+    try:
+        if options.dry_run:
+            _plan_cohort(ledger, cohort, row, blocked)
+        elif blocked:
+            row.status = "blocked"
+            row.error = (
+                f"{cohort.guard_reason}; not published. To publish it anyway, run "
+                f"`cohort-sync publish --allow-removals {cohort.cohort_id}` or set var "
+                f"cohort_sync_allow_removals: ['{cohort.cohort_id}'] for one run"
+            )
+            log.error("cohort '%s' blocked: %s", cohort.cohort_id, row.error)
+        else:
+            _publish_cohort(ledger, client, cohort, row, options, lock, clock)
+    except BrazeAuthError as exc:
+        row.status, row.error = "failed", str(exc)
+        summary.stopped = str(exc)
+    except (BrazeError, ValueError) as exc:
+        row.status, row.error = "failed", str(exc)
+        log.error("cohort '%s' failed: %s", cohort.cohort_id, exc)
+    finally:
+        row.finished_at = clock()
+        row.members_after = ledger.members(cohort.cohort_id)
+        if row.status == "running":  # an unexpected error: record it, then let it propagate
+            row.status, row.error = "failed", "publisher error (see the traceback)"
+        ledger.write_history(row)
+    if summary.stopped:
+        log.error("run stopped: %s", summary.stopped)
+        return False
+    return True
+
+
+def _plan_cohort(ledger: DuckDBLedger, cohort: CohortPlan, row: HistoryRow, blocked: bool) -> None:
     adds, removes, batches = ledger.pending_summary(cohort.cohort_id)
     row.added, row.removed = adds, removes
     row.requests = batches + (1 if cohort.needs_name else 0)
     row.status = "dry_run"
+    if blocked:
+        row.error = f"would be blocked: {cohort.guard_reason}"
     log.info(
         "dry run: cohort '%s' would send %d add(s) and %d remove(s) in %d request(s)%s",
         cohort.cohort_id, adds, removes, row.requests,
@@ -112,27 +178,77 @@ def _publish_cohort(
     client: BrazeClient,
     cohort: CohortPlan,
     row: HistoryRow,
-    run_id: str,
+    options: PublishOptions,
+    lock: _RunLock,
     clock: Callable[[], datetime],
 ) -> None:
+    run_id, cohort_id = row.run_id, cohort.cohort_id
+    row.resent_batches = ledger.take_unconfirmed(cohort_id, run_id)
+    if row.resent_batches:
+        log.warning(
+            "cohort '%s': %d request(s) of an earlier run were never confirmed; their changes are sent again",
+            cohort_id, row.resent_batches,
+        )
+
     if cohort.needs_name:
         created_at = cohort.braze_created_at or clock()
-        ack = client.name_cohort(cohort.cohort_id, cohort.cohort_name, created_at.replace(tzinfo=timezone.utc))
+        ledger.mark_inflight(run_id, cohort_id, "name", None, 0, clock())
+        ack = client.name_cohort(cohort_id, cohort.cohort_name, created_at.replace(tzinfo=timezone.utc))
         ledger.record_name(run_id, cohort, created_at, ack.status, clock())
         row.requests += 1
         row.retries += ack.retries
-        log.info("cohort '%s' named '%s' in Braze", cohort.cohort_id, cohort.cohort_name)
+        log.info("cohort '%s' named '%s' in Braze", cohort_id, cohort.cohort_name)
 
-    for batch in ledger.pending_batches(cohort.cohort_id):
-        ack = client.update_cohort(cohort.cohort_id, build_cohort_changes(batch))
-        ledger.record_batch(run_id, cohort.cohort_id, batch, ack.status, clock())
+    for batch in ledger.pending_batches(cohort_id):
+        ledger.mark_inflight(run_id, cohort_id, "users", batch[0].batch_number, len(batch), clock())
+        ack = client.update_cohort(cohort_id, build_cohort_changes(batch))
+        ledger.record_batch(run_id, cohort_id, batch, ack.status, clock())
         adds, removes = count_changes(batch)
         row.added += adds
         row.removed += removes
         row.requests += 1
         row.retries += ack.retries
+        lock.keep_alive()
         log.info(
             "cohort '%s' batch %d acknowledged: %d add(s), %d remove(s)",
-            cohort.cohort_id, batch[0].batch_number, adds, removes,
+            cohort_id, batch[0].batch_number, adds, removes,
         )
+
+    if options.full_resync:
+        chunks = ledger.current_members(cohort_id, run_id, MAX_IDENTIFIERS_PER_REQUEST)
+        for number, chunk in enumerate(chunks, start=1):
+            ledger.mark_inflight(run_id, cohort_id, "resync", number, len(chunk), clock())
+            ack = client.update_cohort(cohort_id, build_cohort_changes(chunk))
+            ledger.record_resync(run_id, cohort_id, number, len(chunk), ack.status, clock())
+            row.added += len(chunk)
+            row.requests += 1
+            row.retries += ack.retries
+            lock.keep_alive()
+        log.info("cohort '%s': full resync re-sent every current member", cohort_id)
     row.status = "success"
+
+
+class _RunLock:
+    """The target's publisher lock for one run, kept alive while it works."""
+
+    def __init__(self, ledger, run_id, ttl_seconds, clock) -> None:
+        self._ledger = ledger
+        self._run_id = run_id
+        self._ttl = timedelta(seconds=ttl_seconds)
+        self._clock = clock
+        self._refreshed: datetime | None = None
+
+    def acquire(self, entry_point: str) -> None:
+        now = self._clock()
+        self._ledger.acquire_lock(self._run_id, entry_point, now, now + self._ttl)
+        self._refreshed = now
+
+    def keep_alive(self) -> None:
+        now = self._clock()
+        if self._refreshed is not None and now - self._refreshed > self._ttl / 3:
+            self._ledger.refresh_lock(self._run_id, now + self._ttl)
+            self._refreshed = now
+
+    def release(self) -> None:
+        if self._refreshed is not None:
+            self._ledger.release_lock(self._run_id)

@@ -13,8 +13,9 @@ _COLUMNS = (
     ("removed", lambda r: r.removed),
     ("requests", lambda r: r.requests),
     ("retries", lambda r: r.retries),
+    ("resent", lambda r: r.resent_batches),
     ("members", lambda r: "" if r.members_after is None else r.members_after),
-    ("error", lambda r: (r.error or "")[:120]),
+    ("error", lambda r: _first_line(r.error)[:60] + ("..." if len(_first_line(r.error)) > 60 else "")),
 )
 _HISTORY_COLUMNS = (
     ("started (UTC)", lambda r: r.started_at.strftime("%Y-%m-%d %H:%M:%S") if r.started_at else ""),
@@ -30,7 +31,7 @@ def format_table(rows: Sequence[HistoryRow], *, history: bool = False) -> str:
     widths = [
         max([len(title)] + [len(line[i]) for line in cells]) for i, (title, _) in enumerate(columns)
     ]
-    numeric = {"added", "removed", "requests", "retries", "members"}
+    numeric = {"added", "removed", "requests", "retries", "resent", "members"}
 
     def render(values: Sequence[str]) -> str:
         parts = [
@@ -44,3 +45,18 @@ def format_table(rows: Sequence[HistoryRow], *, history: bool = False) -> str:
     if not rows:
         lines.append("(no cohorts)")
     return "\n".join(lines)
+
+
+def _first_line(text: str | None) -> str:
+    return (text or "").splitlines()[0] if text else ""
+
+
+def format_errors(rows: Sequence[HistoryRow]) -> str:
+    """The full error of every cohort that has one, one paragraph each."""
+    return "\n".join(f"{row.cohort_id} ({row.status}): {row.error}" for row in rows if row.error)
+
+
+def format_run(rows: Sequence[HistoryRow]) -> str:
+    """The summary table, followed by each cohort's full error."""
+    errors = format_errors(rows)
+    return format_table(rows) + (f"\n\n{errors}" if errors else "")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,11 @@ import yaml
 from .ledger import STATE_TABLES, DuckDBLedger, Relations
 
 PACKAGE = "cohort_sync"
-MODELS = {"changes": "cohort_sync_changes", "cohorts": "cohort_sync_cohorts"}
+MODELS = {
+    "changes": "cohort_sync_changes",
+    "cohorts": "cohort_sync_cohorts",
+    "membership": "cohort_sync_membership",
+}
 
 
 class WarehouseError(RuntimeError):
@@ -128,4 +133,15 @@ def open_ledger(target: Target) -> DuckDBLedger:
     path = target.credentials.path
     if path != ":memory:" and not os.path.isabs(path):
         path = str(target.project_dir / path)
-    return DuckDBLedger(duckdb.connect(path), relations)
+    try:
+        connection = duckdb.connect(path)
+    except duckdb.IOException as exc:
+        holder = re.search(r"\(PID (\d+)\)", str(exc))
+        if "lock" not in str(exc).lower():
+            raise WarehouseError(f"cannot open the DuckDB file {path}: {exc}") from None
+        raise WarehouseError(
+            f"the DuckDB file {path} is in use by another process"
+            f"{' (PID ' + holder.group(1) + ')' if holder else ''}: another cohort-sync publish "
+            "or dbt run is in progress on this target; try again when it ends"
+        ) from None
+    return DuckDBLedger(connection, relations)

@@ -90,3 +90,10 @@ def test_a_lost_acknowledgement_is_retried_and_harmless(client, braze):
     ack = client.update_cohort("c1", [{"user_ids": ["u1"]}])
     assert ack.attempts == 2
     assert braze.cohorts()["c1"]["user_ids"] == ["u1"]
+
+
+def test_an_empty_error_body_reads_as_a_message(client, braze):
+    braze.set_faults([{"endpoint": "users", "times": 1, "status": 400, "body": ""}])
+    with pytest.raises(BrazeRejectedError) as error:
+        client.update_cohort("c1", [{"user_ids": ["u1"]}])
+    assert "HTTP 400: empty response body" in str(error.value)

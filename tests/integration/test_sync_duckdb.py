@@ -19,8 +19,12 @@ def ids(prefix: str, start: int, stop: int) -> list[str]:
     return [f"{prefix}{n:05d}" for n in range(start, stop)]
 
 
+def last_history(project, cohort_id: str) -> dict:
+    return [row for row in project.history() if row["cohort_id"] == cohort_id][-1]
+
+
 def user_requests(braze, since: int = 0) -> list[dict]:
-    return [r for r in braze.requests()[since:] if r["endpoint"] == "users"]
+    return [r for r in braze.requests()[since:] if r["endpoint"] == "users" and "fault" not in r]
 
 
 def test_first_sync_then_five_leave_and_five_join(make_project, braze):
@@ -79,22 +83,85 @@ def test_run_straight_after_a_successful_run_sends_nothing(make_project, braze):
     sent = len(braze.requests())
     assert project.run().success
     assert len(braze.requests()) == sent
-    last = [row for row in project.history() if row["cohort_id"] == "churn_audience"][-1]
+    last = last_history(project, "churn_audience")
     assert (last["status"], last["requests"], last["added"], last["removed"], last["members_after"]) == (
         "success", 0, 0, 0, 30,
     )
 
 
-def test_removal_of_every_member(make_project, braze):
-    project = make_project([CHURN])
+def test_emptying_a_cohort_is_blocked_until_allowed_for_one_run(make_project, braze):
+    other = {"model": "other_audience", "name": "Other"}
+    project = make_project([CHURN, other])
     project.set_audience("churn_audience", {"external_id": ids("u", 0, 3)})
+    project.set_audience("other_audience", {"external_id": ["o1"]})
     assert project.run().success
+    sent = len(braze.requests())
+
     project.set_audience("churn_audience", {"external_id": []})
-    assert project.run().success
+    project.set_audience("other_audience", {"external_id": ["o1", "o2"]})
+    result = project.run()
+    assert not result.success  # a scheduler notices
+    assert "did not complete" in failure_text(result)
+    assert braze.cohorts()["churn_audience"]["user_ids"] == ids("u", 0, 3)
+    assert braze.cohorts()["other_audience"]["user_ids"] == ["o1", "o2"]  # the other cohort proceeded
+    assert len(braze.requests()) == sent + 1
+    churn = last_history(project, "churn_audience")
+    assert churn["status"] == "blocked"
+    assert "would leave the cohort empty (removing all 3 members)" in churn["error"]
+    assert "cohort_sync_allow_removals: ['churn_audience']" in churn["error"]
+
+    result = project.run(vars={"cohort_sync_allow_removals": ["churn_audience"]})
+    assert result.success, failure_text(result)
     assert braze.cohorts()["churn_audience"]["user_ids"] == []
     assert project.published("churn_audience") == set()
     removes = user_requests(braze)[-1]
     assert (removes["adds"], removes["removes"]) == (0, 3)
+
+
+def test_mass_removal_above_the_share_is_blocked_below_the_minimum_it_is_not(make_project, braze):
+    project = make_project([CHURN])
+    project.set_audience("churn_audience", {"external_id": ids("u", 0, 300)})
+    assert project.run().success
+
+    project.set_audience("churn_audience", {"external_id": ids("u", 0, 140)})  # 160 of 300 leave: 53%
+    assert not project.run().success
+    assert len(braze.cohorts()["churn_audience"]["user_ids"]) == 300
+    row = last_history(project, "churn_audience")
+    assert row["status"] == "blocked"
+    assert "would remove 160 of 300 members (53.3%), more than the 50% limit" in row["error"]
+
+    assert project.run(vars={"cohort_sync_max_removal_share": 0.6}).success
+    assert len(braze.cohorts()["churn_audience"]["user_ids"]) == 140
+
+    project.set_audience("churn_audience", {"external_id": ids("u", 0, 50)})  # 90 of 140 leave: below 100
+    assert project.run().success
+    assert len(braze.cohorts()["churn_audience"]["user_ids"]) == 50
+
+
+def test_a_retired_cohort_keeps_its_members_until_cleared_and_allowed(make_project, braze):
+    other = {"model": "other_audience", "name": "Other"}
+    project = make_project([CHURN, other])
+    project.set_audience("churn_audience", {"external_id": ids("u", 0, 4)})
+    project.set_audience("other_audience", {"external_id": ["o1"]})
+    assert project.run().success
+    sent = len(braze.requests())
+
+    project.declare([other])
+    assert project.run().success
+    assert len(braze.requests()) == sent  # kept: nothing removed
+    assert braze.cohorts()["churn_audience"]["user_ids"] == ids("u", 0, 4)
+    tested = project.dbt("test", "--select", "cohort_sync_cohorts")
+    statuses = {r.node.name: str(r.status) for r in tested.result.results}
+    assert statuses["cohort_sync_undeclared_cohorts_kept"] == "warn"
+
+    project.declare([other], cohort_sync_clear_cohorts=["churn_audience"])
+    assert not project.run().success  # clearing empties it: guarded
+    assert braze.cohorts()["churn_audience"]["user_ids"] == ids("u", 0, 4)
+    assert last_history(project, "churn_audience")["status"] == "blocked"
+
+    assert project.run(vars={"cohort_sync_allow_removals": ["churn_audience"]}).success
+    assert braze.cohorts()["churn_audience"]["user_ids"] == []
+    assert project.published("churn_audience") == set()
 
 
 def test_rename_calls_the_name_endpoint_only(make_project, braze):
@@ -218,6 +285,7 @@ def test_dbt_unit_tests_of_the_diff_pass(make_project):
         ([CHURN, {**CHURN, "name": "Again"}], "field 'cohort_id' duplicates cohort_sync_cohorts[0]"),
         ([{**CHURN, "schedule": "daily"}], "cohort 'churn_audience' (cohort_sync_cohorts[0]): unknown setting 'schedule'"),
         ([{"name": "No model"}], "cohort_sync_cohorts[0]: field 'model' is required"),
+        ([{**CHURN, "cohort_id": ""}], "field 'cohort_id' must not be empty"),
     ],
 )
 def test_malformed_declarations_fail_compilation_naming_cohort_and_field(make_project, braze, cohorts, message):
@@ -249,3 +317,27 @@ def test_publish_on_run_var_false_leaves_publishing_to_the_cli(make_project, bra
     assert "cohort_sync_publish" not in {r.node.name for r in result.result.results}
     assert braze.requests() == []
     assert project.query("select count(*) from cohort_sync_changes") == [(5,)]
+
+
+def test_non_string_identifiers_are_cast_and_the_same_person_may_be_in_two_cohorts(make_project, braze):
+    project = make_project([CHURN, {"model": "vip_audience", "name": "VIP"}])
+    project.set_audience("churn_audience", {"external_id": [101, 102]}, types={"external_id": "bigint"})
+    project.set_audience("vip_audience", {"external_id": ["101"]})
+    assert project.run().success
+    assert braze.cohorts()["churn_audience"]["user_ids"] == ["101", "102"]
+    assert braze.cohorts()["vip_audience"]["user_ids"] == ["101"]
+
+
+def test_invalid_guard_and_list_vars_fail_naming_the_var(make_project, braze):
+    project = make_project([CHURN])
+    project.set_audience("churn_audience", {"external_id": ["u1"]})
+    for vars_, message in (
+        ({"cohort_sync_max_removal_share": 2}, "var 'cohort_sync_max_removal_share' must be a number from 0 to 1"),
+        ({"cohort_sync_allow_removals": [{"a": 1}]}, "var 'cohort_sync_allow_removals' must be a list of cohort ids"),
+        ({"cohort_sync_clear_cohorts": ["churn_audience"]}, "both declared in cohort_sync_cohorts and listed in cohort_sync_clear_cohorts"),
+        ({"cohort_sync_batch_size": 1001}, "var 'cohort_sync_batch_size' must be a whole number from 1 to 1000"),
+    ):
+        result = project.run(vars=vars_)
+        assert not result.success
+        assert message in failure_text(result)
+    assert braze.requests() == []

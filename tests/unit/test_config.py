@@ -72,3 +72,8 @@ def test_retry_and_timeout_settings():
          "COHORT_SYNC_HTTP_TIMEOUT_SECONDS": "4"}
     )
     assert (settings.max_attempts, settings.max_retry_seconds, settings.timeout_seconds) == (3, 7.5, 4.0)
+
+
+def test_rate_limit_setting_defaults_to_brazes_hourly_limit():
+    assert BrazeSettings.from_env(GOOD).max_requests_per_hour == 250_000
+    assert BrazeSettings.from_env({**GOOD, "COHORT_SYNC_MAX_REQUESTS_PER_HOUR": "3600"}).max_requests_per_hour == 3600

@@ -1,0 +1,257 @@
+"""Delivery guarantees, proven against the local endpoint over real sockets:
+transient faults, SIGKILL at random points, overlapping runs, drift repair
+and secrets. dbt and the publisher run as separate processes, as under a
+scheduler, so a publisher can be killed and two can overlap.
+"""
+
+from __future__ import annotations
+
+import random
+import signal
+import subprocess
+import time
+from datetime import datetime, timedelta
+
+import duckdb
+import pytest
+import requests
+
+from tests.conftest import PARTNER_NAME
+
+pytestmark = pytest.mark.dbt
+
+COHORT = {"model": "big_audience", "name": "Big audience"}
+PLAN_ONLY = '{"cohort_sync_publish_on_run": false}'
+
+
+def ids(prefix: str, start: int, stop: int) -> list[str]:
+    return [f"{prefix}{n:06d}" for n in range(start, stop)]
+
+
+def plan(project) -> None:
+    built = project.cli("dbt", "run", "--vars", PLAN_ONLY)
+    assert built.returncode == 0, built.stdout + built.stderr
+
+
+def held(braze, cohort_id: str = "big_audience") -> list[str]:
+    return braze.cohorts().get(cohort_id, {}).get("user_ids", [])
+
+
+def assert_converged(project, braze, audience: list[str]) -> None:
+    assert held(braze) == sorted(audience)
+    assert project.published("big_audience") == {f"external_id:{m}" for m in audience}
+    assert project.query("select count(*) from cohort_sync_inflight") == [(0,)]
+    assert project.query("select count(*) from cohort_sync_lock") == [(0,)]
+
+
+def publish_until_done(project, attempts: int = 3, *args: str) -> list[subprocess.CompletedProcess]:
+    runs = []
+    for _ in range(attempts):
+        runs.append(project.cli("cohort-sync", "publish", *args))
+        if runs[-1].returncode == 0:
+            return runs
+    raise AssertionError("did not converge:\n" + "\n".join(r.stdout + r.stderr for r in runs))
+
+
+@pytest.fixture
+def big(make_project, braze):
+    """A cohort first synced with 10,000 members, then planned to change by
+    21 batches: 4,000 removes and 17,000 adds (40% of members leave)."""
+    project = make_project([COHORT])
+    first = ids("u", 0, 10_000)
+    project.set_audience("big_audience", {"external_id": first})
+    plan(project)
+    assert project.cli("cohort-sync", "publish").returncode == 0
+    audience = first[4_000:] + ids("n", 0, 17_000)
+    project.set_audience("big_audience", {"external_id": audience})
+    plan(project)
+    assert project.query("select max(batch_number) from cohort_sync_changes") == [(21,)]
+    braze.reset()
+    braze._cohorts["big_audience"] = {  # the endpoint keeps what it acknowledged before the reset
+        "name": "Big audience", "created_at": None, "members": {("user_id", m) for m in first},
+    }
+    return project, audience
+
+
+def test_random_transient_faults_converge_exactly(big, braze, monkeypatch):
+    project, audience = big
+    monkeypatch.setenv("COHORT_SYNC_HTTP_TIMEOUT_SECONDS", "0.5")
+    kinds = [
+        {"status": 429, "retry_after": 0.1},
+        {"status": 500},
+        {"status": 503},
+        {"latency_ms": 900},  # the client times out; the endpoint still applies it later
+        {"drop": "before"},
+        {"drop": "after"},  # applied, but the acknowledgement is lost
+    ]
+    braze.set_faults([{"endpoint": "any", "probability": 0.037, **kind} for kind in kinds])
+
+    runs = publish_until_done(project)
+
+    faults = [r for r in braze.requests() if "fault" in r]
+    assert len(faults) >= 3, "the faults did not fire; the test proves nothing"
+    braze.set_faults([])
+    time.sleep(1)  # let requests the client gave up on land
+    assert_converged(project, braze, audience)
+    history = project.history()[-len(runs):]
+    assert sum(row["retries"] for row in history) >= 1
+    assert "retrying the batch for cohort 'big_audience'" in "".join(r.stderr for r in runs)
+
+
+def test_sigkill_at_random_points_then_a_full_run_converges(big, braze):
+    project, audience = big
+    braze.set_faults([{"endpoint": "users", "probability": 1.0, "latency_ms": 30}])
+    rng = random.Random(20261122)
+    unconfirmed = 0
+    for _ in range(4):
+        before = len(braze.requests())
+        target = rng.randint(1, 6)
+        process = subprocess.Popen(project.command("cohort-sync", "publish"), cwd=project.root,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 60
+        while len(braze.requests()) - before < target and process.poll() is None:
+            assert time.monotonic() < deadline
+            time.sleep(0.005)
+        time.sleep(rng.uniform(0, 0.03))
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        unconfirmed += project.query("select count(*) from cohort_sync_inflight")[0][0]
+    assert len(project.published("big_audience")) < len(audience), "a run finished before its kill"
+    assert unconfirmed >= 1
+
+    braze.set_faults([])
+    final = project.cli("cohort-sync", "publish")
+    assert final.returncode == 0, final.stdout + final.stderr
+    assert "reclaiming the lock" in final.stderr  # the killed run's lock
+    time.sleep(0.2)
+    assert_converged(project, braze, audience)
+    resent = project.query("select sum(resent_batches) from cohort_sync_run_history")[0][0]
+    assert resent >= 1  # each run after a kill counted the batches it sent again
+
+
+def test_sigkill_between_the_name_call_and_the_first_batch(make_project, braze):
+    project = make_project([COHORT])
+    audience = ids("u", 0, 2_500)
+    project.set_audience("big_audience", {"external_id": audience})
+    plan(project)
+    braze.set_faults([{"endpoint": "users", "times": 1, "latency_ms": 3000}])
+    process = subprocess.Popen(project.command("cohort-sync", "publish"), cwd=project.root,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while not any(r.get("fault") for r in braze.requests()):  # the first batch is in flight
+        assert time.monotonic() < deadline and process.poll() is None
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert braze.cohorts()["big_audience"]["name"] == "Big audience"
+    assert project.query("select request_kind, batch_number from cohort_sync_inflight") == [("users", 1)]
+
+    before = len(braze.requests())
+    final = project.cli("cohort-sync", "publish")
+    assert final.returncode == 0, final.stdout + final.stderr
+    after = braze.requests()[before:]
+    assert [r["endpoint"] for r in after] == ["users", "users", "users"]  # no second name call
+    time.sleep(3)  # the killed run's request lands late: harmless
+    assert_converged(project, braze, audience)
+    row = project.history()[-1]
+    assert (row["status"], row["resent_batches"], row["requests"]) == ("success", 1, 3)
+
+
+def test_an_overlapping_run_refuses_at_once_naming_the_running_one(big, braze):
+    project, audience = big
+    braze.set_faults([{"endpoint": "users", "probability": 1.0, "latency_ms": 200}])
+    first = subprocess.Popen(project.command("cohort-sync", "publish"), cwd=project.root,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not braze.requests():
+            assert time.monotonic() < deadline and first.poll() is None
+            time.sleep(0.01)
+        started = time.monotonic()
+        second = project.cli("cohort-sync", "publish")
+        assert second.returncode == 2
+        assert f"in use by another process (PID {first.pid})" in second.stderr
+        assert "another cohort-sync publish or dbt run is in progress" in second.stderr
+        assert time.monotonic() - started < 15  # refused at once, not after waiting for the first
+    finally:
+        braze.set_faults([])
+        out, err = first.communicate(timeout=120)
+    assert first.returncode == 0, out + err
+    assert_converged(project, braze, audience)
+    acknowledged = project.query(
+        "select count(*), count(distinct batch_number) from cohort_sync_delivery_log "
+        "where request_kind = 'users' and run_id = (select max_by(run_id, started_at) from cohort_sync_run_history)"
+    )
+    assert acknowledged == [(21, 21)]  # nothing applied twice
+
+
+def test_a_lock_held_by_a_live_run_refuses_and_an_expired_one_is_reclaimed(make_project, braze):
+    project = make_project([COHORT])
+    project.set_audience("big_audience", {"external_id": ids("u", 0, 10)})
+    plan(project)
+    now = datetime.utcnow()
+
+    def hold(expires_at: datetime) -> None:
+        with duckdb.connect(str(project.database)) as con:
+            con.execute("delete from cohort_sync_lock")
+            con.execute(
+                "insert into cohort_sync_lock values ('publisher', 'run-elsewhere', 'scheduler-2:4242', 'cli', ?, ?)",
+                [now - timedelta(minutes=1), expires_at],
+            )
+
+    hold(now + timedelta(minutes=10))
+    refused = project.cli("cohort-sync", "publish")
+    assert refused.returncode == 2
+    assert "another publish run is in progress on this target: run run-elsewhere" in refused.stderr
+    assert "process scheduler-2:4242" in refused.stderr
+    assert braze.requests() == []
+
+    hold(now - timedelta(seconds=1))
+    reclaimed = project.cli("cohort-sync", "publish")
+    assert reclaimed.returncode == 0, reclaimed.stderr
+    assert "reclaiming the lock of run run-elsewhere" in reclaimed.stderr
+    assert len(held(braze)) == 10
+
+
+def test_full_resync_repairs_drift_after_edits_in_braze(make_project, braze, keys):
+    project = make_project([COHORT])
+    audience = ids("u", 0, 1_500)
+    project.set_audience("big_audience", {"external_id": audience})
+    plan(project)
+    assert project.cli("cohort-sync", "publish").returncode == 0
+    # Someone removes members by hand in Braze: the published state cannot know.
+    requests.post(
+        f"{braze.url}/partners/{PARTNER_NAME}/cohorts/users",
+        json={"partner_api_key": keys["partner_api_key"], "client_secret": keys["data_import_key"],
+              "cohort_id": "big_audience", "cohort_changes": [{"user_ids": audience[:700], "should_remove": True}]},
+        timeout=5,
+    ).raise_for_status()
+    assert project.cli("cohort-sync", "publish").returncode == 0
+    assert len(held(braze)) == 800  # an ordinary run sends only changes
+
+    resync = project.cli("cohort-sync", "publish", "--full-resync")
+    assert resync.returncode == 0, resync.stderr
+    assert held(braze) == sorted(audience)
+    row = project.history()[-1]
+    assert (row["added"], row["removed"], row["requests"]) == (1_500, 0, 2)
+    assert project.published("big_audience") == {f"external_id:{m}" for m in audience}
+
+
+def test_blocked_cohort_exits_non_zero_and_allow_removals_publishes_it(make_project, braze):
+    project = make_project([COHORT])
+    project.set_audience("big_audience", {"external_id": ids("u", 0, 300)})
+    plan(project)
+    assert project.cli("cohort-sync", "publish").returncode == 0
+    project.set_audience("big_audience", {"external_id": ids("u", 0, 100)})
+    plan(project)
+
+    blocked = project.cli("cohort-sync", "publish")
+    assert blocked.returncode == 1
+    assert "blocked" in blocked.stdout and "--allow-removals big_audience" in blocked.stdout
+    assert len(held(braze)) == 300
+    dry = project.cli("cohort-sync", "publish", "--dry-run")
+    assert dry.returncode == 0 and "would be blocked" in dry.stdout
+
+    allowed = project.cli("cohort-sync", "publish", "--allow-removals", "big_audience")
+    assert allowed.returncode == 0, allowed.stdout + allowed.stderr
+    assert held(braze) == ids("u", 0, 100)
