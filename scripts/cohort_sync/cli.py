@@ -16,16 +16,14 @@ import logging
 import os
 import sys
 
-from .client import BrazeClient
 from .config import (
     DATA_IMPORT_KEY_VAR,
     PARTNER_API_KEY_VAR,
     PARTNER_NAME_VAR,
-    BrazeSettings,
     ConfigError,
 )
 from .ledger import LockHeldError
-from .publish import PublishOptions, publish
+from .publish import PublishOptions, publish_run
 from .summary import format_run, format_table
 from .warehouse import WarehouseError, open_ledger, resolve_target
 
@@ -96,20 +94,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _publish(args: argparse.Namespace) -> int:
-    # Settings first: a missing key stops the run before any request or write.
     options = PublishOptions.from_env(
         dry_run=args.dry_run, full_resync=args.full_resync, allow_removals=args.allow_removals
     )
-    settings = None if args.dry_run else BrazeSettings.from_env()
     target = resolve_target(args.project_dir, args.profiles_dir, args.profile, args.target)
-    ledger = open_ledger(target)
-    client = BrazeClient(settings) if settings else None
-    try:
-        summary = publish(ledger, client, entry_point="cli", options=options)
-    finally:
-        if client:
-            client.close()
-        ledger.close()
+    summary = publish_run(lambda: open_ledger(target), entry_point="cli", options=options)
     heading = "dry run: would send" if args.dry_run else "publish run"
     print(f"cohort-sync {heading} {summary.run_id} ({target.adapter_type} target '{target.target_name}')")
     print(format_run(summary.rows))

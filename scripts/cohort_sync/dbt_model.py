@@ -6,10 +6,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from .client import BrazeClient
-from .config import BrazeSettings
 from .ledger import DuckDBLedger, Relations
-from .publish import PublishOptions, publish
+from .publish import PublishOptions, publish_run
 from .summary import format_run
 
 log = logging.getLogger(__name__)
@@ -37,15 +35,7 @@ def publish_in_dbt(
     var cohort_sync_allow_removals, applied in cohort_sync_cohorts.
     """
     options = PublishOptions.from_env(dry_run=dry_run, full_resync=full_resync)
-    settings = None if dry_run else BrazeSettings.from_env()
-    ledger = DuckDBLedger(session, relations)
-    client = BrazeClient(settings) if settings else None
-    try:
-        summary = publish(ledger, client, entry_point="dbt", options=options)
-    finally:
-        if client:
-            client.close()
-        ledger.close()
+    summary = publish_run(lambda: DuckDBLedger(session, relations), entry_point="dbt", options=options)
     table = format_run(summary.rows)
     print(f"\ncohort_sync publish run {summary.run_id}{' (dry run)' if dry_run else ''}:\n{table}\n", flush=True)
     if not summary.ok:

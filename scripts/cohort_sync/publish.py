@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
 from .client import BrazeAuthError, BrazeClient, BrazeError
-from .config import ConfigError
+from .config import BrazeSettings, ConfigError
 from .ledger import CohortPlan, DuckDBLedger, HistoryRow
 from .payload import MAX_IDENTIFIERS_PER_REQUEST, build_cohort_changes, count_changes
 
@@ -77,6 +77,25 @@ class RunSummary:
     @property
     def requests(self) -> int:
         return sum(row.requests for row in self.rows)
+
+
+def publish_run(
+    open_ledger: Callable[[], DuckDBLedger], *, entry_point: str, options: PublishOptions
+) -> RunSummary:
+    """Read the Braze settings, then open the warehouse, publish, and close both.
+
+    Settings come first, so a missing or malformed one stops the run before
+    any request and before any warehouse write.
+    """
+    settings = None if options.dry_run else BrazeSettings.from_env()
+    ledger = open_ledger()
+    client = BrazeClient(settings) if settings else None
+    try:
+        return publish(ledger, client, entry_point=entry_point, options=options)
+    finally:
+        if client:
+            client.close()
+        ledger.close()
 
 
 def publish(

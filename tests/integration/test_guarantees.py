@@ -255,3 +255,58 @@ def test_blocked_cohort_exits_non_zero_and_allow_removals_publishes_it(make_proj
     allowed = project.cli("cohort-sync", "publish", "--allow-removals", "big_audience")
     assert allowed.returncode == 0, allowed.stdout + allowed.stderr
     assert held(braze) == ids("u", 0, 100)
+
+
+def two_cohorts(make_project):
+    project = make_project([
+        {"model": "a_audience", "name": "A"},
+        {"model": "b_audience", "name": "B"},
+    ])
+    project.set_audience("a_audience", {"external_id": ids("a", 0, 2_500)})
+    project.set_audience("b_audience", {"external_id": ids("b", 0, 10)})
+    plan(project)
+    return project
+
+
+def test_a_401_stops_the_whole_run_naming_the_likely_key(make_project, braze, monkeypatch):
+    project = two_cohorts(make_project)
+    monkeypatch.setenv("BRAZE_DATA_IMPORT_KEY", "IMPORTKEY-rotated")
+    result = project.cli("cohort-sync", "publish")
+    assert result.returncode == 1
+    assert "run stopped" in result.stderr and "BRAZE_DATA_IMPORT_KEY" in result.stderr
+    assert "IMPORTKEY-rotated" not in result.stdout + result.stderr
+    assert len(braze.requests()) == 1  # the second cohort was not attempted
+    assert [(r["cohort_id"], r["status"]) for r in project.history()] == [("a_audience", "failed")]
+
+
+def test_a_400_fails_its_cohort_only_and_the_others_still_run(make_project, braze):
+    project = two_cohorts(make_project)
+    braze.set_faults([{"endpoint": "users", "times": 1, "status": 400, "body": '{"message": "cohort_id invalid"}'}])
+    result = project.cli("cohort-sync", "publish")
+    assert result.returncode == 1
+    rows = {r["cohort_id"]: r for r in project.history()}
+    assert rows["a_audience"]["status"] == "failed"
+    assert "HTTP 400: cohort_id invalid" in rows["a_audience"]["error"]
+    assert rows["b_audience"]["status"] == "success"
+    assert held(braze, "b_audience") == ids("b", 0, 10)
+    assert "a_audience (failed): Braze rejected the batch for cohort 'a_audience' with HTTP 400" in result.stdout
+
+
+def test_when_the_retry_cap_is_reached_what_was_acknowledged_stays_recorded(make_project, braze, monkeypatch):
+    project = two_cohorts(make_project)
+    monkeypatch.setenv("COHORT_SYNC_MAX_ATTEMPTS", "3")
+    braze.set_faults([
+        {"endpoint": "users", "times": 1, "latency_ms": 1},  # the first batch goes through
+        {"endpoint": "users", "times": 3, "status": 503, "retry_after": 0},
+    ])
+    result = project.cli("cohort-sync", "publish")
+    assert result.returncode == 1
+    row = next(r for r in project.history() if r["cohort_id"] == "a_audience")
+    assert (row["status"], row["added"], row["requests"], row["members_after"]) == ("failed", 1_000, 2, 1_000)
+    assert "gave up on the batch for cohort 'a_audience' after 3 attempt(s)" in row["error"]
+    assert "HTTP 503" in row["error"]
+    assert len(project.published("a_audience")) == 1_000 == len(held(braze, "a_audience"))
+    assert held(braze, "b_audience") == ids("b", 0, 10)  # the other cohort still ran
+
+    assert project.cli("cohort-sync", "publish").returncode == 0
+    assert held(braze, "a_audience") == ids("a", 0, 2_500)

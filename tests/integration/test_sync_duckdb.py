@@ -286,6 +286,8 @@ def test_dbt_unit_tests_of_the_diff_pass(make_project):
         ([{**CHURN, "schedule": "daily"}], "cohort 'churn_audience' (cohort_sync_cohorts[0]): unknown setting 'schedule'"),
         ([{"name": "No model"}], "cohort_sync_cohorts[0]: field 'model' is required"),
         ([{**CHURN, "cohort_id": ""}], "field 'cohort_id' must not be empty"),
+        # dbt's own parse error: it names the missing model, not the cohort
+        ([{"model": "no_such_model", "name": "X"}], "depends on a node named 'no_such_model'"),
     ],
 )
 def test_malformed_declarations_fail_compilation_naming_cohort_and_field(make_project, braze, cohorts, message):
