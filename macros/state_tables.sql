@@ -37,7 +37,7 @@
       ('run_id', string), ('acknowledged_at', timestamp)
     ],
     'cohort_sync_delivery_log': [
-      ('run_id', string), ('cohort_id', string), ('request_kind', string),
+      ('run_id', string), ('plan_id', string), ('cohort_id', string), ('request_kind', string),
       ('batch_number', bigint), ('added', bigint), ('removed', bigint),
       ('http_status', bigint), ('acknowledged_at', timestamp)
     ],

@@ -3,6 +3,10 @@
   the last acknowledged sync (an add) or left it (a remove), numbered into
   batches of at most var('cohort_sync_batch_size') identifiers per cohort.
   Removes come first, so a batch that mixes both lists removes before adds.
+  Every row carries the plan's id (the dbt invocation that built it): the
+  publisher records acknowledged batches per plan, so a plan is never sent
+  twice. Rows are stored in (cohort, batch) order, so the publisher's page
+  reads by batch number touch only the pages they need.
   A cohort no longer declared is left alone (its Braze members are kept)
   unless it is listed in var('cohort_sync_clear_cohorts'): then every member
   is removed (guarded in cohort_sync_cohorts like any mass removal).
@@ -96,6 +100,7 @@ numbered as (
 
 final as (
     select
+        cast({{ cohort_sync.quoted_literal(invocation_id) }} as {{ dbt.type_string() }}) as plan_id,
         cohort_id,
         {{ cohort_sync.batch_number('change_number', batch_size) }} as batch_number,
         change_number,
@@ -110,3 +115,4 @@ final as (
 )
 
 select * from final
+order by cohort_id, batch_number, change_number

@@ -1,11 +1,11 @@
 """The publisher's view of the warehouse: the planned changes it reads and
 the acknowledged state it writes.
 
-Reads are of the dbt models (cohort_sync_cohorts, cohort_sync_changes),
-filtered against the published state at send time, so a change already
-acknowledged (by an earlier run, or before a crash) is never sent twice.
-Each acknowledged request is recorded in the published state and the
-delivery log in one transaction.
+Reads are of the dbt models (cohort_sync_cohorts, cohort_sync_changes), in
+pages of batches, so memory stays flat however large the plan. Each
+acknowledged batch is recorded in the published state and the delivery log
+(with the plan's id) in one transaction; a batch already acknowledged for
+the plan (by an earlier run, or before a crash) is never read again.
 """
 
 from __future__ import annotations
@@ -97,11 +97,11 @@ CHANGE_COLUMNS = Change._fields
 class DuckDBLedger:
     """Ledger on a DuckDB connection (the embedded default)."""
 
-    def __init__(self, connection: Any, relations: Relations, page_rows: int = 20_000) -> None:
+    def __init__(self, connection: Any, relations: Relations, page_batches: int = 50) -> None:
         self._reader = connection.cursor()
         self._writer = connection.cursor()
         self.relations = relations
-        self._page_rows = page_rows
+        self._page_batches = page_batches
 
     def close(self) -> None:
         self._reader.close()
@@ -120,49 +120,64 @@ class DuckDBLedger:
         ).fetchall()
         return [CohortPlan(*row) for row in rows]
 
-    def _pending_sql(self) -> str:
-        r = self.relations
-        columns = ", ".join(f"c.{name}" for name in CHANGE_COLUMNS)
-        return f"""
-            select {columns}
-            from {r.changes} as c
-            left join {r.published_state} as p
-                on p.cohort_id = c.cohort_id and p.member_key = c.member_key
-            where c.cohort_id = ?
-              and ((c.should_remove and p.member_key is not null)
-                   or (not c.should_remove and p.member_key is null))
-        """
+    def plan_id(self) -> str | None:
+        """The id of the plan in cohort_sync_changes (None when it is empty)."""
+        rows = self._reader.execute(f"select plan_id from {self.relations.changes} limit 1").fetchall()
+        return rows[0][0] if rows else None
 
-    def pending_batches(self, cohort_id: str) -> Iterator[list[Change]]:
-        """The cohort's changes not yet acknowledged, one list per batch, streamed."""
-        cursor = self._reader.execute(
-            self._pending_sql() + " order by c.batch_number, c.change_number", [cohort_id]
-        )
-        batch: list[Change] = []
-        while True:
-            rows = cursor.fetchmany(self._page_rows)
-            if not rows:
-                break
+    def acknowledged_batches(self, plan_id: str | None, cohort_id: str) -> set[int]:
+        """Batch numbers of the plan already acknowledged for the cohort."""
+        if plan_id is None:
+            return set()
+        rows = self._reader.execute(
+            f"""select batch_number from {self.relations.delivery_log}
+                where plan_id = ? and cohort_id = ? and request_kind = 'users'""",
+            [plan_id, cohort_id],
+        ).fetchall()
+        return {row[0] for row in rows}
+
+    def pending_batches(self, plan_id: str | None, cohort_id: str) -> Iterator[list[Change]]:
+        """The cohort's batches not yet acknowledged for the plan, read a page of batches at a time."""
+        done = self.acknowledged_batches(plan_id, cohort_id)
+        last = self._reader.execute(
+            f"select max(batch_number) from {self.relations.changes} where cohort_id = ?", [cohort_id]
+        ).fetchall()[0][0]
+        columns = ", ".join(CHANGE_COLUMNS)
+        for first in range(1, (last or 0) + 1, self._page_batches):
+            numbers = [n for n in range(first, first + self._page_batches) if n not in done]
+            if not numbers:
+                continue
+            rows = self._reader.execute(
+                f"""select {columns} from {self.relations.changes}
+                    where cohort_id = ? and batch_number between ? and ?
+                    order by batch_number, change_number""",
+                [cohort_id, numbers[0], numbers[-1]],
+            ).fetchall()
+            batch: list[Change] = []
             for row in rows:
                 change = Change(*row)
+                if change.batch_number in done:
+                    continue
                 if batch and batch[0].batch_number != change.batch_number:
                     yield batch
                     batch = []
                 batch.append(change)
-        if batch:
-            yield batch
+            if batch:
+                yield batch
 
-    def pending_summary(self, cohort_id: str) -> tuple[int, int, int]:
-        """(adds, removes, batches) not yet acknowledged for the cohort."""
+    def pending_summary(self, plan_id: str | None, cohort_id: str) -> tuple[int, int, int]:
+        """(adds, removes, batches) of the plan not yet acknowledged for the cohort."""
+        done = sorted(self.acknowledged_batches(plan_id, cohort_id))
         row = self._reader.execute(
             f"""
             select
                 coalesce(sum(case when not should_remove then 1 else 0 end), 0),
                 coalesce(sum(case when should_remove then 1 else 0 end), 0),
                 count(distinct batch_number)
-            from ({self._pending_sql()}) as pending
+            from {self.relations.changes}
+            where cohort_id = ? and batch_number not in (select unnest(?::bigint[]))
             """,
-            [cohort_id],
+            [cohort_id, done],
         ).fetchall()[0]
         return int(row[0]), int(row[1]), int(row[2])
 
@@ -178,13 +193,17 @@ class DuckDBLedger:
                     values (?, ?, ?, ?, ?)""",
                 [cohort.cohort_id, cohort.cohort_name, created_at, run_id, at],
             )
-            self._log_delivery(run_id, cohort.cohort_id, "name", None, 0, 0, status, at)
+            self._log_delivery(run_id, None, cohort.cohort_id, "name", None, 0, 0, status, at)
             self._settle(run_id, cohort.cohort_id, "name", None)
 
     def record_batch(
-        self, run_id: str, cohort_id: str, batch: list[Change], status: int, at: datetime
+        self, run_id: str, plan_id: str, cohort_id: str, batch: list[Change], status: int, at: datetime
     ) -> None:
-        """Apply an acknowledged batch to the published state, and log it, atomically."""
+        """Apply an acknowledged batch to the published state, and log it, atomically.
+
+        Adds are appended: one plan at a time is published (the run lock),
+        and a plan adds a member only if the state lacked it when planned.
+        """
         r = self.relations
         adds = [c for c in batch if not c.should_remove]
         removes = [c.member_key for c in batch if c.should_remove]
@@ -204,16 +223,13 @@ class DuckDBLedger:
                     f"""insert into {r.published_state}
                         (cohort_id, run_id, acknowledged_at, member_key, identifier_type,
                          external_id, alias_name, alias_label, device_id)
-                        select ?, ?, ?, acked.* from (select
-                            unnest(?::varchar[]) as member_key, unnest(?::varchar[]),
+                        select ?, ?, ?, * from (select
                             unnest(?::varchar[]), unnest(?::varchar[]), unnest(?::varchar[]),
-                            unnest(?::varchar[])) as acked
-                        where acked.member_key not in (
-                            select member_key from {r.published_state} where cohort_id = ?)""",
-                    [cohort_id, run_id, at, *[list(column) for column in columns], cohort_id],
+                            unnest(?::varchar[]), unnest(?::varchar[]), unnest(?::varchar[]))""",
+                    [cohort_id, run_id, at, *[list(column) for column in columns]],
                 )
             self._log_delivery(
-                run_id, cohort_id, "users", batch[0].batch_number, len(adds), len(removes), status, at
+                run_id, plan_id, cohort_id, "users", batch[0].batch_number, len(adds), len(removes), status, at
             )
             self._settle(run_id, cohort_id, "users", batch[0].batch_number)
 
@@ -222,7 +238,7 @@ class DuckDBLedger:
     ) -> None:
         """Log an acknowledged re-send of current members (the state already holds them)."""
         with self._transaction():
-            self._log_delivery(run_id, cohort_id, "resync", batch_number, identifiers, 0, status, at)
+            self._log_delivery(run_id, None, cohort_id, "resync", batch_number, identifiers, 0, status, at)
             self._settle(run_id, cohort_id, "resync", batch_number)
 
     def current_members(self, cohort_id: str, run_id: str, size: int) -> Iterator[list[Change]]:
@@ -323,12 +339,13 @@ class DuckDBLedger:
                 f"delete from {self.relations.lock} where lock_name = ? and run_id = ?", [LOCK_NAME, run_id]
             )
 
-    def _log_delivery(self, run_id, cohort_id, kind, batch_number, added, removed, status, at) -> None:
+    def _log_delivery(self, run_id, plan_id, cohort_id, kind, batch_number, added, removed, status, at) -> None:
         self._writer.execute(
             f"""insert into {self.relations.delivery_log}
-                (run_id, cohort_id, request_kind, batch_number, added, removed, http_status, acknowledged_at)
-                values (?, ?, ?, ?, ?, ?, ?, ?)""",
-            [run_id, cohort_id, kind, batch_number, added, removed, status, at],
+                (run_id, plan_id, cohort_id, request_kind, batch_number, added, removed,
+                 http_status, acknowledged_at)
+                values (?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+            [run_id, plan_id, cohort_id, kind, batch_number, added, removed, status, at],
         )
 
     def members(self, cohort_id: str) -> int:

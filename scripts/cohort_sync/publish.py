@@ -14,19 +14,21 @@ from __future__ import annotations
 import logging
 import os
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
-from .client import BrazeAuthError, BrazeClient, BrazeError
+from .client import Ack, BrazeAuthError, BrazeClient, BrazeError
 from .config import BrazeSettings, ConfigError
 from .ledger import CohortPlan, DuckDBLedger, HistoryRow
-from .payload import MAX_IDENTIFIERS_PER_REQUEST, build_cohort_changes, count_changes
+from .payload import MAX_IDENTIFIERS_PER_REQUEST, Change, build_cohort_changes, count_changes
 
 log = logging.getLogger(__name__)
 
 ENTRY_POINTS = ("dbt", "cli")
 LOCK_TTL_VAR = "COHORT_SYNC_LOCK_TTL_SECONDS"
+CONCURRENCY_VAR = "COHORT_SYNC_CONCURRENCY"
 
 
 def utc_now() -> datetime:
@@ -42,19 +44,22 @@ class PublishOptions:
     full_resync: bool = False
     allow_removals: frozenset[str] = frozenset()
     lock_ttl_seconds: float = 900.0
+    concurrency: int = 8
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **options) -> PublishOptions:
         env = os.environ if environ is None else environ
-        raw = env.get(LOCK_TTL_VAR, "").strip()
-        if raw:
+        for name, key, kind in ((LOCK_TTL_VAR, "lock_ttl_seconds", float), (CONCURRENCY_VAR, "concurrency", int)):
+            raw = env.get(name, "").strip()
+            if not raw:
+                continue
             try:
-                ttl = float(raw)
+                value = kind(raw)
             except ValueError:
-                ttl = 0.0
-            if ttl <= 0:
-                raise ConfigError(f"{LOCK_TTL_VAR} must be a positive number of seconds")
-            options["lock_ttl_seconds"] = ttl
+                value = 0
+            if value <= 0:
+                raise ConfigError(f"{name} must be a positive {'whole ' if kind is int else ''}number")
+            options[key] = value
         if "allow_removals" in options:
             options["allow_removals"] = frozenset(options["allow_removals"] or ())
         return cls(**options)
@@ -89,7 +94,7 @@ def publish_run(
     """
     settings = None if options.dry_run else BrazeSettings.from_env()
     ledger = open_ledger()
-    client = BrazeClient(settings) if settings else None
+    client = BrazeClient(settings, pool_size=options.concurrency) if settings else None
     try:
         return publish(ledger, client, entry_point=entry_point, options=options)
     finally:
@@ -179,7 +184,7 @@ def _run_cohort(ledger, client, cohort, summary, options, lock, clock) -> bool:
 
 
 def _plan_cohort(ledger: DuckDBLedger, cohort: CohortPlan, row: HistoryRow, blocked: bool) -> None:
-    adds, removes, batches = ledger.pending_summary(cohort.cohort_id)
+    adds, removes, batches = ledger.pending_summary(ledger.plan_id(), cohort.cohort_id)
     row.added, row.removed = adds, removes
     row.requests = batches + (1 if cohort.needs_name else 0)
     row.status = "dry_run"
@@ -218,33 +223,90 @@ def _publish_cohort(
         row.retries += ack.retries
         log.info("cohort '%s' named '%s' in Braze", cohort_id, cohort.cohort_name)
 
-    for batch in ledger.pending_batches(cohort_id):
-        ledger.mark_inflight(run_id, cohort_id, "users", batch[0].batch_number, len(batch), clock())
-        ack = client.update_cohort(cohort_id, build_cohort_changes(batch))
-        ledger.record_batch(run_id, cohort_id, batch, ack.status, clock())
+    plan_id = ledger.plan_id()
+
+    def record_changes(batch: list[Change], ack: Ack) -> None:
+        ledger.record_batch(run_id, plan_id, cohort_id, batch, ack.status, clock())
         adds, removes = count_changes(batch)
         row.added += adds
         row.removed += removes
-        row.requests += 1
-        row.retries += ack.retries
-        lock.keep_alive()
         log.info(
             "cohort '%s' batch %d acknowledged: %d add(s), %d remove(s)",
             cohort_id, batch[0].batch_number, adds, removes,
         )
 
+    _send(ledger, client, row, "users", ledger.pending_batches(plan_id, cohort_id),
+          record_changes, options.concurrency, lock, clock)
+
     if options.full_resync:
-        chunks = ledger.current_members(cohort_id, run_id, MAX_IDENTIFIERS_PER_REQUEST)
-        for number, chunk in enumerate(chunks, start=1):
-            ledger.mark_inflight(run_id, cohort_id, "resync", number, len(chunk), clock())
-            ack = client.update_cohort(cohort_id, build_cohort_changes(chunk))
-            ledger.record_resync(run_id, cohort_id, number, len(chunk), ack.status, clock())
+        def record_resync(chunk: list[Change], ack: Ack) -> None:
+            ledger.record_resync(run_id, cohort_id, chunk[0].batch_number, len(chunk), ack.status, clock())
             row.added += len(chunk)
-            row.requests += 1
-            row.retries += ack.retries
-            lock.keep_alive()
+
+        members = ledger.current_members(cohort_id, run_id, MAX_IDENTIFIERS_PER_REQUEST)
+        chunks = (
+            [change._replace(batch_number=number) for change in chunk]
+            for number, chunk in enumerate(members, start=1)
+        )
+        _send(ledger, client, row, "resync", chunks, record_resync, options.concurrency, lock, clock)
         log.info("cohort '%s': full resync re-sent every current member", cohort_id)
     row.status = "success"
+
+
+def _send(
+    ledger: DuckDBLedger,
+    client: BrazeClient,
+    row: HistoryRow,
+    kind: str,
+    batches: Iterable[list[Change]],
+    record: Callable[[list[Change], Ack], None],
+    concurrency: int,
+    lock: _RunLock,
+    clock: Callable[[], datetime],
+) -> None:
+    """Send batches with up to `concurrency` requests in flight.
+
+    Worker threads only talk HTTP; this thread reads the batches and records
+    each acknowledgement, so the warehouse sees one writer. A member has one
+    change per plan, so batches of a cohort can go in any order. When a
+    request fails, the requests still in flight are awaited and those
+    acknowledged are recorded before the error propagates.
+    """
+    cohort_id = row.cohort_id
+    in_flight: dict[Future, list[Change]] = {}
+
+    def settle(futures: Iterable[Future]) -> BaseException | None:
+        failure = None
+        for future in futures:
+            batch = in_flight.pop(future)
+            try:
+                ack = future.result()
+            except BaseException as exc:  # noqa: BLE001 - re-raised by the caller
+                failure = failure or exc
+                continue
+            record(batch, ack)
+            row.requests += 1
+            row.retries += ack.retries
+        lock.keep_alive()
+        return failure
+
+    with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="cohort-sync") as pool:
+        failure: BaseException | None = None
+        try:
+            for batch in batches:
+                while len(in_flight) >= concurrency and failure is None:
+                    done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+                    failure = settle(done)
+                if failure is not None:
+                    break
+                ledger.mark_inflight(row.run_id, cohort_id, kind, batch[0].batch_number, len(batch), clock())
+                body = build_cohort_changes(batch)
+                in_flight[pool.submit(client.update_cohort, cohort_id, body)] = batch
+        finally:
+            wait(in_flight)
+            failure = settle(list(in_flight)) or failure
+    if failure is not None:
+        raise failure
 
 
 class _RunLock:

@@ -129,7 +129,8 @@ def test_sigkill_at_random_points_then_a_full_run_converges(big, braze):
     assert resent >= 1  # each run after a kill counted the batches it sent again
 
 
-def test_sigkill_between_the_name_call_and_the_first_batch(make_project, braze):
+def test_sigkill_between_the_name_call_and_the_first_batch(make_project, braze, monkeypatch):
+    monkeypatch.setenv("COHORT_SYNC_CONCURRENCY", "1")  # one request in flight: an exact kill point
     project = make_project([COHORT])
     audience = ids("u", 0, 2_500)
     project.set_audience("big_audience", {"external_id": audience})
@@ -157,9 +158,10 @@ def test_sigkill_between_the_name_call_and_the_first_batch(make_project, braze):
     assert (row["status"], row["resent_batches"], row["requests"]) == ("success", 1, 3)
 
 
-def test_an_overlapping_run_refuses_at_once_naming_the_running_one(big, braze):
+def test_an_overlapping_run_refuses_at_once_naming_the_running_one(big, braze, monkeypatch):
     project, audience = big
-    braze.set_faults([{"endpoint": "users", "probability": 1.0, "latency_ms": 200}])
+    monkeypatch.setenv("COHORT_SYNC_CONCURRENCY", "2")  # 21 batches take over 5 s
+    braze.set_faults([{"endpoint": "users", "probability": 1.0, "latency_ms": 500}])
     first = subprocess.Popen(project.command("cohort-sync", "publish"), cwd=project.root,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -295,6 +297,7 @@ def test_a_400_fails_its_cohort_only_and_the_others_still_run(make_project, braz
 def test_when_the_retry_cap_is_reached_what_was_acknowledged_stays_recorded(make_project, braze, monkeypatch):
     project = two_cohorts(make_project)
     monkeypatch.setenv("COHORT_SYNC_MAX_ATTEMPTS", "3")
+    monkeypatch.setenv("COHORT_SYNC_CONCURRENCY", "1")  # batch 2 is the one that exhausts its retries
     braze.set_faults([
         {"endpoint": "users", "times": 1, "latency_ms": 1},  # the first batch goes through
         {"endpoint": "users", "times": 3, "status": 503, "retry_after": 0},
@@ -310,3 +313,25 @@ def test_when_the_retry_cap_is_reached_what_was_acknowledged_stays_recorded(make
 
     assert project.cli("cohort-sync", "publish").returncode == 0
     assert held(braze, "a_audience") == ids("a", 0, 2_500)
+
+
+def test_concurrent_requests_record_every_acknowledged_batch_when_one_fails(make_project, braze, monkeypatch):
+    monkeypatch.setenv("COHORT_SYNC_CONCURRENCY", "4")
+    monkeypatch.setenv("COHORT_SYNC_MAX_ATTEMPTS", "1")
+    project = make_project([COHORT])
+    audience = ids("u", 0, 8_000)
+    project.set_audience("big_audience", {"external_id": audience})
+    plan(project)
+    braze.set_faults([
+        {"endpoint": "users", "probability": 1.0, "latency_ms": 300, "times": 3},
+        {"endpoint": "users", "times": 1, "status": 500},
+    ])
+    result = project.cli("cohort-sync", "publish")
+    assert result.returncode == 1
+    row = project.history()[-1]
+    assert row["status"] == "failed" and "HTTP 500" in row["error"]
+    # every batch Braze acknowledged, including those in flight when one failed, is recorded
+    assert len(project.published("big_audience")) == len(held(braze)) == row["added"]
+    assert row["added"] >= 3_000
+    assert project.cli("cohort-sync", "publish").returncode == 0
+    assert_converged(project, braze, audience)
