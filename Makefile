@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint clean
+.PHONY: install demo test bench lint clean
 
 # Installs (again) only when pyproject.toml changed: quick when set up.
 $(STAMP): pyproject.toml
@@ -19,11 +19,15 @@ demo: install
 	$(BIN)/python demo/run_demo.py
 
 test: install
-	$(BIN)/ruff check scripts tests demo
+	$(BIN)/ruff check scripts tests demo benchmarks
 	$(BIN)/python -m pytest
 
+# Not part of `make test` (a smoke run of it is); writes benchmarks/results/.
+bench: install
+	$(BIN)/python benchmarks/bench.py
+
 lint: install
-	$(BIN)/ruff check scripts tests demo
+	$(BIN)/ruff check scripts tests demo benchmarks
 
 clean:
 	rm -rf $(VENV) target dbt_packages logs demo/target demo/dbt_packages demo/logs demo/*.duckdb

@@ -48,54 +48,34 @@ published as (
     {%- endif %}
 ),
 
-additions as (
+compared as (
+    -- one full outer join finds both: members not yet in Braze (adds) and
+    -- members Braze holds who left the audience (removes)
     select
-        membership.cohort_id,
-        membership.member_key,
-        membership.identifier_type,
-        membership.external_id,
-        membership.alias_name,
-        membership.alias_label,
-        membership.device_id,
-        false as should_remove
+        coalesce(membership.cohort_id, published.cohort_id) as cohort_id,
+        coalesce(membership.member_key, published.member_key) as member_key,
+        coalesce(membership.identifier_type, published.identifier_type) as identifier_type,
+        coalesce(membership.external_id, published.external_id) as external_id,
+        coalesce(membership.alias_name, published.alias_name) as alias_name,
+        coalesce(membership.alias_label, published.alias_label) as alias_label,
+        coalesce(membership.device_id, published.device_id) as device_id,
+        membership.member_key is null as should_remove
     from membership
-    left join published
+    full outer join published
         on published.cohort_id = membership.cohort_id
         and published.member_key = membership.member_key
-    where published.member_key is null
-),
-
-removals as (
-    select
-        published.cohort_id,
-        published.member_key,
-        published.identifier_type,
-        published.external_id,
-        published.alias_name,
-        published.alias_label,
-        published.device_id,
-        true as should_remove
-    from published
-    left join membership
-        on membership.cohort_id = published.cohort_id
-        and membership.member_key = published.member_key
     where membership.member_key is null
-),
-
-all_changes as (
-    select * from additions
-    union all
-    select * from removals
+        or published.member_key is null
 ),
 
 numbered as (
     select
-        all_changes.*,
+        compared.*,
         row_number() over (
             partition by cohort_id
             order by should_remove desc, member_key
         ) as change_number
-    from all_changes
+    from compared
 ),
 
 final as (

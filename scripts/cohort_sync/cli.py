@@ -73,6 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     local.add_argument("--host", default="127.0.0.1")
     local.add_argument("--port", type=int, default=4010)
+    local.add_argument("--latency-ms", type=float, default=0, help="added to every request")
+    local.add_argument(
+        "--rate-limit-per-hour", type=float, help="answer 429 beyond this rate, as Braze does"
+    )
     return parser
 
 
@@ -130,6 +134,8 @@ def _local_braze(args: argparse.Namespace) -> int:
         data_import_key=os.environ[DATA_IMPORT_KEY_VAR],
         host=args.host,
         port=args.port,
+        latency_ms=args.latency_ms,
+        rate_limit_per_hour=args.rate_limit_per_hour,
     )
     print(f"local Braze-compatible endpoint listening on {server.url}", flush=True)
     try:

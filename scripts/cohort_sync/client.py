@@ -144,15 +144,22 @@ class BrazeClient:
             what=f"name of cohort '{cohort_id}'",
         )
 
-    def update_cohort(self, cohort_id: str, cohort_changes: list[dict[str, Any]]) -> Ack:
-        """Send one batch of adds and removes (at most 1,000 identifiers)."""
+    def update_cohort(self, cohort_id: str, cohort_changes: list[dict[str, Any]] | str) -> Ack:
+        """Send one batch of adds and removes (at most 1,000 identifiers).
+
+        `cohort_changes` is the array, or its JSON text as the warehouse rendered it.
+        """
+        encoded = cohort_changes if isinstance(cohort_changes, str) else json.dumps(cohort_changes)
         return self._post(
             "/cohorts/users",
-            {"cohort_id": cohort_id, "cohort_changes": cohort_changes},
+            {"cohort_id": cohort_id},
             what=f"batch for cohort '{cohort_id}'",
+            encoded={"cohort_changes": encoded},
         )
 
-    def _post(self, path: str, fields: dict[str, Any], *, what: str) -> Ack:
+    def _post(
+        self, path: str, fields: dict[str, Any], *, what: str, encoded: dict[str, str] | None = None
+    ) -> Ack:
         body = json.dumps(
             {
                 "partner_api_key": self._settings.partner_api_key,
@@ -161,6 +168,8 @@ class BrazeClient:
             },
             separators=(",", ":"),
         )
+        for key, text in (encoded or {}).items():
+            body = f"{body[:-1]},{json.dumps(key)}:{text}}}"
         url = self._base + path
         timeout = self._settings.timeout_seconds
         started = self._clock()

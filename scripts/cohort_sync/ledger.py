@@ -18,7 +18,7 @@ from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
 
-from .payload import Change
+from .payload import MAX_IDENTIFIERS_PER_REQUEST, Change, PlannedRequest, compose_cohort_changes, request_for
 
 log = logging.getLogger(__name__)
 
@@ -136,34 +136,49 @@ class DuckDBLedger:
         ).fetchall()
         return {row[0] for row in rows}
 
-    def pending_batches(self, plan_id: str | None, cohort_id: str) -> Iterator[list[Change]]:
-        """The cohort's batches not yet acknowledged for the plan, read a page of batches at a time."""
+    def pending_requests(self, plan_id: str | None, cohort_id: str) -> Iterator[PlannedRequest]:
+        """The cohort's batches not yet acknowledged for the plan, as requests, a page at a time.
+
+        DuckDB renders each batch's identifier lists as JSON, so no member
+        row crosses into Python.
+        """
         done = self.acknowledged_batches(plan_id, cohort_id)
         last = self._reader.execute(
             f"select max(batch_number) from {self.relations.changes} where cohort_id = ?", [cohort_id]
         ).fetchall()[0][0]
-        columns = ", ".join(CHANGE_COLUMNS)
+        lists = ", ".join(
+            f"to_json(list({value}) filter (where {'' if remove else 'not '}should_remove "
+            f"and identifier_type = '{kind}'))"
+            for remove in (True, False)
+            for kind, value in (
+                ("external_id", "external_id"),
+                ("alias", "{'alias_name': alias_name, 'alias_label': alias_label}"),
+                ("device_id", "device_id"),
+            )
+        )
         for first in range(1, (last or 0) + 1, self._page_batches):
             numbers = [n for n in range(first, first + self._page_batches) if n not in done]
             if not numbers:
                 continue
             rows = self._reader.execute(
-                f"""select {columns} from {self.relations.changes}
+                f"""select batch_number,
+                        count(*) filter (where not should_remove),
+                        count(*) filter (where should_remove),
+                        {lists}
+                    from {self.relations.changes}
                     where cohort_id = ? and batch_number between ? and ?
-                    order by batch_number, change_number""",
+                    group by batch_number
+                    order by batch_number""",
                 [cohort_id, numbers[0], numbers[-1]],
             ).fetchall()
-            batch: list[Change] = []
-            for row in rows:
-                change = Change(*row)
-                if change.batch_number in done:
+            for number, adds, removes, *fragments in rows:
+                if number in done:
                     continue
-                if batch and batch[0].batch_number != change.batch_number:
-                    yield batch
-                    batch = []
-                batch.append(change)
-            if batch:
-                yield batch
+                if adds + removes > MAX_IDENTIFIERS_PER_REQUEST:
+                    raise ValueError(f"batch {number} of cohort '{cohort_id}' holds {adds + removes} identifiers")
+                yield PlannedRequest(
+                    "users", number, adds, removes, compose_cohort_changes(fragments[:3], fragments[3:])
+                )
 
     def pending_summary(self, plan_id: str | None, cohort_id: str) -> tuple[int, int, int]:
         """(adds, removes, batches) of the plan not yet acknowledged for the cohort."""
@@ -196,50 +211,87 @@ class DuckDBLedger:
             self._log_delivery(run_id, None, cohort.cohort_id, "name", None, 0, 0, status, at)
             self._settle(run_id, cohort.cohort_id, "name", None)
 
-    def record_batch(
-        self, run_id: str, plan_id: str, cohort_id: str, batch: list[Change], status: int, at: datetime
+    def settle(
+        self,
+        run_id: str,
+        plan_id: str | None,
+        cohort_id: str,
+        acknowledged: list[tuple[PlannedRequest, int]],
+        sending: list[PlannedRequest],
+        at: datetime,
     ) -> None:
-        """Apply an acknowledged batch to the published state, and log it, atomically.
+        """In one transaction: apply the acknowledged requests, log them, clear
+        their in-flight notes, and note the requests about to be sent.
 
-        Adds are appended: one plan at a time is published (the run lock),
-        and a plan adds a member only if the state lacked it when planned.
+        A batch of the plan is applied from the plan itself (by plan id and
+        batch number); if the plan no longer holds what was sent, nothing is
+        recorded and the run stops.
         """
         r = self.relations
-        adds = [c for c in batch if not c.should_remove]
-        removes = [c.member_key for c in batch if c.should_remove]
+        batches = [request for request, _ in acknowledged if request.kind == "users"]
         with self._transaction():
-            if removes:
-                self._writer.execute(
-                    f"""delete from {r.published_state}
-                        where cohort_id = ? and member_key in (select unnest(?::varchar[]))""",
-                    [cohort_id, removes],
+            if batches:
+                numbers = sorted(request.batch_number for request in batches)
+                where = (
+                    "cohort_id = ? and plan_id = ? and batch_number between ? and ? "
+                    "and batch_number in (select unnest(?::bigint[]))"
                 )
-            if adds:
-                columns = list(zip(*[
-                    (c.member_key, c.identifier_type, c.external_id, c.alias_name, c.alias_label, c.device_id)
-                    for c in adds
-                ], strict=True))
+                params = [cohort_id, plan_id, numbers[0], numbers[-1], numbers]
+                removes = sum(request.removes for request in batches)
+                adds = sum(request.adds for request in batches)
+                removed = added = 0
+                if removes:
+                    removed = self._writer.execute(
+                        f"""delete from {r.published_state} where cohort_id = ? and member_key in (
+                                select member_key from {r.changes} where should_remove and {where})""",
+                        [cohort_id, *params],
+                    ).fetchall()[0][0]
+                if adds:
+                    added = self._writer.execute(
+                        f"""insert into {r.published_state}
+                            (cohort_id, member_key, identifier_type, external_id, alias_name, alias_label,
+                             device_id, run_id, acknowledged_at)
+                            select cohort_id, member_key, identifier_type, external_id, alias_name,
+                                   alias_label, device_id, ?, ?
+                            from {r.changes} where not should_remove and {where}""",
+                        [run_id, at, *params],
+                    ).fetchall()[0][0]
+                if (added, removed) != (adds, removes):
+                    raise RuntimeError(
+                        f"cohort '{cohort_id}': the plan changed while it was being published "
+                        f"(expected {adds} adds and {removes} removes, found {added} and {removed}); "
+                        "run dbt again"
+                    )
+            if acknowledged:
                 self._writer.execute(
-                    f"""insert into {r.published_state}
-                        (cohort_id, run_id, acknowledged_at, member_key, identifier_type,
-                         external_id, alias_name, alias_label, device_id)
-                        select ?, ?, ?, * from (select
-                            unnest(?::varchar[]), unnest(?::varchar[]), unnest(?::varchar[]),
-                            unnest(?::varchar[]), unnest(?::varchar[]), unnest(?::varchar[]))""",
-                    [cohort_id, run_id, at, *[list(column) for column in columns]],
+                    f"""insert into {r.delivery_log}
+                        (run_id, plan_id, cohort_id, request_kind, batch_number, added, removed,
+                         http_status, acknowledged_at)
+                        select ?, ?, ?, unnest(?::varchar[]), unnest(?::bigint[]), unnest(?::bigint[]),
+                               unnest(?::bigint[]), unnest(?::bigint[]), ?""",
+                    [run_id, plan_id if batches else None, cohort_id,
+                     *map(list, zip(*[(q.kind, q.batch_number, q.adds, q.removes, status)
+                                      for q, status in acknowledged], strict=True)), at],
                 )
-            self._log_delivery(
-                run_id, plan_id, cohort_id, "users", batch[0].batch_number, len(adds), len(removes), status, at
-            )
-            self._settle(run_id, cohort_id, "users", batch[0].batch_number)
+                for kind in {q.kind for q, _ in acknowledged}:
+                    self._writer.execute(
+                        f"""delete from {r.inflight} where run_id = ? and cohort_id = ? and request_kind = ?
+                            and batch_number in (select unnest(?::bigint[]))""",
+                        [run_id, cohort_id, kind, [q.batch_number for q, _ in acknowledged if q.kind == kind]],
+                    )
+            if sending:
+                self._writer.execute(
+                    f"""insert into {r.inflight}
+                        (run_id, cohort_id, request_kind, batch_number, identifiers, sent_at)
+                        select ?, ?, unnest(?::varchar[]), unnest(?::bigint[]), unnest(?::bigint[]), ?""",
+                    [run_id, cohort_id, [q.kind for q in sending], [q.batch_number for q in sending],
+                     [q.identifiers for q in sending], at],
+                )
 
-    def record_resync(
-        self, run_id: str, cohort_id: str, batch_number: int, identifiers: int, status: int, at: datetime
-    ) -> None:
-        """Log an acknowledged re-send of current members (the state already holds them)."""
-        with self._transaction():
-            self._log_delivery(run_id, None, cohort_id, "resync", batch_number, identifiers, 0, status, at)
-            self._settle(run_id, cohort_id, "resync", batch_number)
+    def resync_requests(self, cohort_id: str, run_id: str) -> Iterator[PlannedRequest]:
+        """Every member Braze should hold (not added by this run), as add requests."""
+        for number, chunk in enumerate(self.current_members(cohort_id, run_id, MAX_IDENTIFIERS_PER_REQUEST), 1):
+            yield request_for("resync", number, chunk)
 
     def current_members(self, cohort_id: str, run_id: str, size: int) -> Iterator[list[Change]]:
         """Members Braze should hold (not added by this run), in requests of `size`, streamed."""

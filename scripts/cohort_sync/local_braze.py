@@ -11,6 +11,10 @@ inject faults (status codes, Retry-After, latency, dropped connections):
     POST   /_local/faults     {"faults": [...]} replaces the fault rules
     POST   /_local/reset      forgets cohorts, requests and faults
 
+With rate_limit_per_hour set, it answers 429 (with Retry-After) to requests
+beyond that rate, enforced over a sliding 10-second window, as Braze's
+hourly limit would.
+
 A fault rule: {"endpoint": "users"|"cohorts"|"any", "times": N (or
 "probability": p), "status": 503, "retry_after": 1, "body": "...",
 "latency_ms": 100, "drop": "before"|"after"}. "drop": "after" applies the
@@ -26,6 +30,7 @@ import re
 import socket
 import threading
 import time
+from collections import deque
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -33,6 +38,7 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 MAX_IDENTIFIERS = 1000
+RATE_WINDOW_SECONDS = 10.0
 _PATH = re.compile(r"^/partners/(?P<partner>[^/]+)/cohorts(?P<users>/users)?/?$")
 _CHANGE_KEYS = {"user_ids", "device_ids", "aliases", "should_remove"}
 
@@ -63,8 +69,13 @@ class LocalBraze:
         data_import_key: str,
         host: str = "127.0.0.1",
         port: int = 0,
+        latency_ms: float = 0,
+        rate_limit_per_hour: float | None = None,
     ) -> None:
         self.partner_name = partner_name
+        self.latency_ms = latency_ms
+        self._window_limit = rate_limit_per_hour / 360 if rate_limit_per_hour else None
+        self._window: deque[float] = deque()
         self._keys = (partner_api_key, data_import_key)
         self._lock = threading.Lock()
         self._cohorts: dict[str, dict[str, Any]] = {}
@@ -120,6 +131,13 @@ class LocalBraze:
         with self._lock:
             return [dict(r) for r in self._requests]
 
+    def seed(self, cohort_id: str, name: str, user_ids: list[str]) -> None:
+        """Hold a cohort as if it had been published before (for tests that start mid-history)."""
+        with self._lock:
+            self._cohorts[cohort_id] = {
+                "name": name, "created_at": None, "members": {("user_id", u) for u in user_ids},
+            }
+
     def set_faults(self, faults: list[dict[str, Any]]) -> None:
         with self._lock:
             self._faults = [dict(f) for f in faults]
@@ -131,6 +149,20 @@ class LocalBraze:
             self._faults.clear()
 
     # -- the Braze endpoints ----------------------------------------------
+
+    def _over_rate_limit(self) -> bool:
+        """True when this request exceeds the rate limit (then it is logged as a 429)."""
+        if self._window_limit is None:
+            return False
+        now = time.monotonic()
+        with self._lock:
+            while self._window and now - self._window[0] >= RATE_WINDOW_SECONDS:
+                self._window.popleft()
+            if len(self._window) >= self._window_limit:
+                self._requests.append({"endpoint": "any", "at": time.time(), "status": 429, "rate_limited": True})
+                return True
+            self._window.append(now)
+        return False
 
     def _take_fault(self, endpoint: str) -> dict[str, Any] | None:
         """The first fault rule that fires for this request, logged as a request."""
@@ -256,6 +288,9 @@ def _handler_for(braze: LocalBraze) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
         server_version = "LocalBraze/1"
+        # headers and body are written separately: without TCP_NODELAY each
+        # response waits out the peer's delayed ACK (about 40 ms)
+        disable_nagle_algorithm = True
 
         def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
             log.debug("%s %s", self.address_string(), format % args)
@@ -297,6 +332,11 @@ def _handler_for(braze: LocalBraze) -> type[BaseHTTPRequestHandler]:
                 self._send(200, {"message": "ok"})
                 return
             endpoint = "users" if self.path.rstrip("/").endswith("/users") else "cohorts"
+            if braze.latency_ms:
+                time.sleep(braze.latency_ms / 1000)
+            if braze._over_rate_limit():
+                self._send(429, {"message": "rate limited"}, {"Retry-After": str(int(RATE_WINDOW_SECONDS))})
+                return
             fault = braze._take_fault(endpoint)
             if fault and fault.get("latency_ms"):
                 time.sleep(fault["latency_ms"] / 1000)

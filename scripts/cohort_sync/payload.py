@@ -2,10 +2,44 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import json
+from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
 MAX_IDENTIFIERS_PER_REQUEST = 1000
+IDENTIFIER_KEYS = ("user_ids", "aliases", "device_ids")
+
+
+class PlannedRequest(NamedTuple):
+    """One request to send: its batch number, counts, and `cohort_changes` as JSON text."""
+
+    kind: str  # 'users' (a batch of the plan) or 'resync'
+    batch_number: int
+    adds: int
+    removes: int
+    cohort_changes: str
+
+    @property
+    def identifiers(self) -> int:
+        return self.adds + self.removes
+
+
+def compose_cohort_changes(
+    removes: Sequence[str | None], adds: Sequence[str | None]
+) -> str:
+    """The `cohort_changes` array from JSON arrays (user_ids, aliases, device_ids) per side.
+
+    The warehouse renders each identifier list as a JSON array; empty lists
+    are None and left out. The removes object comes first.
+    """
+    objects = []
+    for fragments, should_remove in ((removes, True), (adds, False)):
+        fields = [f'"{key}":{fragment}' for key, fragment in zip(IDENTIFIER_KEYS, fragments, strict=True) if fragment]
+        if fields:
+            if should_remove:
+                fields.append('"should_remove":true')
+            objects.append("{" + ",".join(fields) + "}")
+    return "[" + ",".join(objects) + "]"
 
 
 class Change(NamedTuple):
@@ -72,3 +106,9 @@ def count_changes(changes: Iterable[Change]) -> tuple[int, int]:
         else:
             adds += 1
     return adds, removes
+
+
+def request_for(kind: str, number: int, changes: Sequence[Change]) -> PlannedRequest:
+    """A request built in Python from change rows (the full resync path)."""
+    adds, removes = count_changes(changes)
+    return PlannedRequest(kind, number, adds, removes, json.dumps(build_cohort_changes(changes)))

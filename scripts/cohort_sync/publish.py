@@ -19,10 +19,10 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
-from .client import Ack, BrazeAuthError, BrazeClient, BrazeError
+from .client import BrazeAuthError, BrazeClient, BrazeError
 from .config import BrazeSettings, ConfigError
 from .ledger import CohortPlan, DuckDBLedger, HistoryRow
-from .payload import MAX_IDENTIFIERS_PER_REQUEST, Change, build_cohort_changes, count_changes
+from .payload import PlannedRequest
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ class PublishOptions:
     full_resync: bool = False
     allow_removals: frozenset[str] = frozenset()
     lock_ttl_seconds: float = 900.0
-    concurrency: int = 8
+    concurrency: int = 16
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **options) -> PublishOptions:
@@ -224,31 +224,11 @@ def _publish_cohort(
         log.info("cohort '%s' named '%s' in Braze", cohort_id, cohort.cohort_name)
 
     plan_id = ledger.plan_id()
-
-    def record_changes(batch: list[Change], ack: Ack) -> None:
-        ledger.record_batch(run_id, plan_id, cohort_id, batch, ack.status, clock())
-        adds, removes = count_changes(batch)
-        row.added += adds
-        row.removed += removes
-        log.info(
-            "cohort '%s' batch %d acknowledged: %d add(s), %d remove(s)",
-            cohort_id, batch[0].batch_number, adds, removes,
-        )
-
-    _send(ledger, client, row, "users", ledger.pending_batches(plan_id, cohort_id),
-          record_changes, options.concurrency, lock, clock)
-
+    _send(ledger, client, row, plan_id, ledger.pending_requests(plan_id, cohort_id),
+          options.concurrency, lock, clock)
     if options.full_resync:
-        def record_resync(chunk: list[Change], ack: Ack) -> None:
-            ledger.record_resync(run_id, cohort_id, chunk[0].batch_number, len(chunk), ack.status, clock())
-            row.added += len(chunk)
-
-        members = ledger.current_members(cohort_id, run_id, MAX_IDENTIFIERS_PER_REQUEST)
-        chunks = (
-            [change._replace(batch_number=number) for change in chunk]
-            for number, chunk in enumerate(members, start=1)
-        )
-        _send(ledger, client, row, "resync", chunks, record_resync, options.concurrency, lock, clock)
+        _send(ledger, client, row, None, ledger.resync_requests(cohort_id, run_id),
+              options.concurrency, lock, clock)
         log.info("cohort '%s': full resync re-sent every current member", cohort_id)
     row.status = "success"
 
@@ -257,54 +237,68 @@ def _send(
     ledger: DuckDBLedger,
     client: BrazeClient,
     row: HistoryRow,
-    kind: str,
-    batches: Iterable[list[Change]],
-    record: Callable[[list[Change], Ack], None],
+    plan_id: str | None,
+    requests: Iterable[PlannedRequest],
     concurrency: int,
     lock: _RunLock,
     clock: Callable[[], datetime],
 ) -> None:
-    """Send batches with up to `concurrency` requests in flight.
+    """Send requests with up to `concurrency` in flight.
 
-    Worker threads only talk HTTP; this thread reads the batches and records
-    each acknowledgement, so the warehouse sees one writer. A member has one
+    Worker threads only talk HTTP. This thread reads the plan and, once per
+    cycle, records in one transaction the requests Braze acknowledged since
+    the last cycle and notes the ones it is about to send. A member has one
     change per plan, so batches of a cohort can go in any order. When a
     request fails, the requests still in flight are awaited and those
     acknowledged are recorded before the error propagates.
     """
     cohort_id = row.cohort_id
-    in_flight: dict[Future, list[Change]] = {}
+    upcoming = iter(requests)
+    in_flight: dict[Future, PlannedRequest] = {}
+    acknowledged: list[tuple[PlannedRequest, int]] = []
+    failure: BaseException | None = None
 
-    def settle(futures: Iterable[Future]) -> BaseException | None:
-        failure = None
+    def collect(futures: Iterable[Future]) -> None:
+        nonlocal failure
         for future in futures:
-            batch = in_flight.pop(future)
+            request = in_flight.pop(future)
             try:
                 ack = future.result()
-            except BaseException as exc:  # noqa: BLE001 - re-raised by the caller
+            except BaseException as exc:  # noqa: BLE001 - raised once the others are recorded
                 failure = failure or exc
                 continue
-            record(batch, ack)
+            acknowledged.append((request, ack.status))
             row.requests += 1
             row.retries += ack.retries
-        lock.keep_alive()
-        return failure
+            row.added += request.adds
+            row.removed += request.removes
+
+    def settle(sending: list[PlannedRequest]) -> None:
+        if acknowledged or sending:
+            ledger.settle(row.run_id, plan_id, cohort_id, acknowledged, sending, clock())
+            acknowledged.clear()
 
     with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="cohort-sync") as pool:
-        failure: BaseException | None = None
         try:
-            for batch in batches:
-                while len(in_flight) >= concurrency and failure is None:
-                    done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
-                    failure = settle(done)
-                if failure is not None:
+            while True:
+                sending: list[PlannedRequest] = []
+                while failure is None and len(in_flight) + len(sending) < concurrency:
+                    request = next(upcoming, None)
+                    if request is None:
+                        break
+                    sending.append(request)
+                settle(sending)
+                for request in sending:
+                    in_flight[pool.submit(client.update_cohort, cohort_id, request.cohort_changes)] = request
+                if not in_flight:
                     break
-                ledger.mark_inflight(row.run_id, cohort_id, kind, batch[0].batch_number, len(batch), clock())
-                body = build_cohort_changes(batch)
-                in_flight[pool.submit(client.update_cohort, cohort_id, body)] = batch
+                done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+                collect(done)
+                lock.keep_alive()
         finally:
             wait(in_flight)
-            failure = settle(list(in_flight)) or failure
+            collect(list(in_flight))
+            settle([])
     if failure is not None:
         raise failure
 

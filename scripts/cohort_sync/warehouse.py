@@ -17,6 +17,7 @@ import yaml
 from .ledger import STATE_TABLES, DuckDBLedger, Relations
 
 PACKAGE = "cohort_sync"
+DUCKDB_MEMORY_LIMIT_VAR = "COHORT_SYNC_DUCKDB_MEMORY_LIMIT"
 MODELS = {
     "changes": "cohort_sync_changes",
     "cohorts": "cohort_sync_cohorts",
@@ -133,8 +134,11 @@ def open_ledger(target: Target) -> DuckDBLedger:
     path = target.credentials.path
     if path != ":memory:" and not os.path.isabs(path):
         path = str(target.project_dir / path)
+    # The publisher reads pages and writes small batches: a small buffer pool
+    # keeps its memory flat however large the plan.
+    config = {"memory_limit": os.environ.get(DUCKDB_MEMORY_LIMIT_VAR, "128MB")}
     try:
-        connection = duckdb.connect(path)
+        connection = duckdb.connect(path, config=config)
     except duckdb.IOException as exc:
         holder = re.search(r"\(PID (\d+)\)", str(exc))
         if "lock" not in str(exc).lower():

@@ -77,3 +77,17 @@ def test_injected_faults_are_consumed_in_order(post, braze):
     first = post("/cohorts/users", cohort_id="c", cohort_changes=[{"user_ids": ["u"]}])
     assert (first.status_code, first.headers["Retry-After"]) == (503, "2")
     assert post("/cohorts/users", cohort_id="c", cohort_changes=[{"user_ids": ["u"]}]).status_code == 201
+
+
+def test_rate_limit_answers_429_beyond_the_window(keys):
+    from cohort_sync.local_braze import LocalBraze
+
+    with LocalBraze(partner_name=PARTNER_NAME, rate_limit_per_hour=3600, **keys) as server:  # 10 per 10 s
+        body = {"partner_api_key": keys["partner_api_key"], "client_secret": keys["data_import_key"],
+                "cohort_id": "c", "cohort_changes": [{"user_ids": ["u"]}]}
+        statuses = [
+            requests.post(f"{server.url}/partners/{PARTNER_NAME}/cohorts/users", json=body, timeout=5)
+            for _ in range(11)
+        ]
+    assert [r.status_code for r in statuses] == [201] * 10 + [429]
+    assert statuses[-1].headers["Retry-After"] == "10"

@@ -67,9 +67,7 @@ def big(make_project, braze):
     plan(project)
     assert project.query("select max(batch_number) from cohort_sync_changes") == [(21,)]
     braze.reset()
-    braze._cohorts["big_audience"] = {  # the endpoint keeps what it acknowledged before the reset
-        "name": "Big audience", "created_at": None, "members": {("user_id", m) for m in first},
-    }
+    braze.seed("big_audience", "Big audience", first)  # what it acknowledged before the reset
     return project, audience
 
 

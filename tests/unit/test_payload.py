@@ -54,3 +54,22 @@ def test_a_change_without_its_identifier_is_refused():
 def test_count_changes():
     assert count_changes([change("external_id", "a"), change("external_id", "b", remove=True),
                           change("device_id", "c")]) == (2, 1)
+
+
+def test_composed_cohort_changes_match_the_python_builder():
+    import json
+
+    from cohort_sync.payload import compose_cohort_changes
+
+    text = compose_cohort_changes(
+        ['["gone"]', None, '["old-device"]'],
+        ['["u1"]', '[{"alias_name":"lead-1","alias_label":"crm"}]', '["d1"]'],
+    )
+    assert json.loads(text) == build_cohort_changes([
+        change("external_id", "gone", remove=True),
+        change("device_id", "old-device", remove=True),
+        change("external_id", "u1"),
+        change("alias", ("lead-1", "crm")),
+        change("device_id", "d1"),
+    ])
+    assert compose_cohort_changes([None, None, None], ['["u1"]', None, None]) == '[{"user_ids":["u1"]}]'

@@ -1,0 +1,476 @@
+"""`make bench`: how fast, against lower bounds measured in the same process.
+
+Generates synthetic audiences in DuckDB (100k, 1M, 10M members; 0.1%, 1%,
+10% churn) and measures, side by side:
+
+1. diff: building the changes models (cohort_sync_changes and
+   cohort_sync_cohorts, dbt's own node timings) vs the lower bound, one bare
+   query of two anti-joins (adds and removes) over the same two tables;
+   and the naive approach (both member lists fetched into Python, diffed
+   with sets);
+2. publish: publisher throughput into the local endpoint vs a raw transport
+   baseline posting pre-built bodies with the same concurrency;
+3. latency-bound publish: the endpoint adds 100 ms to every request and
+   enforces Braze's 250,000 requests/hour; ids/s as a share of the quota;
+4. memory: peak RSS of the `cohort-sync publish` process at each size;
+5. the whole incremental run (`dbt run`, publishing) at 1% churn.
+
+Writes results/report.json, results/report.md and results/chart.png.
+
+    python benchmarks/bench.py            # the full run (make bench)
+    python benchmarks/bench.py --smoke    # tiny sizes, to keep it working
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import secrets
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import requests
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from cohort_sync.ledger import DuckDBLedger  # noqa: E402
+from cohort_sync.publish import PublishOptions, publish_run  # noqa: E402
+from cohort_sync.warehouse import relations_from_manifest  # noqa: E402
+from tests.sync_project import BIN, SyncProject  # noqa: E402
+
+QUOTA_IDS_PER_SECOND = 250_000 * 1000 / 3600
+REPEAT = 3  # timings are the best of REPEAT runs, for ours and the lower bound alike
+PARTNER = "cohort_sync_bench"
+COHORT = "audience"
+
+FULL = {
+    "sizes": [100_000, 1_000_000, 10_000_000],
+    "churns": [0.001, 0.01, 0.1],
+    "publish_sizes": [100_000, 1_000_000],
+    "latency_adds": 1_000_000,
+}
+SMOKE = {
+    "sizes": [2_000, 6_000],
+    "churns": [0.01],
+    "publish_sizes": [3_000],
+    "latency_adds": 3_000,
+}
+
+
+class Endpoint:
+    """The local Braze-compatible endpoint in its own process (as Braze is remote)."""
+
+    def __init__(self, keys: dict[str, str], *args: str) -> None:
+        env = {**os.environ, "BRAZE_PARTNER_NAME": PARTNER, "BRAZE_PARTNER_API_KEY": keys["partner"],
+               "BRAZE_DATA_IMPORT_KEY": keys["import"]}
+        self.process = subprocess.Popen(
+            [str(BIN / "cohort-sync"), "local-braze", "--port", "0", *args],
+            env=env, stdout=subprocess.PIPE, text=True,
+        )
+        self.url = self.process.stdout.readline().strip().rsplit(" ", 1)[-1]
+        self.keys = keys
+
+    def requests(self) -> list[dict[str, Any]]:
+        return requests.get(f"{self.url}/_local/requests", timeout=30).json()
+
+    def reset(self) -> None:
+        requests.post(f"{self.url}/_local/reset", timeout=30).raise_for_status()
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=30)
+
+
+def peak_rss_kb(pid: int) -> int:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0
+    for line in status.splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    return 0
+
+
+def timed(function, repeat: int = 1) -> float:
+    best = float("inf")
+    for _ in range(repeat):
+        started = time.perf_counter()
+        function()
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
+class Bench:
+    def __init__(self, root: Path, keys: dict[str, str]) -> None:
+        self.keys = keys
+        self.project = SyncProject(root / "project", [{"model": COHORT, "name": "Benchmark audience"}])
+        self.db = str(self.project.database)
+
+    # -- data -------------------------------------------------------------
+
+    def set_data(self, size: int, churn: float) -> int:
+        """Audience of `size` members, of whom Braze already holds all but churn/2; returns changes."""
+        shift = int(size * churn / 2)
+        with duckdb.connect(self.db) as con:
+            con.execute("create schema if not exists raw")
+            con.execute(
+                "create or replace table raw.audience as select 'u' || lpad(cast(i as varchar), 10, '0') "
+                "as external_id from range(?, ?) as t(i)",
+                [shift, size + shift],
+            )
+        (self.project.root / "models" / f"{COHORT}.sql").write_text("select * from raw.audience\n")
+        self.ensure_state_tables()
+        with duckdb.connect(self.db) as con:
+            for table in ("published_state", "published_cohorts", "delivery_log", "inflight", "lock"):
+                con.execute(f"delete from cohort_sync_{table}")
+            con.execute(
+                "insert into cohort_sync_published_state select ?, 'external_id:' || id, 'external_id', id, "
+                "null, null, null, 'seed', now() from (select 'u' || lpad(cast(i as varchar), 10, '0') as id "
+                "from range(0, ?) as t(i))",
+                [COHORT, size],
+            )
+            con.execute(
+                "insert into cohort_sync_published_cohorts values (?, 'Benchmark audience', now(), 'seed', now())",
+                [COHORT],
+            )
+        return 2 * shift
+
+    def set_fresh(self, adds: int) -> None:
+        """An audience never published: every member is an add."""
+        self.set_data(adds, 0.0)
+        with duckdb.connect(self.db) as con:
+            con.execute("delete from cohort_sync_published_state")
+
+    def ensure_state_tables(self) -> None:
+        if not hasattr(self, "_state_ready"):
+            self.dbt("run-operation", "cohort_sync.create_state_tables")
+            self._state_ready = True
+
+    # -- dbt ----------------------------------------------------------------
+
+    def dbt(self, *args: str, plan_only: bool = False, env: dict[str, str] | None = None) -> dict[str, float]:
+        """Run dbt in its own process; returns the node execution times."""
+        if plan_only:
+            args = (*args, "--vars", '{"cohort_sync_publish_on_run": false}')
+        result = subprocess.run(
+            self.project.command("dbt", *args), cwd=self.project.root, capture_output=True, text=True,
+            env={**os.environ, **(env or {})},
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"dbt {' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-2000:]}")
+        run_results = json.loads((self.project.root / "target" / "run_results.json").read_text())
+        return {
+            r["unique_id"].rsplit(".", 1)[-1]: r["execution_time"]
+            for r in run_results["results"] if r["unique_id"].startswith("model.")
+        }
+
+    def plan(self) -> dict[str, float]:
+        return self.dbt("run", "--exclude", "cohort_sync_publish", plan_only=True)
+
+    # -- 1. diff --------------------------------------------------------------
+
+    def diff(self, size: int, churn: float, naive: bool) -> dict[str, Any]:
+        changes = self.set_data(size, churn)
+        self.plan()
+        ours = min(
+            sum(self.dbt("run", "--select", "cohort_sync_changes", "cohort_sync_cohorts", plan_only=True).values())
+            for _ in range(REPEAT)
+        )
+        bare_sql = """
+            create or replace table bench_bare_changes as
+            select m.cohort_id, m.member_key, false as should_remove
+            from cohort_sync_membership as m
+            where not exists (select 1 from cohort_sync_published_state as p
+                              where p.cohort_id = m.cohort_id and p.member_key = m.member_key)
+            union all
+            select p.cohort_id, p.member_key, true
+            from cohort_sync_published_state as p
+            where not exists (select 1 from cohort_sync_membership as m
+                              where m.cohort_id = p.cohort_id and m.member_key = p.member_key)
+        """
+        with duckdb.connect(self.db) as con:
+            bare = timed(lambda: con.execute(bare_sql), repeat=REPEAT)
+            found = con.execute("select count(*) from bench_bare_changes").fetchall()[0][0]
+            planned = con.execute("select count(*) from cohort_sync_changes").fetchall()[0][0]
+            con.execute("drop table bench_bare_changes")
+            naive_seconds = None
+            if naive:
+                def by_hand() -> None:
+                    members = {r[0] for r in con.execute(
+                        "select member_key from cohort_sync_membership").fetchall()}
+                    held = {r[0] for r in con.execute(
+                        "select member_key from cohort_sync_published_state").fetchall()}
+                    assert len(members - held) + len(held - members) == changes
+                naive_seconds = timed(by_hand)
+        assert found == planned == changes, (found, planned, changes)
+        return {"size": size, "churn": churn, "changes": changes, "ours_s": ours, "bare_s": bare,
+                "ratio": ours / bare, "naive_s": naive_seconds,
+                "naive_ratio": naive_seconds / ours if naive_seconds else None}
+
+    # -- 2. publish throughput ----------------------------------------------------
+
+    def throughput(self, endpoint: Endpoint, adds: int) -> dict[str, Any]:
+        self.set_fresh(adds)
+        self.plan()
+        os.environ.update(self.braze_env(endpoint), COHORT_SYNC_MAX_REQUESTS_PER_HOUR="1e12")
+        options = PublishOptions.from_env()
+        relations = relations_from_manifest(self.project.root)
+        endpoint.reset()
+        with duckdb.connect(self.db) as con:
+            ours = timed(lambda: publish_run(lambda: DuckDBLedger(con, relations), entry_point="cli",
+                                             options=options))
+            ids = [r[0] for r in con.execute(
+                "select external_id from cohort_sync_changes order by batch_number, change_number").fetchall()]
+        bodies = [
+            json.dumps({"partner_api_key": self.keys["partner"], "client_secret": self.keys["import"],
+                        "cohort_id": COHORT, "cohort_changes": [{"user_ids": ids[i:i + 1000]}]})
+            for i in range(0, len(ids), 1000)
+        ]
+        endpoint.reset()
+        session = requests.Session()
+        session.mount("http://", requests.adapters.HTTPAdapter(pool_maxsize=options.concurrency))
+        url = f"{endpoint.url}/partners/{PARTNER}/cohorts/users"
+
+        def post(body: str) -> None:
+            response = session.post(url, data=body, headers={"Content-Type": "application/json"}, timeout=60)
+            response.raise_for_status()
+
+        with ThreadPoolExecutor(options.concurrency) as pool:
+            raw = timed(lambda: list(pool.map(post, bodies)))
+        return {"adds": adds, "concurrency": options.concurrency, "ours_s": ours, "raw_s": raw,
+                "ours_ids_per_s": adds / ours, "raw_ids_per_s": adds / raw, "ratio": raw / ours}
+
+    # -- 3. latency-bound publish ---------------------------------------------------
+
+    def latency_bound(self, endpoint: Endpoint, adds: int) -> dict[str, Any]:
+        self.set_fresh(adds)
+        self.plan()
+        os.environ.update(self.braze_env(endpoint))
+        os.environ.pop("COHORT_SYNC_MAX_REQUESTS_PER_HOUR", None)
+        options = PublishOptions.from_env()
+        relations = relations_from_manifest(self.project.root)
+        with duckdb.connect(self.db) as con:
+            started = time.perf_counter()
+            summary = publish_run(lambda: DuckDBLedger(con, relations), entry_point="cli", options=options)
+            seconds = time.perf_counter() - started
+        assert summary.ok, summary.rows
+        rate_limited = sum(1 for r in endpoint.requests() if r.get("rate_limited"))
+        ids_per_s = adds / seconds
+        return {"adds": adds, "latency_ms": 100, "concurrency": options.concurrency, "seconds": seconds,
+                "ids_per_s": ids_per_s, "quota_share": ids_per_s / QUOTA_IDS_PER_SECOND,
+                "responses_429": rate_limited, "retries": sum(r.retries for r in summary.rows)}
+
+    # -- 4. memory ------------------------------------------------------------------
+
+    def memory(self, endpoint: Endpoint, adds: int) -> dict[str, Any]:
+        self.set_fresh(adds)
+        self.plan()
+        endpoint.reset()
+        env = {**os.environ, **self.braze_env(endpoint), "COHORT_SYNC_MAX_REQUESTS_PER_HOUR": "1e12"}
+        started = time.perf_counter()
+        process = subprocess.Popen(self.project.command("cohort-sync", "publish"), cwd=self.project.root,
+                                   env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        peak_kb = 0
+        while process.poll() is None:
+            # VmHWM is the process's own peak RSS since exec (ru_maxrss of a
+            # child would also count the pages it inherited from this process)
+            peak_kb = max(peak_kb, peak_rss_kb(process.pid))
+            time.sleep(0.05)
+        seconds = time.perf_counter() - started
+        if process.returncode != 0:
+            raise RuntimeError(f"cohort-sync publish failed: {process.stderr.read()[-2000:]}")
+        with duckdb.connect(self.db) as con:
+            published = con.execute("select count(*) from cohort_sync_published_state").fetchall()[0][0]
+        assert published == adds, (published, adds)
+        return {"changes": adds, "peak_rss_mb": peak_kb / 1024, "seconds": seconds}
+
+    # -- 5. whole incremental run -------------------------------------------------------
+
+    def incremental(self, endpoint: Endpoint, size: int) -> dict[str, Any]:
+        changes = self.set_data(size, 0.01)
+        endpoint.reset()
+        env = {**self.braze_env(endpoint), "COHORT_SYNC_MAX_REQUESTS_PER_HOUR": "1e12"}
+        started = time.perf_counter()
+        nodes = self.dbt("run", env=env)
+        wall = time.perf_counter() - started
+        publish = nodes.pop("cohort_sync_publish")
+        sent = sum(r.get("identifiers", 0) for r in endpoint.requests())
+        assert sent == changes, (sent, changes)
+        return {"size": size, "changes": changes, "wall_s": wall, "models_s": sum(nodes.values()),
+                "publish_s": publish, "publish_ms_per_1k_changes": 1000 * 1000 * publish / changes}
+
+    def braze_env(self, endpoint: Endpoint) -> dict[str, str]:
+        return {"BRAZE_REST_ENDPOINT": endpoint.url, "BRAZE_PARTNER_NAME": PARTNER,
+                "BRAZE_PARTNER_API_KEY": self.keys["partner"], "BRAZE_DATA_IMPORT_KEY": self.keys["import"]}
+
+
+def judge(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each target of the issue, met or not, and by how much."""
+    largest = max(report["config"]["sizes"])
+    diffs = [d for d in report["diff"] if d["size"] == largest]
+    worst_diff = max(d["ratio"] for d in diffs)
+    naive = next(d["naive_ratio"] for d in diffs if d["naive_ratio"])
+    publish = report["publish"][-1]
+    latency = report["latency"]
+    memory = {m["changes"]: m["peak_rss_mb"] for m in report["memory"]}
+    sizes = sorted(memory)
+    flat = memory[sizes[-1]] / memory[sizes[-2]] if len(sizes) > 1 else 1.0
+    runs = report["incremental"]
+    per_change = [r["publish_ms_per_1k_changes"] for r in runs if r["size"] >= (sizes[-2] if len(sizes) > 1 else 0)]
+    growth = max(per_change) / min(per_change)
+
+    def target(name, value, limit, met, unit=""):
+        return {"target": name, "value": round(value, 3), "limit": limit, "met": bool(met), "unit": unit}
+
+    return [
+        target(f"diff at {largest:,} members vs bare anti-join (worst churn)", worst_diff, "<= 1.5x",
+               worst_diff <= 1.5, "x"),
+        target("publisher vs raw transport baseline", publish["ratio"], ">= 0.8x", publish["ratio"] >= 0.8, "x"),
+        target("100 ms latency: share of the 69,444 ids/s quota", latency["quota_share"], ">= 0.95",
+               latency["quota_share"] >= 0.95),
+        target("100 ms latency: 429s drawn by our client", latency["responses_429"], "0",
+               latency["responses_429"] == 0),
+        target(f"peak publisher memory at {sizes[-1]:,} changes", memory[sizes[-1]], "< 300 MB",
+               memory[sizes[-1]] < 300, "MB"),
+        target(f"memory growth {sizes[-2] if len(sizes) > 1 else sizes[-1]:,} -> {sizes[-1]:,} changes", flat,
+               "<= 1.2x", flat <= 1.2, "x"),
+        target("incremental run: publish time per change, largest sizes (max/min)", growth, "<= 1.5x",
+               growth <= 1.5, "x"),
+        target(f"naive Python set diff vs ours at {largest:,}", naive, ">= 10x", naive >= 10, "x"),
+    ]
+
+
+def markdown(report: dict[str, Any]) -> str:
+    lines = [f"Machine: {report['machine']}. Run {report['finished_at']} ({report['seconds']:.0f} s).", "",
+             "| target | value | limit | met |", "|---|---|---|---|"]
+    for t in report["targets"]:
+        lines.append(f"| {t['target']} | {t['value']}{t['unit']} | {t['limit']} | {'yes' if t['met'] else '**no**'} |")
+    lines += ["", "Diff (changes models vs bare anti-join, seconds):", "",
+              "| members | churn | changes | ours | bare | ratio | naive Python | naive / ours |",
+              "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for d in report["diff"]:
+        naive = f"{d['naive_s']:.2f}" if d["naive_s"] else ""
+        naive_ratio = f"{d['naive_ratio']:.1f}x" if d["naive_ratio"] else ""
+        lines.append(f"| {d['size']:,} | {d['churn']:.1%} | {d['changes']:,} | {d['ours_s']:.2f} | "
+                     f"{d['bare_s']:.2f} | {d['ratio']:.2f}x | {naive} | {naive_ratio} |")
+    lines += ["", "Publish into the local endpoint (no latency):", "",
+              "| adds | concurrency | ours ids/s | raw ids/s | ours / raw |", "|---:|---:|---:|---:|---:|"]
+    for p in report["publish"]:
+        lines.append(f"| {p['adds']:,} | {p['concurrency']} | {p['ours_ids_per_s']:,.0f} | "
+                     f"{p['raw_ids_per_s']:,.0f} | {p['ratio']:.2f}x |")
+    lat = report["latency"]
+    lines += ["", f"Latency-bound: {lat['adds']:,} adds, 100 ms per request, concurrency {lat['concurrency']}: "
+              f"{lat['ids_per_s']:,.0f} ids/s = {lat['quota_share']:.1%} of the quota, "
+              f"{lat['responses_429']} responses 429.", "",
+              "| changes | peak RSS (MB) | seconds |", "|---:|---:|---:|"]
+    for m in report["memory"]:
+        lines.append(f"| {m['changes']:,} | {m['peak_rss_mb']:.0f} | {m['seconds']:.1f} |")
+    lines += ["", "Whole incremental run (`dbt run` with publishing), 1% churn:", "",
+              "| members | changes | wall s | models s | publish s | publish ms / 1k changes |",
+              "|---:|---:|---:|---:|---:|---:|"]
+    for r in report["incremental"]:
+        lines.append(f"| {r['size']:,} | {r['changes']:,} | {r['wall_s']:.1f} | {r['models_s']:.2f} | "
+                     f"{r['publish_s']:.2f} | {r['publish_ms_per_1k_changes']:.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+def chart(report: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    one_percent = [d for d in report["diff"] if d["churn"] == 0.01]
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
+    sizes = [d["size"] for d in one_percent]
+    ax.plot(sizes, [d["ours_s"] for d in one_percent], "o-", label="changes models (ours)")
+    ax.plot(sizes, [d["bare_s"] for d in one_percent], "s--", label="bare anti-join (lower bound)")
+    naive = [(d["size"], d["naive_s"]) for d in one_percent if d["naive_s"]]
+    if naive:
+        ax.plot(*zip(*naive, strict=True), "^:", label="naive Python set diff")
+    runs = report["incremental"]
+    ax.plot([r["size"] for r in runs], [r["wall_s"] for r in runs], "d-", label="whole incremental run (dbt run)")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("audience size (members), 1% churn")
+    ax.set_ylabel("seconds")
+    ax.set_title("cohort_sync: time vs audience size")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes, to keep the benchmark working")
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
+    args = parser.parse_args(argv)
+    config = SMOKE if args.smoke else FULL
+    args.out.mkdir(parents=True, exist_ok=True)
+    work = args.out / "tmp"
+    started = time.perf_counter()
+    keys = {"partner": "bench-" + secrets.token_hex(8), "import": "bench-" + secrets.token_hex(8)}
+    os.environ["DBT_SEND_ANONYMOUS_USAGE_STATS"] = "false"
+    if work.exists():
+        subprocess.run(["rm", "-rf", str(work)], check=True)
+    bench = Bench(work, keys)
+    report: dict[str, Any] = {"config": config, "machine": f"{platform.platform()}, {os.cpu_count()} cores, "
+                              f"Python {platform.python_version()}, DuckDB {duckdb.__version__}"}
+
+    def step(name: str) -> None:
+        print(f"[{time.perf_counter() - started:6.1f}s] {name}", flush=True)
+
+    report["diff"] = []
+    for size in config["sizes"]:
+        for churn in config["churns"]:
+            step(f"diff: {size:,} members, {churn:.1%} churn")
+            report["diff"].append(bench.diff(size, churn, naive=churn == 0.01))
+    plain = Endpoint(keys)
+    try:
+        report["publish"] = []
+        for adds in config["publish_sizes"]:
+            step(f"publish throughput: {adds:,} adds")
+            report["publish"].append(bench.throughput(plain, adds))
+        report["memory"] = []
+        for size in config["sizes"]:
+            step(f"memory: publishing {size:,} changes")
+            report["memory"].append(bench.memory(plain, size))
+        report["incremental"] = []
+        for size in config["sizes"]:
+            step(f"whole incremental run: {size:,} members, 1% churn")
+            report["incremental"].append(bench.incremental(plain, size))
+    finally:
+        plain.stop()
+    slow = Endpoint(keys, "--latency-ms", "100", "--rate-limit-per-hour", "250000")
+    try:
+        step(f"latency-bound publish: {config['latency_adds']:,} adds, 100 ms per request")
+        report["latency"] = bench.latency_bound(slow, config["latency_adds"])
+    finally:
+        slow.stop()
+
+    report["seconds"] = time.perf_counter() - started
+    report["finished_at"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    report["targets"] = judge(report)
+    (args.out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    table = markdown(report)
+    (args.out / "report.md").write_text(table)
+    chart(report, args.out / "chart.png")
+    print("\n" + table)
+    missed = [t["target"] for t in report["targets"] if not t["met"]]
+    print(f"targets met: {len(report['targets']) - len(missed)} of {len(report['targets'])}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
