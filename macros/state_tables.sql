@@ -10,8 +10,9 @@
 {% endmacro %}
 
 {% macro default__state_relation(table_name) %}
+  {#- dbt-spark targets have no database: leave it out there -#}
   {{ return(api.Relation.create(
-      database=target.database,
+      database=(target.database if target.database is defined else none),
       schema=var('cohort_sync_state_schema', target.schema),
       identifier=table_name,
       type='table')) }}
