@@ -18,7 +18,14 @@ from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
 
-from .payload import MAX_IDENTIFIERS_PER_REQUEST, Change, PlannedRequest, compose_cohort_changes, request_for
+from .payload import (
+    MAX_IDENTIFIERS_PER_REQUEST,
+    NAME_REQUEST,
+    Change,
+    PlannedRequest,
+    compose_cohort_changes,
+    request_for,
+)
 
 log = logging.getLogger(__name__)
 
@@ -208,8 +215,9 @@ class DuckDBLedger:
                     values (?, ?, ?, ?, ?)""",
                 [cohort.cohort_id, cohort.cohort_name, created_at, run_id, at],
             )
-            self._log_delivery(run_id, None, cohort.cohort_id, "name", None, 0, 0, status, at)
-            self._settle(run_id, cohort.cohort_id, "name", None)
+            acknowledged = [(NAME_REQUEST, status)]
+            self._log_acknowledged(run_id, None, cohort.cohort_id, acknowledged, at)
+            self._clear_inflight(run_id, cohort.cohort_id, acknowledged)
 
     def settle(
         self,
@@ -263,30 +271,10 @@ class DuckDBLedger:
                         "run dbt again"
                     )
             if acknowledged:
-                self._writer.execute(
-                    f"""insert into {r.delivery_log}
-                        (run_id, plan_id, cohort_id, request_kind, batch_number, added, removed,
-                         http_status, acknowledged_at)
-                        select ?, ?, ?, unnest(?::varchar[]), unnest(?::bigint[]), unnest(?::bigint[]),
-                               unnest(?::bigint[]), unnest(?::bigint[]), ?""",
-                    [run_id, plan_id if batches else None, cohort_id,
-                     *map(list, zip(*[(q.kind, q.batch_number, q.adds, q.removes, status)
-                                      for q, status in acknowledged], strict=True)), at],
-                )
-                for kind in {q.kind for q, _ in acknowledged}:
-                    self._writer.execute(
-                        f"""delete from {r.inflight} where run_id = ? and cohort_id = ? and request_kind = ?
-                            and batch_number in (select unnest(?::bigint[]))""",
-                        [run_id, cohort_id, kind, [q.batch_number for q, _ in acknowledged if q.kind == kind]],
-                    )
+                self._log_acknowledged(run_id, plan_id if batches else None, cohort_id, acknowledged, at)
+                self._clear_inflight(run_id, cohort_id, acknowledged)
             if sending:
-                self._writer.execute(
-                    f"""insert into {r.inflight}
-                        (run_id, cohort_id, request_kind, batch_number, identifiers, sent_at)
-                        select ?, ?, unnest(?::varchar[]), unnest(?::bigint[]), unnest(?::bigint[]), ?""",
-                    [run_id, cohort_id, [q.kind for q in sending], [q.batch_number for q in sending],
-                     [q.identifiers for q in sending], at],
-                )
+                self._insert_inflight(run_id, cohort_id, sending, at)
 
     def resync_requests(self, cohort_id: str, run_id: str) -> Iterator[PlannedRequest]:
         """Every member Braze should hold (not added by this run), as add requests."""
@@ -312,38 +300,48 @@ class DuckDBLedger:
 
     # -- the outbox of requests in flight -------------------------------------
 
-    def mark_inflight(
-        self, run_id: str, cohort_id: str, kind: str, batch_number: int | None, identifiers: int, at: datetime
-    ) -> None:
-        """Note a request about to be sent; its acknowledgement clears the note."""
+    def note_sending(self, run_id: str, cohort_id: str, requests: list[PlannedRequest], at: datetime) -> None:
+        """Note requests about to be sent; their acknowledgement clears the notes."""
         with self._transaction():
-            self._writer.execute(
-                f"""insert into {self.relations.inflight}
-                    (run_id, cohort_id, request_kind, batch_number, identifiers, sent_at)
-                    values (?, ?, ?, ?, ?, ?)""",
-                [run_id, cohort_id, kind, batch_number, identifiers, at],
-            )
+            self._insert_inflight(run_id, cohort_id, requests, at)
 
     def take_unconfirmed(self, cohort_id: str, run_id: str) -> int:
         """Requests of other (dead) runs never acknowledged: count and forget them."""
-        r = self.relations
         with self._transaction():
-            count = self._writer.execute(
-                f"select count(*) from {r.inflight} where cohort_id = ? and run_id <> ?", [cohort_id, run_id]
-            ).fetchall()[0][0]
-            if count:
-                self._writer.execute(
-                    f"delete from {r.inflight} where cohort_id = ? and run_id <> ?", [cohort_id, run_id]
-                )
-        return int(count)
+            return int(self._writer.execute(
+                f"delete from {self.relations.inflight} where cohort_id = ? and run_id <> ?", [cohort_id, run_id]
+            ).fetchall()[0][0])
 
-    def _settle(self, run_id, cohort_id, kind, batch_number) -> None:
-        """Clear the in-flight note of an acknowledged request (inside its transaction)."""
-        r = self.relations
+    def _insert_inflight(self, run_id, cohort_id, requests: list[PlannedRequest], at) -> None:
         self._writer.execute(
-            f"""delete from {r.inflight} where run_id = ? and cohort_id = ? and request_kind = ?
-                and coalesce(batch_number, -1) = coalesce(?, -1)""",
-            [run_id, cohort_id, kind, batch_number],
+            f"""insert into {self.relations.inflight}
+                (run_id, cohort_id, request_kind, batch_number, identifiers, sent_at)
+                select ?, ?, unnest(?::varchar[]), unnest(?::bigint[]), unnest(?::bigint[]), ?""",
+            [run_id, cohort_id, [q.kind for q in requests], [q.batch_number for q in requests],
+             [q.identifiers for q in requests], at],
+        )
+
+    def _clear_inflight(self, run_id, cohort_id, acknowledged: list[tuple[PlannedRequest, int]]) -> None:
+        """Clear the in-flight notes of acknowledged requests (null-safe: a name call has no batch)."""
+        for kind in {q.kind for q, _ in acknowledged}:
+            self._writer.execute(
+                f"""delete from {self.relations.inflight}
+                    where run_id = ? and cohort_id = ? and request_kind = ?
+                    and coalesce(batch_number, -1) in (
+                        select coalesce(b, -1) from unnest(?::bigint[]) as t(b))""",
+                [run_id, cohort_id, kind, [q.batch_number for q, _ in acknowledged if q.kind == kind]],
+            )
+
+    def _log_acknowledged(self, run_id, plan_id, cohort_id, acknowledged: list[tuple[PlannedRequest, int]], at) -> None:
+        self._writer.execute(
+            f"""insert into {self.relations.delivery_log}
+                (run_id, plan_id, cohort_id, request_kind, batch_number, added, removed,
+                 http_status, acknowledged_at)
+                select ?, ?, ?, unnest(?::varchar[]), unnest(?::bigint[]), unnest(?::bigint[]),
+                       unnest(?::bigint[]), unnest(?::bigint[]), ?""",
+            [run_id, plan_id, cohort_id,
+             *map(list, zip(*[(q.kind, q.batch_number, q.adds, q.removes, status)
+                              for q, status in acknowledged], strict=True)), at],
         )
 
     # -- the run lock -------------------------------------------------------------
@@ -390,15 +388,6 @@ class DuckDBLedger:
             self._writer.execute(
                 f"delete from {self.relations.lock} where lock_name = ? and run_id = ?", [LOCK_NAME, run_id]
             )
-
-    def _log_delivery(self, run_id, plan_id, cohort_id, kind, batch_number, added, removed, status, at) -> None:
-        self._writer.execute(
-            f"""insert into {self.relations.delivery_log}
-                (run_id, plan_id, cohort_id, request_kind, batch_number, added, removed,
-                 http_status, acknowledged_at)
-                values (?, ?, ?, ?, ?, ?, ?, ?, ?)""",
-            [run_id, plan_id, cohort_id, kind, batch_number, added, removed, status, at],
-        )
 
     def members(self, cohort_id: str) -> int:
         return int(

@@ -13,8 +13,8 @@ IDENTIFIER_KEYS = ("user_ids", "aliases", "device_ids")
 class PlannedRequest(NamedTuple):
     """One request to send: its batch number, counts, and `cohort_changes` as JSON text."""
 
-    kind: str  # 'users' (a batch of the plan) or 'resync'
-    batch_number: int
+    kind: str  # 'name', 'users' (a batch of the plan) or 'resync'
+    batch_number: int | None  # None for the name call
     adds: int
     removes: int
     cohort_changes: str
@@ -106,6 +106,9 @@ def count_changes(changes: Iterable[Change]) -> tuple[int, int]:
         else:
             adds += 1
     return adds, removes
+
+
+NAME_REQUEST = PlannedRequest("name", None, 0, 0, "")
 
 
 def request_for(kind: str, number: int, changes: Sequence[Change]) -> PlannedRequest:

@@ -22,7 +22,7 @@ from datetime import datetime, timedelta, timezone
 from .client import BrazeAuthError, BrazeClient, BrazeError
 from .config import BrazeSettings, ConfigError
 from .ledger import CohortPlan, DuckDBLedger, HistoryRow
-from .payload import PlannedRequest
+from .payload import NAME_REQUEST, PlannedRequest
 
 log = logging.getLogger(__name__)
 
@@ -216,7 +216,7 @@ def _publish_cohort(
 
     if cohort.needs_name:
         created_at = cohort.braze_created_at or clock()
-        ledger.mark_inflight(run_id, cohort_id, "name", None, 0, clock())
+        ledger.note_sending(run_id, cohort_id, [NAME_REQUEST], clock())
         ack = client.name_cohort(cohort_id, cohort.cohort_name, created_at.replace(tzinfo=timezone.utc))
         ledger.record_name(run_id, cohort, created_at, ack.status, clock())
         row.requests += 1
