@@ -41,9 +41,11 @@ import requests
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from cohort_sync.ledger import DuckDBLedger  # noqa: E402
+from cohort_sync.engines import DuckDBEngine  # noqa: E402
+from cohort_sync.ledger import Ledger  # noqa: E402
 from cohort_sync.publish import PublishOptions, publish_run  # noqa: E402
 from cohort_sync.warehouse import relations_from_manifest  # noqa: E402
+from tests.measure import peak_rss_kb  # noqa: E402
 from tests.sync_project import BIN, SyncProject  # noqa: E402
 
 QUOTA_IDS_PER_SECOND = 250_000 * 1000 / 3600
@@ -89,17 +91,6 @@ class Endpoint:
         self.process.wait(timeout=30)
 
 
-def peak_rss_kb(pid: int) -> int:
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return 0
-    for line in status.splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1])
-    return 0
-
-
 def timed(function, repeat: int = 1) -> float:
     best = float("inf")
     for _ in range(repeat):
@@ -113,7 +104,7 @@ class Bench:
     def __init__(self, root: Path, keys: dict[str, str]) -> None:
         self.keys = keys
         self.project = SyncProject(root / "project", [{"model": COHORT, "name": "Benchmark audience"}])
-        self.db = str(self.project.database)
+        self.db = str(self.project.warehouse.database)
 
     # -- data -------------------------------------------------------------
 
@@ -226,7 +217,7 @@ class Bench:
         relations = relations_from_manifest(self.project.root)
         endpoint.reset()
         with duckdb.connect(self.db) as con:
-            ours = timed(lambda: publish_run(lambda: DuckDBLedger(con, relations), entry_point="cli",
+            ours = timed(lambda: publish_run(lambda: Ledger(DuckDBEngine(con, owns_connection=False), relations), entry_point="cli",
                                              options=options))
             ids = [r[0] for r in con.execute(
                 "select external_id from cohort_sync_changes order by batch_number, change_number").fetchall()]
@@ -260,7 +251,7 @@ class Bench:
         relations = relations_from_manifest(self.project.root)
         with duckdb.connect(self.db) as con:
             started = time.perf_counter()
-            summary = publish_run(lambda: DuckDBLedger(con, relations), entry_point="cli", options=options)
+            summary = publish_run(lambda: Ledger(DuckDBEngine(con, owns_connection=False), relations), entry_point="cli", options=options)
             seconds = time.perf_counter() - started
         assert summary.ok, summary.rows
         rate_limited = sum(1 for r in endpoint.requests() if r.get("rate_limited"))

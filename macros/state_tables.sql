@@ -91,3 +91,56 @@
   {# hooks expect SQL; the work above is done through statements #}
   select 1 as cohort_sync_state_ready
 {% endmacro %}
+
+
+{#
+  Spark (and Databricks through dbt-spark's dispatch chain): plain tables
+  take no row deletes or transactions, so each state table the publisher
+  updates is an append-only event log (`<name>_events`: its columns plus
+  is_live and event_seq) behind a view `<name>` of the live rows. Models
+  read the views like any other source. Keep the tables in step with
+  EVENT_TABLES in scripts/cohort_sync/ledger.py.
+#}
+{% macro state_event_keys() %}
+  {{ return({
+    'cohort_sync_published_state': ['cohort_id', 'member_key'],
+    'cohort_sync_published_cohorts': ['cohort_id'],
+    'cohort_sync_inflight': ['run_id', 'cohort_id', 'request_kind', 'batch_number'],
+    'cohort_sync_lock': ['lock_name']
+  }) }}
+{% endmacro %}
+
+{% macro spark__create_state_tables() %}
+  {%- if execute -%}
+    {%- set keys = cohort_sync.state_event_keys() -%}
+    {%- do adapter.create_schema(cohort_sync.state_relation('cohort_sync_published_state')) -%}
+    {%- for table_name, columns in cohort_sync.state_table_columns().items() -%}
+      {%- set relation = cohort_sync.state_relation(table_name) -%}
+      {%- set stored = cohort_sync.state_relation(table_name ~ '_events') if table_name in keys else relation -%}
+      {%- set stored_columns = columns + ([('is_live', dbt.type_boolean()), ('event_seq', dbt.type_bigint())] if table_name in keys else []) -%}
+      {%- if adapter.get_relation(stored.database, stored.schema, stored.identifier) is none -%}
+        {%- call statement('cohort_sync_create_' ~ stored.identifier) -%}
+          create table if not exists {{ stored }} (
+            {%- for column_name, data_type in stored_columns %}
+            {{ column_name }} {{ data_type }}{{ "," if not loop.last }}
+            {%- endfor %}
+          )
+        {%- endcall -%}
+      {%- endif -%}
+      {%- if table_name in keys and adapter.get_relation(relation.database, relation.schema, relation.identifier) is none -%}
+        {%- call statement('cohort_sync_create_' ~ table_name) -%}
+          create view if not exists {{ relation }} as
+          select {{ columns | map(attribute=0) | join(', ') }}
+          from (
+            select
+              *,
+              row_number() over (partition by {{ keys[table_name] | join(', ') }} order by event_seq desc) as event_rank
+            from {{ stored }}
+          ) as events
+          where event_rank = 1 and is_live
+        {%- endcall -%}
+      {%- endif -%}
+    {%- endfor -%}
+  {%- endif -%}
+  select 1 as cohort_sync_state_ready
+{% endmacro %}

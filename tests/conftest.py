@@ -1,13 +1,21 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from cohort_sync.local_braze import LocalBraze
 from tests.sync_project import SyncProject
+from tests.warehouses import (
+    ENGINES,
+    PostgresServer,
+    PostgresWarehouse,
+    SparkSessionHome,
+    SparkWarehouse,
+    Warehouse,
+)
 
 PARTNER_NAME = "cohort_sync_test"
 
@@ -48,5 +56,43 @@ def make_project(tmp_path: Path, braze_env: dict[str, str]):
 
     def make(cohorts=None, name: str = "project") -> SyncProject:
         return SyncProject(tmp_path / name, cohorts)
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """A real PostgreSQL server on 127.0.0.1 for the test session."""
+    server = PostgresServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def spark_session() -> Iterator[SparkSessionHome]:
+    """Local Spark in this process (one JVM), shared with the in-process dbt runs."""
+    spark = SparkSessionHome().start()
+    yield spark
+    spark.stop()
+
+
+@pytest.fixture(params=ENGINES)
+def warehouse(request: pytest.FixtureRequest) -> Callable[[Path], Warehouse]:
+    """Each engine in turn: how a project makes its warehouse."""
+    if request.param == "postgres":
+        server = request.getfixturevalue("postgres_server")
+        return lambda root: PostgresWarehouse(root, server)
+    if request.param == "spark":
+        spark = request.getfixturevalue("spark_session")
+        return lambda root: SparkWarehouse(root, spark)
+    return Warehouse
+
+
+@pytest.fixture
+def make_engine_project(tmp_path: Path, braze_env: dict[str, str], warehouse):
+    """A throwaway dbt project with cohort_sync installed, on the engine of the `warehouse` param."""
+
+    def make(cohorts=None, name: str = "project") -> SyncProject:
+        return SyncProject(tmp_path / name, cohorts, warehouse)
 
     return make

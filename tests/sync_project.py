@@ -1,34 +1,42 @@
 """A throwaway dbt project that installs cohort_sync with `local:` and
-declares audiences read from tables the test writes, run with dbtRunner."""
+declares audiences read from tables the test writes, run with dbtRunner,
+on any engine of tests/warehouses.py (DuckDB by default)."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import yaml
 from dbt.cli.main import dbtRunner, dbtRunnerResult
+
+from cohort_sync.cli import main as cli_main
+from tests.warehouses import Warehouse
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
 
 class SyncProject:
-    def __init__(self, root: Path, cohorts: list[dict[str, Any]] | None = None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        cohorts: list[dict[str, Any]] | None = None,
+        warehouse: Callable[[Path], Warehouse] = Warehouse,
+    ) -> None:
         self.root = root
-        self.database = root / "warehouse.duckdb"
         root.mkdir(parents=True, exist_ok=True)
+        self.warehouse = warehouse(root)
         (root / "models").mkdir(exist_ok=True)
         (root / "packages.yml").write_text(yaml.safe_dump({"packages": [{"local": str(REPO)}]}))
         (root / "profiles.yml").write_text(yaml.safe_dump({
             "sync_test": {
                 "target": "dev",
-                "outputs": {"dev": {"type": "duckdb", "path": str(self.database), "threads": 1}},
+                "outputs": {"dev": self.warehouse.output()},
             }
         }))
         self.declare(cohorts or [])
@@ -50,19 +58,9 @@ class SyncProject:
         columns: dict[str, Sequence[Any]],
         types: dict[str, str] | None = None,
     ) -> None:
-        """(Re)write the raw table behind the audience model `model`."""
-        types = types or {}
-        names = list(columns)
-        select = ", ".join(
-            f"unnest(?::{types.get(name, 'varchar')}[]) as {name}" for name in names
-        )
-        with duckdb.connect(str(self.database)) as con:
-            con.execute("create schema if not exists raw")
-            con.execute(
-                f"create or replace table raw.{model} as select {select}",
-                [list(columns[name]) for name in names],
-            )
-        (self.root / "models" / f"{model}.sql").write_text(f"select * from raw.{model}\n")
+        """(Re)write the raw table behind the audience model `model` (types: string, bigint, int)."""
+        self.warehouse.load(model, columns, types or {})
+        (self.root / "models" / f"{model}.sql").write_text(f"select * from {self.warehouse.raw_schema}.{model}\n")
 
     def dbt(self, *args: str, vars: dict[str, Any] | None = None) -> dbtRunnerResult:
         command = [*args, "--project-dir", str(self.root), "--profiles-dir", str(self.root)]
@@ -79,12 +77,22 @@ class SyncProject:
         return subprocess.run(self.command(*args), cwd=self.root, capture_output=True, text=True, timeout=timeout)
 
     def run(self, vars: dict[str, Any] | None = None) -> dbtRunnerResult:
-        result = self.dbt("run", vars=vars)
-        return result
+        return self.dbt("run", vars=vars)
+
+    def sync(self, *publish_args: str, vars: dict[str, Any] | None = None) -> bool:
+        """What a scheduler runs: `dbt run`, then `cohort-sync publish` where dbt does not publish.
+
+        The CLI runs in this process, so on Spark it shares the test's JVM.
+        """
+        result = self.run(vars=vars)
+        if not result.success or self.warehouse.publishes_in_dbt:
+            return result.success
+        return cli_main(["publish", *publish_args, "--project-dir", str(self.root),
+                         "--profiles-dir", str(self.root)]) == 0
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
-        with duckdb.connect(str(self.database)) as con:
-            return con.execute(sql, list(params)).fetchall()
+        """Rows of `sql` in the project's schema (`?` placeholders)."""
+        return self.warehouse.query(sql, params)
 
     def published(self, cohort_id: str) -> set[str]:
         return {
@@ -95,10 +103,8 @@ class SyncProject:
         }
 
     def history(self) -> list[dict[str, Any]]:
-        with duckdb.connect(str(self.database)) as con:
-            cursor = con.execute("select * from cohort_sync_run_history order by started_at, cohort_id")
-            names = [d[0] for d in cursor.description]
-            return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+        names, rows = self.warehouse.columns("select * from cohort_sync_run_history order by started_at, cohort_id")
+        return [dict(zip(names, row, strict=True)) for row in rows]
 
 
 def failure_text(result: dbtRunnerResult) -> str:

@@ -6,7 +6,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from .ledger import DuckDBLedger, Relations
+from .engines import DuckDBEngine
+from .ledger import Ledger, Relations
 from .publish import PublishOptions, publish_run
 from .summary import format_run
 
@@ -35,7 +36,7 @@ def publish_in_dbt(
     var cohort_sync_allow_removals, applied in cohort_sync_cohorts.
     """
     options = PublishOptions.from_env(dry_run=dry_run, full_resync=full_resync)
-    summary = publish_run(lambda: DuckDBLedger(session, relations), entry_point="dbt", options=options)
+    summary = publish_run(lambda: Ledger(DuckDBEngine(session, owns_connection=False), relations), entry_point="dbt", options=options)
     table = format_run(summary.rows)
     print(f"\ncohort_sync publish run {summary.run_id}{' (dry run)' if dry_run else ''}:\n{table}\n", flush=True)
     if not summary.ok:

@@ -1,11 +1,12 @@
 """The publisher's view of the warehouse: the planned changes it reads and
-the acknowledged state it writes.
+the acknowledged state it writes, on any engine of engines.py.
 
 Reads are of the dbt models (cohort_sync_cohorts, cohort_sync_changes), in
 pages of batches, so memory stays flat however large the plan. Each
 acknowledged batch is recorded in the published state and the delivery log
-(with the plan's id) in one transaction; a batch already acknowledged for
-the plan (by an earlier run, or before a crash) is never read again.
+(with the plan's id): in one transaction where the engine has them, as
+idempotent appends where it does not. A batch already acknowledged for the
+plan (by an earlier run, or before a crash) is never read again.
 """
 
 from __future__ import annotations
@@ -13,11 +14,13 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
 
+from .engines import Engine
 from .payload import (
     MAX_IDENTIFIERS_PER_REQUEST,
     NAME_REQUEST,
@@ -57,6 +60,12 @@ class Relations:
     run_history: str
     inflight: str
     lock: str
+
+    def events(self, table: str) -> str:
+        """The append-only event log behind a state table's view (Spark): `<name>_events`."""
+        name = getattr(self, table)
+        quote = name[-1] if name[-1] in "`\"" else ""
+        return f"{name[:-1]}_events{quote}" if quote else f"{name}_events"
 
 
 @dataclass(frozen=True)
@@ -99,24 +108,49 @@ class HistoryRow:
 
 HISTORY_COLUMNS = tuple(f.name for f in fields(HistoryRow))
 CHANGE_COLUMNS = Change._fields
+STATE_COLUMNS = (
+    "cohort_id", "member_key", "identifier_type", "external_id", "alias_name", "alias_label",
+    "device_id", "run_id", "acknowledged_at",
+)
+COHORT_COLUMNS = ("cohort_id", "cohort_name", "created_at", "run_id", "acknowledged_at")
+DELIVERY_COLUMNS = (
+    "run_id", "plan_id", "cohort_id", "request_kind", "batch_number", "added", "removed",
+    "http_status", "acknowledged_at",
+)
+INFLIGHT_COLUMNS = ("run_id", "cohort_id", "request_kind", "batch_number", "identifiers", "sent_at")
+LOCK_COLUMNS = ("lock_name", "run_id", "owner", "entry_point", "acquired_at", "expires_at")
+#: State tables that are event logs behind views on engines without row deletes
+#: (the package's spark__create_state_tables makes the same ones), and their columns.
+EVENT_TABLES = {
+    "published_state": STATE_COLUMNS,
+    "published_cohorts": COHORT_COLUMNS,
+    "inflight": INFLIGHT_COLUMNS,
+    "lock": LOCK_COLUMNS,
+}
+EVENT_COLUMNS = ("is_live", "event_seq")
 
 
-class DuckDBLedger:
-    """Ledger on a DuckDB connection (the embedded default)."""
+class Ledger:
+    """The publisher's reads and writes, in SQL every engine runs (see engines.py).
 
-    def __init__(self, connection: Any, relations: Relations, page_batches: int = 50) -> None:
-        self._reader = connection.cursor()
-        self._writer = connection.cursor()
+    On transactional engines each write is one transaction. On Spark each
+    mutable state table is an append-only event log behind a view of its
+    live rows: an insert appends live rows, a delete appends tombstones of
+    the rows the view shows, and repeating either after a crash changes
+    nothing the view shows.
+    """
+
+    def __init__(self, engine: Engine, relations: Relations) -> None:
+        self.engine = engine
         self.relations = relations
-        self._page_batches = page_batches
+        self._sequence = 0
 
     def close(self) -> None:
-        self._reader.close()
-        self._writer.close()
+        self.engine.close()
 
     def cohorts(self) -> list[CohortPlan]:
         r = self.relations
-        rows = self._reader.execute(
+        rows = self.engine.query(
             f"""
             select c.cohort_id, c.cohort_name, c.action, c.guard_status, c.guard_reason,
                    p.cohort_name, p.created_at
@@ -124,96 +158,93 @@ class DuckDBLedger:
             left join {r.published_cohorts} as p on p.cohort_id = c.cohort_id
             order by c.cohort_id
             """
-        ).fetchall()
+        )
         return [CohortPlan(*row) for row in rows]
 
     def plan_id(self) -> str | None:
         """The id of the plan in cohort_sync_changes (None when it is empty)."""
-        rows = self._reader.execute(f"select plan_id from {self.relations.changes} limit 1").fetchall()
+        rows = self.engine.query(f"select plan_id from {self.relations.changes} limit 1")
         return rows[0][0] if rows else None
 
     def acknowledged_batches(self, plan_id: str | None, cohort_id: str) -> set[int]:
         """Batch numbers of the plan already acknowledged for the cohort."""
         if plan_id is None:
             return set()
-        rows = self._reader.execute(
+        rows = self.engine.query(
             f"""select batch_number from {self.relations.delivery_log}
                 where plan_id = ? and cohort_id = ? and request_kind = 'users'""",
             [plan_id, cohort_id],
-        ).fetchall()
-        return {row[0] for row in rows}
+        )
+        return {int(row[0]) for row in rows}
 
     def pending_requests(self, plan_id: str | None, cohort_id: str) -> Iterator[PlannedRequest]:
         """The cohort's batches not yet acknowledged for the plan, as requests, a page at a time.
 
-        DuckDB renders each batch's identifier lists as JSON, so no member
-        row crosses into Python.
+        The warehouse renders each batch's identifier lists as JSON, so no
+        member row crosses into Python.
         """
         done = self.acknowledged_batches(plan_id, cohort_id)
-        last = self._reader.execute(
+        last = self.engine.query(
             f"select max(batch_number) from {self.relations.changes} where cohort_id = ?", [cohort_id]
-        ).fetchall()[0][0]
+        )[0][0]
+        alias = self.engine.json_object({"alias_name": "alias_name", "alias_label": "alias_label"})
         lists = ", ".join(
-            f"to_json(list({value}) filter (where {'' if remove else 'not '}should_remove "
-            f"and identifier_type = '{kind}'))"
+            self.engine.json_array(value, f"{'' if remove else 'not '}should_remove and identifier_type = '{kind}'")
             for remove in (True, False)
-            for kind, value in (
-                ("external_id", "external_id"),
-                ("alias", "{'alias_name': alias_name, 'alias_label': alias_label}"),
-                ("device_id", "device_id"),
-            )
+            for kind, value in (("external_id", "external_id"), ("alias", alias), ("device_id", "device_id"))
         )
-        for first in range(1, (last or 0) + 1, self._page_batches):
-            numbers = [n for n in range(first, first + self._page_batches) if n not in done]
+        page = self.engine.page_batches
+        for first in range(1, int(last or 0) + 1, page):
+            numbers = [n for n in range(first, first + page) if n not in done]
             if not numbers:
                 continue
-            rows = self._reader.execute(
+            rows = self.engine.query(
                 f"""select batch_number,
-                        count(*) filter (where not should_remove),
-                        count(*) filter (where should_remove),
+                        sum(case when should_remove then 0 else 1 end),
+                        sum(case when should_remove then 1 else 0 end),
                         {lists}
                     from {self.relations.changes}
                     where cohort_id = ? and batch_number between ? and ?
                     group by batch_number
                     order by batch_number""",
                 [cohort_id, numbers[0], numbers[-1]],
-            ).fetchall()
+            )
             for number, adds, removes, *fragments in rows:
                 if number in done:
                     continue
+                adds, removes = int(adds), int(removes)
                 if adds + removes > MAX_IDENTIFIERS_PER_REQUEST:
                     raise ValueError(f"batch {number} of cohort '{cohort_id}' holds {adds + removes} identifiers")
                 yield PlannedRequest(
-                    "users", number, adds, removes, compose_cohort_changes(fragments[:3], fragments[3:])
+                    "users", int(number), adds, removes, compose_cohort_changes(fragments[:3], fragments[3:])
                 )
 
     def pending_summary(self, plan_id: str | None, cohort_id: str) -> tuple[int, int, int]:
         """(adds, removes, batches) of the plan not yet acknowledged for the cohort."""
-        done = sorted(self.acknowledged_batches(plan_id, cohort_id))
-        row = self._reader.execute(
+        r = self.relations
+        row = self.engine.query(
             f"""
             select
-                coalesce(sum(case when not should_remove then 1 else 0 end), 0),
+                coalesce(sum(case when should_remove then 0 else 1 end), 0),
                 coalesce(sum(case when should_remove then 1 else 0 end), 0),
                 count(distinct batch_number)
-            from {self.relations.changes}
-            where cohort_id = ? and batch_number not in (select unnest(?::bigint[]))
+            from {r.changes}
+            where cohort_id = ? and batch_number not in (
+                select batch_number from {r.delivery_log}
+                where plan_id = ? and cohort_id = ? and request_kind = 'users')
             """,
-            [cohort_id, done],
-        ).fetchall()[0]
+            [cohort_id, plan_id or "", cohort_id],
+        )[0]
         return int(row[0]), int(row[1]), int(row[2])
 
     def record_name(
         self, run_id: str, cohort: CohortPlan, created_at: datetime, status: int, at: datetime
     ) -> None:
-        r = self.relations
-        with self._transaction():
-            self._writer.execute(f"delete from {r.published_cohorts} where cohort_id = ?", [cohort.cohort_id])
-            self._writer.execute(
-                f"""insert into {r.published_cohorts}
-                    (cohort_id, cohort_name, created_at, run_id, acknowledged_at)
-                    values (?, ?, ?, ?, ?)""",
-                [cohort.cohort_id, cohort.cohort_name, created_at, run_id, at],
+        with self.engine.transaction():
+            self._delete("published_cohorts", "cohort_id = ?", [cohort.cohort_id])
+            self._insert_rows(
+                "published_cohorts", COHORT_COLUMNS,
+                [(cohort.cohort_id, cohort.cohort_name, created_at, run_id, at)],
             )
             acknowledged = [(NAME_REQUEST, status)]
             self._log_acknowledged(run_id, None, cohort.cohort_id, acknowledged, at)
@@ -228,8 +259,10 @@ class DuckDBLedger:
         sending: list[PlannedRequest],
         at: datetime,
     ) -> None:
-        """In one transaction: apply the acknowledged requests, log them, clear
-        their in-flight notes, and note the requests about to be sent.
+        """Apply the acknowledged requests, log them, clear their in-flight
+        notes, and note the requests about to be sent: in one transaction,
+        or on Spark as appends in that order (a crash between two repeats
+        the batch, which changes nothing).
 
         A batch of the plan is applied from the plan itself (by plan id and
         batch number); if the plan no longer holds what was sent, nothing is
@@ -237,33 +270,26 @@ class DuckDBLedger:
         """
         r = self.relations
         batches = [request for request, _ in acknowledged if request.kind == "users"]
-        with self._transaction():
+        with self.engine.transaction():
             if batches:
-                numbers = sorted(request.batch_number for request in batches)
-                where = (
-                    "cohort_id = ? and plan_id = ? and batch_number between ? and ? "
-                    "and batch_number in (select unnest(?::bigint[]))"
-                )
-                params = [cohort_id, plan_id, numbers[0], numbers[-1], numbers]
+                numbers = ", ".join(str(int(request.batch_number)) for request in sorted(batches))
+                where = f"cohort_id = ? and plan_id = ? and batch_number in ({numbers})"
+                plan = f"select {{}} from {r.changes} where {{}}should_remove and {where}"
                 removes = sum(request.removes for request in batches)
                 adds = sum(request.adds for request in batches)
                 removed = added = 0
                 if removes:
-                    removed = self._writer.execute(
-                        f"""delete from {r.published_state} where cohort_id = ? and member_key in (
-                                select member_key from {r.changes} where should_remove and {where})""",
-                        [cohort_id, *params],
-                    ).fetchall()[0][0]
+                    removed = self._delete(
+                        "published_state",
+                        f"cohort_id = ? and member_key in ({plan.format('member_key', '')})",
+                        [cohort_id, cohort_id, plan_id],
+                    )
                 if adds:
-                    added = self._writer.execute(
-                        f"""insert into {r.published_state}
-                            (cohort_id, member_key, identifier_type, external_id, alias_name, alias_label,
-                             device_id, run_id, acknowledged_at)
-                            select cohort_id, member_key, identifier_type, external_id, alias_name,
-                                   alias_label, device_id, ?, ?
-                            from {r.changes} where not should_remove and {where}""",
-                        [run_id, at, *params],
-                    ).fetchall()[0][0]
+                    added = self._insert_select(
+                        "published_state", STATE_COLUMNS,
+                        plan.format(", ".join(STATE_COLUMNS[:-2]) + ", ?, ?", "not "),
+                        [run_id, at, cohort_id, plan_id],
+                    )
                 if (added, removed) != (adds, removes):
                     raise RuntimeError(
                         f"cohort '{cohort_id}': the plan changed while it was being published "
@@ -282,66 +308,59 @@ class DuckDBLedger:
             yield request_for("resync", number, chunk)
 
     def current_members(self, cohort_id: str, run_id: str, size: int) -> Iterator[list[Change]]:
-        """Members Braze should hold (not added by this run), in requests of `size`, streamed."""
+        """Members Braze should hold (not added by this run), in pages of `size` by member key."""
         columns = ", ".join(
             "0" if name == "batch_number" else "false" if name == "should_remove" else name
             for name in CHANGE_COLUMNS
         )
-        cursor = self._reader.execute(
-            f"""select {columns} from {self.relations.published_state}
-                where cohort_id = ? and run_id <> ? order by member_key""",
-            [cohort_id, run_id],
-        )
+        after = ""
         while True:
-            rows = cursor.fetchmany(size)
+            rows = self.engine.query(
+                f"""select {columns} from {self.relations.published_state}
+                    where cohort_id = ? and run_id <> ? and member_key > ?
+                    order by member_key limit {int(size)}""",
+                [cohort_id, run_id, after],
+            )
             if not rows:
                 break
             yield [Change(*row) for row in rows]
+            after = rows[-1][2]
 
     # -- the outbox of requests in flight -------------------------------------
 
     def note_sending(self, run_id: str, cohort_id: str, requests: list[PlannedRequest], at: datetime) -> None:
         """Note requests about to be sent; their acknowledgement clears the notes."""
-        with self._transaction():
+        with self.engine.transaction():
             self._insert_inflight(run_id, cohort_id, requests, at)
 
     def take_unconfirmed(self, cohort_id: str, run_id: str) -> int:
         """Requests of other (dead) runs never acknowledged: count and forget them."""
-        with self._transaction():
-            return int(self._writer.execute(
-                f"delete from {self.relations.inflight} where cohort_id = ? and run_id <> ?", [cohort_id, run_id]
-            ).fetchall()[0][0])
+        with self.engine.transaction():
+            return self._delete("inflight", "cohort_id = ? and run_id <> ?", [cohort_id, run_id])
 
     def _insert_inflight(self, run_id, cohort_id, requests: list[PlannedRequest], at) -> None:
-        self._writer.execute(
-            f"""insert into {self.relations.inflight}
-                (run_id, cohort_id, request_kind, batch_number, identifiers, sent_at)
-                select ?, ?, unnest(?::varchar[]), unnest(?::bigint[]), unnest(?::bigint[]), ?""",
-            [run_id, cohort_id, [q.kind for q in requests], [q.batch_number for q in requests],
-             [q.identifiers for q in requests], at],
+        self._insert_rows(
+            "inflight", INFLIGHT_COLUMNS,
+            [(run_id, cohort_id, q.kind, q.batch_number, q.identifiers, at) for q in requests],
         )
 
     def _clear_inflight(self, run_id, cohort_id, acknowledged: list[tuple[PlannedRequest, int]]) -> None:
         """Clear the in-flight notes of acknowledged requests (null-safe: a name call has no batch)."""
-        for kind in {q.kind for q, _ in acknowledged}:
-            self._writer.execute(
-                f"""delete from {self.relations.inflight}
-                    where run_id = ? and cohort_id = ? and request_kind = ?
-                    and coalesce(batch_number, -1) in (
-                        select coalesce(b, -1) from unnest(?::bigint[]) as t(b))""",
-                [run_id, cohort_id, kind, [q.batch_number for q, _ in acknowledged if q.kind == kind]],
+        for kind in sorted({q.kind for q, _ in acknowledged}):
+            numbers = ", ".join(
+                str(-1 if q.batch_number is None else int(q.batch_number)) for q, _ in acknowledged if q.kind == kind
+            )
+            self._delete(
+                "inflight",
+                f"run_id = ? and cohort_id = ? and request_kind = ? and coalesce(batch_number, -1) in ({numbers})",
+                [run_id, cohort_id, kind],
             )
 
     def _log_acknowledged(self, run_id, plan_id, cohort_id, acknowledged: list[tuple[PlannedRequest, int]], at) -> None:
-        self._writer.execute(
-            f"""insert into {self.relations.delivery_log}
-                (run_id, plan_id, cohort_id, request_kind, batch_number, added, removed,
-                 http_status, acknowledged_at)
-                select ?, ?, ?, unnest(?::varchar[]), unnest(?::bigint[]), unnest(?::bigint[]),
-                       unnest(?::bigint[]), unnest(?::bigint[]), ?""",
-            [run_id, plan_id, cohort_id,
-             *map(list, zip(*[(q.kind, q.batch_number, q.adds, q.removes, status)
-                              for q, status in acknowledged], strict=True)), at],
+        self._insert_rows(
+            "delivery_log", DELIVERY_COLUMNS,
+            [(run_id, plan_id, cohort_id, q.kind, q.batch_number, q.adds, q.removes, status, at)
+             for q, status in acknowledged],
         )
 
     # -- the run lock -------------------------------------------------------------
@@ -353,11 +372,12 @@ class DuckDBLedger:
         exited) is reclaimed with a warning.
         """
         r = self.relations
-        with self._transaction():
-            rows = self._writer.execute(
+        with self.engine.transaction():
+            self.engine.lock_table(r.lock)
+            rows = self.engine.query(
                 f"select run_id, owner, entry_point, acquired_at, expires_at from {r.lock} where lock_name = ?",
                 [LOCK_NAME],
-            ).fetchall()
+            )
             for held_run, owner, held_by, acquired_at, held_until in rows:
                 if held_until > now and _owner_alive(owner):
                     raise LockHeldError(
@@ -369,65 +389,91 @@ class DuckDBLedger:
                     "reclaiming the lock of run %s (process %s), which %s",
                     held_run, owner, "expired" if held_until <= now else "is no longer running",
                 )
-            self._writer.execute(f"delete from {r.lock} where lock_name = ?", [LOCK_NAME])
-            self._writer.execute(
-                f"""insert into {r.lock} (lock_name, run_id, owner, entry_point, acquired_at, expires_at)
-                    values (?, ?, ?, ?, ?, ?)""",
-                [LOCK_NAME, run_id, lock_owner(), entry_point, now, expires_at],
+            self._delete("lock", "lock_name = ?", [LOCK_NAME])
+            self._insert_rows(
+                "lock", LOCK_COLUMNS, [(LOCK_NAME, run_id, lock_owner(), entry_point, now, expires_at)]
             )
 
     def refresh_lock(self, run_id: str, expires_at: datetime) -> None:
-        with self._transaction():
-            self._writer.execute(
-                f"update {self.relations.lock} set expires_at = ? where lock_name = ? and run_id = ?",
-                [expires_at, LOCK_NAME, run_id],
+        r = self.relations
+        with self.engine.transaction():
+            held = self.engine.query(
+                f"select {', '.join(LOCK_COLUMNS[:-1])} from {r.lock} where lock_name = ? and run_id = ?",
+                [LOCK_NAME, run_id],
             )
+            if held:
+                self._delete("lock", "lock_name = ? and run_id = ?", [LOCK_NAME, run_id])
+                self._insert_rows("lock", LOCK_COLUMNS, [(*held[0], expires_at)])
 
     def release_lock(self, run_id: str) -> None:
-        with self._transaction():
-            self._writer.execute(
-                f"delete from {self.relations.lock} where lock_name = ? and run_id = ?", [LOCK_NAME, run_id]
-            )
+        with self.engine.transaction():
+            self._delete("lock", "lock_name = ? and run_id = ?", [LOCK_NAME, run_id])
 
     def members(self, cohort_id: str) -> int:
-        return int(
-            self._writer.execute(
-                f"select count(*) from {self.relations.published_state} where cohort_id = ?",
-                [cohort_id],
-            ).fetchall()[0][0]
-        )
+        return int(self.engine.query(
+            f"select count(*) from {self.relations.published_state} where cohort_id = ?", [cohort_id]
+        )[0][0])
 
     def write_history(self, row: HistoryRow) -> None:
-        placeholders = ", ".join("?" for _ in HISTORY_COLUMNS)
-        with self._transaction():
-            self._writer.execute(
-                f"insert into {self.relations.run_history} ({', '.join(HISTORY_COLUMNS)}) values ({placeholders})",
-                [getattr(row, name) for name in HISTORY_COLUMNS],
-            )
+        with self.engine.transaction():
+            self._insert_rows("run_history", HISTORY_COLUMNS, [tuple(getattr(row, n) for n in HISTORY_COLUMNS)])
 
     def history(self, limit: int = 20, run_id: str | None = None) -> list[HistoryRow]:
         """Recent history rows, newest first (or all rows of one run)."""
         where, params = ("where run_id = ?", [run_id]) if run_id else ("", [])
-        rows = self._writer.execute(
+        rows = self.engine.query(
             f"""select {', '.join(HISTORY_COLUMNS)} from {self.relations.run_history} {where}
                 order by started_at desc, cohort_id limit {int(limit)}""",
             params,
-        ).fetchall()
+        )
         return [HistoryRow(*row) for row in rows]
 
-    def _transaction(self):
-        return _Transaction(self._writer)
+    # -- writes: transactional, or appends to an event log ------------------------
 
+    def _event_sequence(self) -> int:
+        """Orders events: microseconds since the epoch, strictly increasing in this process."""
+        self._sequence = max(self._sequence + 1, time.time_ns() // 1000)
+        return self._sequence
 
-class _Transaction:
-    def __init__(self, cursor: Any) -> None:
-        self._cursor = cursor
+    def _insert_rows(self, table: str, columns: tuple[str, ...], rows: list[tuple]) -> None:
+        relation = getattr(self.relations, table)
+        if not self.engine.transactional and table in EVENT_TABLES:
+            relation, columns = self.relations.events(table), (*columns, *EVENT_COLUMNS)
+            rows = [(*row, True, self._event_sequence()) for row in rows]
+        values = ", ".join("(" + ", ".join("?" for _ in columns) + ")" for _ in rows)
+        self.engine.execute(
+            f"insert into {relation} ({', '.join(columns)}) values {values}",
+            [value for row in rows for value in row],
+        )
 
-    def __enter__(self) -> None:
-        self._cursor.execute("begin transaction")
+    def _insert_select(self, table: str, columns: tuple[str, ...], select: str, params: list[Any]) -> int:
+        """Insert the rows of `select`; how many (counted first where the engine does not say)."""
+        relation = getattr(self.relations, table)
+        if self.engine.transactional:
+            return self.engine.execute(f"insert into {relation} ({', '.join(columns)}) {select}", params)
+        count = int(self.engine.query(f"select count(*) from ({select}) as planned", params)[0][0])
+        if count:
+            self.engine.execute(
+                f"""insert into {self.relations.events(table)} ({', '.join(columns)}, {', '.join(EVENT_COLUMNS)})
+                    select *, true, {self._event_sequence()} from ({select}) as planned""",
+                params,
+            )
+        return count
 
-    def __exit__(self, exc_type, exc, tb) -> None:
-        self._cursor.execute("rollback" if exc_type else "commit")
+    def _delete(self, table: str, where: str, params: list[Any]) -> int:
+        """Delete the rows matching `where`; how many. On Spark: append their tombstones."""
+        relation = getattr(self.relations, table)
+        if self.engine.transactional:
+            return self.engine.execute(f"delete from {relation} where {where}", params)
+        count = int(self.engine.query(f"select count(*) from {relation} where {where}", params)[0][0])
+        if count:
+            columns = ", ".join(EVENT_TABLES[table])
+            self.engine.execute(
+                f"""insert into {self.relations.events(table)} ({columns}, {', '.join(EVENT_COLUMNS)})
+                    select {columns}, false, {self._event_sequence()} from {relation} where {where}""",
+                params,
+            )
+        return count
 
 
 def lock_owner() -> str:

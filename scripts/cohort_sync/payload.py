@@ -30,11 +30,13 @@ def compose_cohort_changes(
     """The `cohort_changes` array from JSON arrays (user_ids, aliases, device_ids) per side.
 
     The warehouse renders each identifier list as a JSON array; empty lists
-    are None and left out. The removes object comes first.
+    (None, or `[]` where the engine renders them) are left out. The removes
+    object comes first.
     """
     objects = []
     for fragments, should_remove in ((removes, True), (adds, False)):
-        fields = [f'"{key}":{fragment}' for key, fragment in zip(IDENTIFIER_KEYS, fragments, strict=True) if fragment]
+        fields = [f'"{key}":{fragment}' for key, fragment in zip(IDENTIFIER_KEYS, fragments, strict=True)
+                  if fragment and fragment != "[]"]
         if fields:
             if should_remove:
                 fields.append('"should_remove":true')

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -21,7 +22,7 @@ from datetime import datetime, timedelta, timezone
 
 from .client import BrazeAuthError, BrazeClient, BrazeError
 from .config import BrazeSettings, ConfigError
-from .ledger import CohortPlan, DuckDBLedger, HistoryRow
+from .ledger import CohortPlan, HistoryRow, Ledger
 from .payload import NAME_REQUEST, PlannedRequest
 
 log = logging.getLogger(__name__)
@@ -85,7 +86,7 @@ class RunSummary:
 
 
 def publish_run(
-    open_ledger: Callable[[], DuckDBLedger], *, entry_point: str, options: PublishOptions
+    open_ledger: Callable[[], Ledger], *, entry_point: str, options: PublishOptions
 ) -> RunSummary:
     """Read the Braze settings, then open the warehouse, publish, and close both.
 
@@ -104,7 +105,7 @@ def publish_run(
 
 
 def publish(
-    ledger: DuckDBLedger,
+    ledger: Ledger,
     client: BrazeClient | None,
     *,
     entry_point: str,
@@ -183,7 +184,7 @@ def _run_cohort(ledger, client, cohort, summary, options, lock, clock) -> bool:
     return True
 
 
-def _plan_cohort(ledger: DuckDBLedger, cohort: CohortPlan, row: HistoryRow, blocked: bool) -> None:
+def _plan_cohort(ledger: Ledger, cohort: CohortPlan, row: HistoryRow, blocked: bool) -> None:
     adds, removes, batches = ledger.pending_summary(ledger.plan_id(), cohort.cohort_id)
     row.added, row.removed = adds, removes
     row.requests = batches + (1 if cohort.needs_name else 0)
@@ -198,7 +199,7 @@ def _plan_cohort(ledger: DuckDBLedger, cohort: CohortPlan, row: HistoryRow, bloc
 
 
 def _publish_cohort(
-    ledger: DuckDBLedger,
+    ledger: Ledger,
     client: BrazeClient,
     cohort: CohortPlan,
     row: HistoryRow,
@@ -234,7 +235,7 @@ def _publish_cohort(
 
 
 def _send(
-    ledger: DuckDBLedger,
+    ledger: Ledger,
     client: BrazeClient,
     row: HistoryRow,
     plan_id: str | None,
@@ -247,7 +248,9 @@ def _send(
 
     Worker threads only talk HTTP. This thread reads the plan and, once per
     cycle, records in one transaction the requests Braze acknowledged since
-    the last cycle and notes the ones it is about to send. A member has one
+    the last cycle and notes the ones it is about to send; after the first
+    acknowledgement of a cycle it waits for more up to half the time the
+    last recording took. A member has one
     change per plan, so batches of a cohort can go in any order. When a
     request fails, the requests still in flight are awaited and those
     acknowledged are recorded before the error propagates.
@@ -273,9 +276,14 @@ def _send(
             row.added += request.adds
             row.removed += request.removes
 
+    settle_seconds = 0.0
+
     def settle(sending: list[PlannedRequest]) -> None:
+        nonlocal settle_seconds
         if acknowledged or sending:
+            started = time.perf_counter()
             ledger.settle(row.run_id, plan_id, cohort_id, acknowledged, sending, clock())
+            settle_seconds = time.perf_counter() - started
             acknowledged.clear()
 
     with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="cohort-sync") as pool:
@@ -292,7 +300,11 @@ def _send(
                     in_flight[pool.submit(client.update_cohort, cohort_id, request.cohort_changes)] = request
                 if not in_flight:
                     break
-                done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+                done, pending = wait(in_flight, return_when=FIRST_COMPLETED)
+                if pending and failure is None:
+                    # Where recording is slow (Spark: seconds per cycle), let the
+                    # other requests finish for a while, so one cycle records many.
+                    done |= wait(pending, timeout=settle_seconds / 2)[0]
                 collect(done)
                 lock.keep_alive()
         finally:

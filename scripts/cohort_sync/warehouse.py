@@ -14,7 +14,8 @@ from typing import Any
 
 import yaml
 
-from .ledger import STATE_TABLES, DuckDBLedger, Relations
+from .engines import ENGINES, DuckDBEngine
+from .ledger import STATE_TABLES, Ledger, Relations
 
 PACKAGE = "cohort_sync"
 DUCKDB_MEMORY_LIMIT_VAR = "COHORT_SYNC_DUCKDB_MEMORY_LIMIT"
@@ -122,13 +123,35 @@ def relations_from_manifest(project_dir: Path) -> Relations:
     return Relations(**names)
 
 
-def open_ledger(target: Target) -> DuckDBLedger:
+def open_ledger(target: Target) -> Ledger:
+    """A ledger on the target's warehouse: DuckDB directly, other engines
+    through their dbt adapter's own connection code (every method the
+    adapter supports: session, thrift, http, odbc...)."""
     relations = relations_from_manifest(target.project_dir)
-    if target.adapter_type != "duckdb":
+    if target.adapter_type == "duckdb":
+        return Ledger(DuckDBEngine(_open_duckdb(target)), relations)
+    engine = ENGINES.get(target.adapter_type)
+    if engine is None:
         raise WarehouseError(
-            f"cohort-sync publish supports duckdb targets; target '{target.target_name}' "
-            f"is {target.adapter_type}"
+            f"cohort-sync publish supports {', '.join(sorted(ENGINES))} targets; target "
+            f"'{target.target_name}' is {target.adapter_type}"
         )
+    return Ledger(engine(_open_with_adapter(target)), relations)
+
+
+def _open_with_adapter(target: Target) -> Any:
+    from dbt.adapters.contracts.connection import Connection
+    from dbt.adapters.factory import get_adapter_class_by_name
+
+    manager = get_adapter_class_by_name(target.adapter_type).ConnectionManager
+    try:
+        connection = manager.open(Connection(type=target.adapter_type, name="cohort_sync", credentials=target.credentials))
+    except Exception as exc:  # the adapter's own connection error, which names no secret
+        raise WarehouseError(f"cannot connect to target '{target.target_name}' ({target.adapter_type}): {exc}") from None
+    return connection.handle
+
+
+def _open_duckdb(target: Target) -> Any:
     import duckdb
 
     path = target.credentials.path
@@ -138,7 +161,7 @@ def open_ledger(target: Target) -> DuckDBLedger:
     # keeps its memory flat however large the plan.
     config = {"memory_limit": os.environ.get(DUCKDB_MEMORY_LIMIT_VAR, "128MB")}
     try:
-        connection = duckdb.connect(path, config=config)
+        return duckdb.connect(path, config=config)
     except duckdb.IOException as exc:
         holder = re.search(r"\(PID (\d+)\)", str(exc))
         if "lock" not in str(exc).lower():
@@ -148,4 +171,3 @@ def open_ledger(target: Target) -> DuckDBLedger:
             f"{' (PID ' + holder.group(1) + ')' if holder else ''}: another cohort-sync publish "
             "or dbt run is in progress on this target; try again when it ends"
         ) from None
-    return DuckDBLedger(connection, relations)

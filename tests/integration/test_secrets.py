@@ -60,7 +60,7 @@ def test_keys_never_leak_through_any_path(make_project, braze, keys, monkeypatch
     assert any(p.name == "manifest.json" for p in Path(project.root, "target").iterdir())
     assert any(Path(project.root, "logs").iterdir())
 
-    with duckdb.connect(str(project.database)) as con:
+    with duckdb.connect(str(project.warehouse.database)) as con:
         tables = con.execute(
             "select table_schema, table_name from information_schema.tables"
         ).fetchall()

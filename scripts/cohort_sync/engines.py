@@ -1,0 +1,195 @@
+"""The warehouse connection as the ledger uses it, one class per engine.
+
+The ledger writes its SQL once, with `?` placeholders and portable
+expressions; an engine runs it on its connection and supplies the few
+fragments that differ (JSON aggregation, table locking). Engines with
+transactions (DuckDB, PostgreSQL) get transactional writes. Spark (and
+Databricks) has none on plain tables and no row deletes: its state tables
+are append-only event logs behind views (created by the package's
+`spark__create_state_tables`), so every write is an idempotent append.
+"""
+
+from __future__ import annotations
+
+import re
+from contextlib import contextmanager
+from datetime import date, datetime
+from typing import Any
+
+PLACEHOLDER = re.compile(r"\?")
+
+
+class Engine:
+    """A warehouse connection for the ledger."""
+
+    adapter_type = "default"
+    #: Writes are transactional; False: state tables are append-only event logs.
+    transactional = True
+    #: Batches per page of the plan read into memory (1000 identifiers each at most).
+    page_batches = 50
+
+    def __init__(self, connection: Any, *, owns_connection: bool = True) -> None:
+        self.connection = connection
+        self.owns_connection = owns_connection
+
+    def query(self, sql: str, params: list[Any] | tuple = ()) -> list[tuple]:
+        raise NotImplementedError
+
+    def execute(self, sql: str, params: list[Any] | tuple = ()) -> int:
+        """Run a statement; the number of rows it changed (-1 when the engine does not say)."""
+        raise NotImplementedError
+
+    @contextmanager
+    def transaction(self):
+        self.execute("begin transaction")
+        try:
+            yield
+        except BaseException:
+            self.execute("rollback")
+            raise
+        self.execute("commit")
+
+    def lock_table(self, relation: str) -> None:
+        """Serialise writers of `relation` until the transaction ends (where the engine can)."""
+
+    def json_array(self, value: str, condition: str) -> str:
+        """A JSON array (as text) of `value` over the rows matching `condition`; null or [] if none."""
+        raise NotImplementedError
+
+    def json_object(self, fields: dict[str, str]) -> str:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Close the cursor, and the connection if the engine opened it."""
+        self._cursor.close()
+        if self.owns_connection:
+            self.connection.close()
+
+
+class DuckDBEngine(Engine):
+    adapter_type = "duckdb"
+
+    def __init__(self, connection: Any, **options: Any) -> None:
+        super().__init__(connection, **options)
+        self._cursor = connection.cursor()
+
+    def query(self, sql, params=()):
+        return self._cursor.execute(sql, list(params)).fetchall()
+
+    def execute(self, sql, params=()):
+        rows = self._cursor.execute(sql, list(params)).fetchall()
+        # DuckDB answers an insert, update or delete with its row count.
+        return int(rows[0][0]) if rows and isinstance(rows[0][0], int) else -1
+
+    def json_array(self, value, condition):
+        return f"to_json(list({value}) filter (where {condition}))"
+
+    def json_object(self, fields):
+        return "{" + ", ".join(f"'{key}': {value}" for key, value in fields.items()) + "}"
+
+
+class PostgresEngine(Engine):
+    """psycopg2 (dbt-postgres's driver), in autocommit mode with explicit transactions."""
+
+    adapter_type = "postgres"
+
+    def __init__(self, connection: Any, **options: Any) -> None:
+        super().__init__(connection, **options)
+        connection.autocommit = True
+        self._cursor = connection.cursor()
+
+    def _convert(self, sql: str) -> str:
+        if "%" in sql:
+            raise ValueError("a literal % in ledger SQL would be read as a psycopg2 placeholder")
+        return PLACEHOLDER.sub("%s", sql)
+
+    def query(self, sql, params=()):
+        self._cursor.execute(self._convert(sql), list(params))
+        return self._cursor.fetchall()
+
+    def execute(self, sql, params=()):
+        self._cursor.execute(self._convert(sql), list(params))
+        return self._cursor.rowcount
+
+    def lock_table(self, relation):
+        # Two publishers must not both find the lock free.
+        self.execute(f"lock table {relation} in share row exclusive mode")
+
+    def json_array(self, value, condition):
+        # Cast to text: psycopg2 would otherwise parse the JSON into Python objects.
+        return f"cast(json_agg({value}) filter (where {condition}) as text)"
+
+    def json_object(self, fields):
+        return "json_build_object(" + ", ".join(f"'{k}', {v}" for k, v in fields.items()) + ")"
+
+
+class SparkEngine(Engine):
+    """A dbt-spark (or dbt-databricks) connection handle: session, thrift, http or odbc.
+
+    Its cursors take no safe bindings (values are pasted in with `%`), so
+    literals are rendered here with Spark's escaping. Results come back
+    with fetchall only, hence pages of batches.
+    """
+
+    adapter_type = "spark"
+    transactional = False
+    page_batches = 20
+
+    def __init__(self, connection: Any, **options: Any) -> None:
+        super().__init__(connection, **options)
+        self._cursor = connection.cursor()
+
+    def _render(self, sql: str, params) -> str:
+        values = iter(params)
+        rendered = PLACEHOLDER.sub(lambda _: spark_literal(next(values)), sql)
+        if next(values, PLACEHOLDER) is not PLACEHOLDER:
+            raise ValueError("more parameters than placeholders")
+        return rendered
+
+    def query(self, sql, params=()):
+        cursor = self._fresh_cursor()
+        cursor.execute(self._render(sql, params))
+        return [tuple(row) for row in cursor.fetchall() or []]
+
+    def execute(self, sql, params=()):
+        self._fresh_cursor().execute(self._render(sql, params))
+        return -1
+
+    def _fresh_cursor(self):
+        # A cursor per statement, as dbt does: the session cursor keeps the
+        # first statement's rows for later fetchall calls.
+        self._cursor = self.connection.cursor()
+        return self._cursor
+
+    @contextmanager
+    def transaction(self):
+        # No transactions: each write is an idempotent append (see the module doc).
+        yield
+
+    def json_array(self, value, condition):
+        return f"to_json(collect_list(case when {condition} then {value} end))"
+
+    def json_object(self, fields):
+        return "named_struct(" + ", ".join(f"'{k}', {v}" for k, v in fields.items()) + ")"
+
+
+def spark_literal(value: Any) -> str:
+    """A Spark SQL literal: strings escape backslash and quote (Spark reads '' as two strings)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, datetime):
+        return f"timestamp'{value:%Y-%m-%d %H:%M:%S.%f}'"
+    if isinstance(value, date):
+        return f"date'{value:%Y-%m-%d}'"
+    text = str(value).replace("\\", "\\\\").replace("'", "\\'")
+    return f"'{text}'"
+
+
+ENGINES = {engine.adapter_type: engine for engine in (DuckDBEngine, PostgresEngine, SparkEngine)}
+ENGINES["databricks"] = SparkEngine

@@ -1,0 +1,52 @@
+"""The engine layer: Spark literals survive a round trip; event-log names."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import pytest
+
+from cohort_sync.engines import PostgresEngine, spark_literal
+from cohort_sync.ledger import Relations
+
+NASTY = ["plain", "it's", "back\\slash", "\\'", "new\nline", "'; drop table x; --", "ünïcødé", ""]
+
+
+def relations(**names: str) -> Relations:
+    defaults = {name: name for name in Relations.__dataclass_fields__}
+    return Relations(**{**defaults, **names})
+
+
+@pytest.mark.parametrize(
+    ("name", "events"),
+    [
+        ("analytics.cohort_sync_lock", "analytics.cohort_sync_lock_events"),
+        ("`analytics`.`cohort_sync_lock`", "`analytics`.`cohort_sync_lock_events`"),
+        ('"db"."main"."cohort_sync_lock"', '"db"."main"."cohort_sync_lock_events"'),
+    ],
+)
+def test_event_log_name_keeps_the_quoting(name, events):
+    assert relations(lock=name).events("lock") == events
+
+
+def test_spark_literals_of_each_type():
+    assert spark_literal(None) == "null"
+    assert spark_literal(True) == "true"
+    assert spark_literal(12) == "12"
+    assert spark_literal(datetime(2026, 11, 22, 8, 5, 3, 120)) == "timestamp'2026-11-22 08:05:03.000120'"
+    assert spark_literal("it's") == "'it\\'s'"
+
+
+def test_postgres_placeholders_refuse_a_literal_percent():
+    engine = PostgresEngine.__new__(PostgresEngine)
+    assert engine._convert("select ? where a = ?") == "select %s where a = %s"
+    with pytest.raises(ValueError, match="literal %"):
+        engine._convert("select '100%'")
+
+
+@pytest.mark.dbt
+def test_spark_literals_round_trip_through_spark(spark_session):
+    for value in NASTY:
+        assert spark_session.session.sql(f"select {spark_literal(value)}").collect()[0][0] == value
+    moment = datetime(2026, 11, 22, 8, 5, 3, 120)
+    assert spark_session.session.sql(f"select {spark_literal(moment)}").collect()[0][0] == moment
