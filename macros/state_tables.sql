@@ -127,7 +127,14 @@
           )
         {%- endcall -%}
       {%- endif -%}
-      {%- if table_name in keys and adapter.get_relation(relation.database, relation.schema, relation.identifier) is none -%}
+      {%- set existing = adapter.get_relation(relation.database, relation.schema, relation.identifier) if table_name in keys else none -%}
+      {%- if existing is not none and not existing.is_view -%}
+        {{ exceptions.raise_compiler_error(
+            "cohort_sync: " ~ existing ~ " is a table, but on Spark it must be a view of " ~ stored
+            ~ " (an earlier version made a table). Copy its rows into " ~ stored
+            ~ " with is_live = true and event_seq = 1, drop it, and run again.") }}
+      {%- endif -%}
+      {%- if table_name in keys and existing is none -%}
         {%- call statement('cohort_sync_create_' ~ table_name) -%}
           create view if not exists {{ relation }} as
           select {{ columns | map(attribute=0) | join(', ') }}

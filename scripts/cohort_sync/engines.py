@@ -140,11 +140,14 @@ class SparkEngine(Engine):
         self._cursor = connection.cursor()
 
     def _render(self, sql: str, params) -> str:
-        values = iter(params)
-        rendered = PLACEHOLDER.sub(lambda _: spark_literal(next(values)), sql)
-        if next(values, PLACEHOLDER) is not PLACEHOLDER:
-            raise ValueError("more parameters than placeholders")
-        return rendered
+        params = list(params)
+        parts = PLACEHOLDER.split(sql)
+        if len(parts) - 1 != len(params):
+            raise TypeError(f"{len(parts) - 1} placeholders for {len(params)} parameters")
+        rendered = [parts[0]]
+        for value, part in zip(params, parts[1:], strict=True):
+            rendered += [spark_literal(value), part]
+        return "".join(rendered)
 
     def query(self, sql, params=()):
         cursor = self._fresh_cursor()
@@ -172,6 +175,12 @@ class SparkEngine(Engine):
     def json_object(self, fields):
         return "named_struct(" + ", ".join(f"'{k}', {v}" for k, v in fields.items()) + ")"
 
+    def close(self):
+        # dbt-spark's thrift and odbc wrappers close the connection with the
+        # cursor (their cursor() is the wrapper itself): close once.
+        if self.owns_connection:
+            self.connection.close()
+
 
 def spark_literal(value: Any) -> str:
     """A Spark SQL literal: strings escape backslash and quote (Spark reads '' as two strings)."""
@@ -182,12 +191,18 @@ def spark_literal(value: Any) -> str:
     if isinstance(value, int):
         return str(value)
     if isinstance(value, float):
+        if value != value or value in (float("inf"), float("-inf")):
+            raise TypeError(f"{value} has no Spark SQL literal")
         return repr(value)
     if isinstance(value, datetime):
+        if value.tzinfo is not None:
+            raise TypeError("timestamps are stored as naive UTC")
         return f"timestamp'{value:%Y-%m-%d %H:%M:%S.%f}'"
     if isinstance(value, date):
         return f"date'{value:%Y-%m-%d}'"
-    text = str(value).replace("\\", "\\\\").replace("'", "\\'")
+    if not isinstance(value, str):
+        raise TypeError(f"no Spark SQL literal for {type(value).__name__}")
+    text = value.replace("\\", "\\\\").replace("'", "\\'")
     return f"'{text}'"
 
 

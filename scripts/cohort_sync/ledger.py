@@ -265,8 +265,10 @@ class Ledger:
         the batch, which changes nothing).
 
         A batch of the plan is applied from the plan itself (by plan id and
-        batch number); if the plan no longer holds what was sent, nothing is
-        recorded and the run stops.
+        batch number); if the plan no longer holds what was sent, the run
+        stops without logging the batch (transactional engines also record
+        nothing of it; on Spark its removals may already be appended, which
+        the next plan, built from that state, accounts for).
         """
         r = self.relations
         batches = [request for request, _ in acknowledged if request.kind == "users"]
@@ -278,11 +280,19 @@ class Ledger:
                 removes = sum(request.removes for request in batches)
                 adds = sum(request.adds for request in batches)
                 removed = added = 0
-                if removes:
+                if removes and self.engine.transactional:
                     removed = self._delete(
                         "published_state",
                         f"cohort_id = ? and member_key in ({plan.format('member_key', '')})",
                         [cohort_id, cohort_id, plan_id],
+                    )
+                elif removes:
+                    # Tombstones from the plan itself, live or not: after a crash
+                    # between these appends and the log, repeating them is harmless.
+                    removed = self._insert_select(
+                        "published_state", STATE_COLUMNS,
+                        plan.format(", ".join(STATE_COLUMNS[:-2]) + ", ?, ?", ""),
+                        [run_id, at, cohort_id, plan_id], live=False,
                     )
                 if adds:
                     added = self._insert_select(
@@ -308,22 +318,25 @@ class Ledger:
             yield request_for("resync", number, chunk)
 
     def current_members(self, cohort_id: str, run_id: str, size: int) -> Iterator[list[Change]]:
-        """Members Braze should hold (not added by this run), in pages of `size` by member key."""
+        """Members Braze should hold (not added by this run), in lists of `size`,
+        read by member key a page of `page_batches` lists at a time."""
         columns = ", ".join(
             "0" if name == "batch_number" else "false" if name == "should_remove" else name
             for name in CHANGE_COLUMNS
         )
+        page = size * self.engine.page_batches
         after = ""
         while True:
             rows = self.engine.query(
                 f"""select {columns} from {self.relations.published_state}
                     where cohort_id = ? and run_id <> ? and member_key > ?
-                    order by member_key limit {int(size)}""",
+                    order by member_key limit {int(page)}""",
                 [cohort_id, run_id, after],
             )
-            if not rows:
+            for start in range(0, len(rows), size):
+                yield [Change(*row) for row in rows[start:start + size]]
+            if len(rows) < page:
                 break
-            yield [Change(*row) for row in rows]
             after = rows[-1][2]
 
     # -- the outbox of requests in flight -------------------------------------
@@ -431,7 +444,14 @@ class Ledger:
     # -- writes: transactional, or appends to an event log ------------------------
 
     def _event_sequence(self) -> int:
-        """Orders events: microseconds since the epoch, strictly increasing in this process."""
+        """Orders events: microseconds since the epoch, strictly increasing in this
+        process and above every event already logged (a host whose clock is
+        behind still writes later events)."""
+        if self._sequence == 0:
+            self._sequence = max(
+                int(self.engine.query(f"select coalesce(max(event_seq), 0) from {self.relations.events(t)}")[0][0])
+                for t in EVENT_TABLES
+            )
         self._sequence = max(self._sequence + 1, time.time_ns() // 1000)
         return self._sequence
 
@@ -446,8 +466,11 @@ class Ledger:
             [value for row in rows for value in row],
         )
 
-    def _insert_select(self, table: str, columns: tuple[str, ...], select: str, params: list[Any]) -> int:
-        """Insert the rows of `select`; how many (counted first where the engine does not say)."""
+    def _insert_select(
+        self, table: str, columns: tuple[str, ...], select: str, params: list[Any], live: bool = True
+    ) -> int:
+        """Insert the rows of `select` (on Spark: as live rows, or as tombstones);
+        how many (counted first where the engine does not say)."""
         relation = getattr(self.relations, table)
         if self.engine.transactional:
             return self.engine.execute(f"insert into {relation} ({', '.join(columns)}) {select}", params)
@@ -455,7 +478,7 @@ class Ledger:
         if count:
             self.engine.execute(
                 f"""insert into {self.relations.events(table)} ({', '.join(columns)}, {', '.join(EVENT_COLUMNS)})
-                    select *, true, {self._event_sequence()} from ({select}) as planned""",
+                    select *, {'true' if live else 'false'}, {self._event_sequence()} from ({select}) as planned""",
                 params,
             )
         return count

@@ -146,9 +146,24 @@ def _open_with_adapter(target: Target) -> Any:
     manager = get_adapter_class_by_name(target.adapter_type).ConnectionManager
     try:
         connection = manager.open(Connection(type=target.adapter_type, name="cohort_sync", credentials=target.credentials))
-    except Exception as exc:  # the adapter's own connection error, which names no secret
-        raise WarehouseError(f"cannot connect to target '{target.target_name}' ({target.adapter_type}): {exc}") from None
+    except Exception as exc:  # the adapter's own connection error
+        raise WarehouseError(
+            f"cannot connect to target '{target.target_name}' ({target.adapter_type}): "
+            f"{redact_credentials(str(exc), target.credentials)}"
+        ) from None
     return connection.handle
+
+
+SECRET_FIELDS = ("password", "token", "private_key", "private_key_passphrase", "client_secret", "keyfile_json")
+
+
+def redact_credentials(message: str, credentials: Any) -> str:
+    """The message with any secret of the profile's credentials masked."""
+    for name in SECRET_FIELDS:
+        value = getattr(credentials, name, None)
+        if isinstance(value, str) and len(value) >= 4:
+            message = message.replace(value, "****")
+    return message
 
 
 def _open_duckdb(target: Target) -> Any:

@@ -10,11 +10,15 @@ DuckDB run of the same scenario produced.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import pytest
 
-from tests.sync_project import SyncProject
+from cohort_sync.cli import main as cli_main
+from cohort_sync.ledger import Ledger
+from tests.sync_project import SyncProject, failure_text
+from tests.warehouses import PostgresWarehouse, free_port
 
 pytestmark = pytest.mark.dbt
 
@@ -62,10 +66,14 @@ class Scenario:
         return [r for r in self.braze.requests()[since:] if "fault" not in r]
 
     def check_same_as_first_engine(self) -> None:
+        """Identical to the DuckDB run of the scenario (which runs first in a full session)."""
         engine = self.project.warehouse.name
-        first = SEEN.setdefault(self.name, (engine, self.fingerprints))
-        if first[0] != engine:
-            assert self.fingerprints == first[1], f"{engine} differs from {first[0]}"
+        if engine == "duckdb":
+            SEEN[self.name] = (engine, self.fingerprints)
+        elif self.name in SEEN:
+            assert self.fingerprints == SEEN[self.name][1], f"{engine} differs from duckdb"
+        else:
+            warnings.warn(f"{self.name}: no DuckDB run in this session to compare {engine} with", stacklevel=2)
 
 
 @pytest.fixture
@@ -181,3 +189,78 @@ def test_nothing_to_do_sends_nothing(scenario):
         "success", 0, 0, 0, 30,
     )
     s.check_same_as_first_engine()
+
+
+def test_dbt_build_with_every_data_and_unit_test_passes(make_engine_project):
+    """The package's hook, models, data tests and unit tests, unchanged, on each engine."""
+    project = make_engine_project([CHURN, {"model": "crm_leads", "name": "CRM leads"}])
+    project.set_audience("churn_audience", {"external_id": ids("u", 0, 10)})
+    project.set_audience("crm_leads", {"alias_name": ["lead-1"], "alias_label": ["crm"]})
+    result = project.dbt("build", "--exclude", "cohort_sync_publish")
+    assert result.success, failure_text(result)
+    kinds = [getattr(r.node.resource_type, "value", r.node.resource_type) for r in result.result.results]
+    # the hook, two audiences and five package models, its 14 unit tests and its data tests
+    assert kinds.count("operation") == 1 and kinds.count("model") == 7, kinds
+    assert kinds.count("unit_test") == 14 and kinds.count("test") > 30, kinds
+
+
+class Crash(Exception):
+    """Stands for the process dying mid-cycle (raised where no handler catches it)."""
+
+
+def test_a_crash_between_applying_and_logging_a_batch_is_repaired(scenario, monkeypatch):
+    """The state is written, the delivery log is not (on Spark: appended, not logged):
+    the next run sends the batch again and ends exactly at the audience."""
+    s = scenario([CHURN])
+    members = ids("u", 0, 2500)
+    s.project.set_audience("churn_audience", {"external_id": members})
+    s.sync()
+    now = members[5:] + ids("new", 0, 5)
+    s.project.set_audience("churn_audience", {"external_id": now})
+
+    log_acknowledged = Ledger._log_acknowledged
+
+    def crash(self, run_id, plan_id, *args):
+        # Every attempt to log a batch dies, as the process would: nothing
+        # of this run (not even its own clean-up) gets to log it.
+        if plan_id is not None:
+            raise Crash
+        return log_acknowledged(self, run_id, plan_id, *args)
+
+    monkeypatch.setattr(Ledger, "_log_acknowledged", crash)
+    publish = ["publish", "--project-dir", str(s.project.root), "--profiles-dir", str(s.project.root)]
+    sent = len(s.requests())
+    if s.project.warehouse.publishes_in_dbt:  # DuckDB: the crash is in dbt's publish model
+        assert "Crash" in failure_text(s.project.run())
+        monkeypatch.setattr(Ledger, "_log_acknowledged", log_acknowledged)
+        assert s.project.run().success
+    else:  # a scheduler's `cohort-sync publish`, twice on the same plan
+        assert s.project.run().success
+        with pytest.raises(Crash):
+            cli_main(publish)
+        monkeypatch.setattr(Ledger, "_log_acknowledged", log_acknowledged)
+        assert cli_main(publish) == 0
+    batches = [(r["adds"], r["removes"]) for r in s.requests(sent)]
+    assert batches == [(5, 5), (5, 5)], (s.requests(sent), s.project.history())  # acknowledged, not logged: sent again
+    assert s.braze.cohorts()["churn_audience"]["user_ids"] == sorted(now)
+    assert s.project.published("churn_audience") == {f"external_id:{m}" for m in now}
+    assert s.project.query("select count(*) from cohort_sync_published_state") == [(len(now),)]
+    s.fingerprints.append(fingerprint(s.project, s.braze))
+    s.check_same_as_first_engine()
+
+
+def test_an_unreachable_postgres_target_is_a_clear_error_without_its_password(
+    tmp_path, braze_env, postgres_server, capsys
+):
+    class Unreachable(PostgresWarehouse):
+        def output(self):
+            return {**super().output(), "port": free_port(), "password": "PGSECRET-7f3a9c"}
+
+    project = SyncProject(tmp_path / "project", [CHURN], lambda root: Unreachable(root, postgres_server))
+    project.set_audience("churn_audience", {"external_id": ["u1"]})
+    assert project.dbt("parse").success
+    code = cli_main(["publish", "--project-dir", str(project.root), "--profiles-dir", str(project.root)])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "cannot connect to target 'dev' (postgres)" in err
+    assert "PGSECRET" not in err

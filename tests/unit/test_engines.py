@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timezone
+from types import SimpleNamespace
 
 import pytest
 
-from cohort_sync.engines import PostgresEngine, spark_literal
+from cohort_sync.engines import PostgresEngine, SparkEngine, spark_literal
 from cohort_sync.ledger import Relations
+from cohort_sync.warehouse import redact_credentials
 
 NASTY = ["plain", "it's", "back\\slash", "\\'", "new\nline", "'; drop table x; --", "ünïcødé", ""]
 
@@ -35,6 +37,24 @@ def test_spark_literals_of_each_type():
     assert spark_literal(12) == "12"
     assert spark_literal(datetime(2026, 11, 22, 8, 5, 3, 120)) == "timestamp'2026-11-22 08:05:03.000120'"
     assert spark_literal("it's") == "'it\\'s'"
+
+
+@pytest.mark.parametrize("value", [b"bytes", float("nan"), object(), datetime(2026, 1, 1, tzinfo=timezone.utc)])
+def test_spark_literal_refuses_what_it_cannot_render_exactly(value):
+    with pytest.raises(TypeError):
+        spark_literal(value)
+
+
+def test_spark_statements_need_one_value_per_placeholder():
+    engine = SparkEngine.__new__(SparkEngine)
+    assert engine._render("select ? where a = ?", ["it's", 2]) == "select 'it\\'s' where a = 2"
+    with pytest.raises(TypeError, match="2 placeholders for 1 parameters"):
+        engine._render("select ? where a = ?", ["x"])
+
+
+def test_connection_errors_mask_the_profile_secrets():
+    credentials = SimpleNamespace(password="s3cr3t-pw", token=None)
+    assert redact_credentials("login failed for s3cr3t-pw@db", credentials) == "login failed for ****@db"
 
 
 def test_postgres_placeholders_refuse_a_literal_percent():
