@@ -7,9 +7,15 @@
       cohort_id: churn_risk              # stable id Braze stores (default: model)
       package: my_project                # package of the model (default: the root project)
       description: "..."                 # optional, for people
+      schedule: daily                    # when it publishes (default every_run), or a mapping:
+      # schedule: {every: weekly, at: "06:30", weekday: monday, timezone: Europe/Paris}
+      #   every: every_run | hourly | daily | weekly | monthly | once
+      #   at: "HH:MM" (hourly: ":MM"), weekday (weekly), day 1-31 (monthly),
+      #   timezone (IANA name, default UTC)
 
   Returns the validated declarations as dicts with keys cohort_id, name,
-  model, package and description. A malformed declaration fails compilation with a
+  model, package, description and schedule (every, at, weekday, day,
+  timezone). A malformed declaration fails compilation with a
   message naming the cohort and the field.
 #}
 {% macro declared_cohorts() %}
@@ -17,7 +23,7 @@
 {% endmacro %}
 
 {% macro default__declared_cohorts() %}
-  {%- set allowed_fields = ['model', 'name', 'cohort_id', 'package', 'description'] -%}
+  {%- set allowed_fields = ['model', 'name', 'cohort_id', 'package', 'description', 'schedule'] -%}
   {%- set registry = var('cohort_sync_cohorts', []) -%}
   {%- if registry is none -%}
     {%- set registry = [] -%}
@@ -61,7 +67,8 @@
         'name': name | string | trim,
         'model': model | trim,
         'package': (entry.get('package') or project_name) | string | trim,
-        'description': entry.get('description') or ''
+        'description': entry.get('description') or '',
+        'schedule': cohort_sync.cohort_schedule(entry.get('schedule'), label)
     }) -%}
   {%- endfor -%}
   {{ return(cohorts) }}
@@ -69,8 +76,82 @@
 
 
 {#
+  One cohort's schedule, validated: a name (`daily`) or one mapping. A list
+  is refused: a cohort has one live schedule.
+#}
+{% macro cohort_schedule(value, label) %}
+  {%- set kinds = ['every_run', 'hourly', 'daily', 'weekly', 'monthly', 'once'] -%}
+  {%- set weekdays = ['monday', 'tuesday', 'wednesday', 'thursday', 'friday', 'saturday', 'sunday'] -%}
+  {%- set fail = "cohort_sync: " ~ label ~ ": field 'schedule' " -%}
+  {%- if value is none -%}
+    {%- set value = 'every_run' -%}
+  {%- endif -%}
+  {%- if value is string -%}
+    {%- set value = {'every': value} -%}
+  {%- endif -%}
+  {%- if value is not mapping -%}
+    {{ exceptions.raise_compiler_error(fail ~ "must be one schedule (a name such as daily, or a mapping with 'every'): a cohort has one live schedule, got: " ~ value) }}
+  {%- endif -%}
+  {%- for key in value if key not in ['every', 'at', 'weekday', 'day', 'timezone'] -%}
+    {{ exceptions.raise_compiler_error(fail ~ "has an unknown setting '" ~ key ~ "'; allowed are every, at, weekday, day, timezone") }}
+  {%- endfor -%}
+  {%- set every = value.get('every') | string | trim | lower -%}
+  {%- if every not in kinds -%}
+    {{ exceptions.raise_compiler_error(fail ~ "must be one of " ~ kinds | join(', ') ~ ", got: " ~ value.get('every')) }}
+  {%- endif -%}
+  {%- set fixed = every in ['every_run', 'once'] -%}
+  {%- for key in ['at', 'weekday', 'day', 'timezone'] if value.get(key) is not none and fixed -%}
+    {{ exceptions.raise_compiler_error(fail ~ "'" ~ every ~ "' takes no '" ~ key ~ "'") }}
+  {%- endfor -%}
+  {%- if value.get('weekday') is not none and every != 'weekly' -%}
+    {{ exceptions.raise_compiler_error(fail ~ "'weekday' applies to weekly schedules only") }}
+  {%- endif -%}
+  {%- if value.get('day') is not none and every != 'monthly' -%}
+    {{ exceptions.raise_compiler_error(fail ~ "'day' applies to monthly schedules only") }}
+  {%- endif -%}
+
+  {%- set at = value.get('at') -%}
+  {%- if at is number -%}
+    {{ exceptions.raise_compiler_error(fail ~ "'at' must be quoted text such as \"06:30\" (YAML reads 06:30 unquoted as the number " ~ at ~ ")") }}
+  {%- endif -%}
+  {%- if every == 'hourly' -%}
+    {%- set at = at if at is not none else ':00' -%}
+    {%- if not modules.re.match('^:[0-5][0-9]$', at | string) -%}
+      {{ exceptions.raise_compiler_error(fail ~ "'at' of an hourly schedule is the minute, as \":15\", got: " ~ at) }}
+    {%- endif -%}
+    {%- set at = '00' ~ at -%}
+  {%- elif not fixed -%}
+    {%- set at = at if at is not none else '00:00' -%}
+    {%- if not modules.re.match('^([01][0-9]|2[0-3]):[0-5][0-9]$', at | string) -%}
+      {{ exceptions.raise_compiler_error(fail ~ "'at' must be a time of day as \"HH:MM\" (24-hour), got: " ~ at) }}
+    {%- endif -%}
+  {%- endif -%}
+
+  {%- set weekday = none -%}
+  {%- if every == 'weekly' -%}
+    {%- set weekday = (value.get('weekday') or 'monday') | string | trim | lower -%}
+    {%- if weekday not in weekdays -%}
+      {{ exceptions.raise_compiler_error(fail ~ "'weekday' must be one of " ~ weekdays | join(', ') ~ ", got: " ~ value.get('weekday')) }}
+    {%- endif -%}
+  {%- endif -%}
+  {%- set day = none -%}
+  {%- if every == 'monthly' -%}
+    {%- set day = value.get('day', 1) -%}
+    {%- if day is not number or day != day | int or day < 1 or day > 31 -%}
+      {{ exceptions.raise_compiler_error(fail ~ "'day' must be a day of the month from 1 to 31 (the last day in shorter months), got: " ~ day) }}
+    {%- endif -%}
+  {%- endif -%}
+  {%- set tz = value.get('timezone') or 'UTC' -%}
+  {%- if tz not in modules.pytz.all_timezones -%}
+    {{ exceptions.raise_compiler_error(fail ~ "'timezone' must be an IANA time zone such as Europe/Paris, got: " ~ tz) }}
+  {%- endif -%}
+  {{ return({'every': every, 'at': (none if fixed else at), 'weekday': weekday, 'day': day, 'timezone': (none if fixed else tz)}) }}
+{% endmacro %}
+
+
+{#
   The declared cohorts as a select of literals (cohort_id, cohort_name,
-  model_name), for use as a CTE body.
+  model_name and the schedule_* columns), for use as a CTE body.
 #}
 {% macro declared_cohorts_sql() %}
   {{ return(adapter.dispatch('declared_cohorts_sql', 'cohort_sync')()) }}
@@ -82,13 +163,23 @@
     select
         cast({{ cohort_sync.quoted_literal(cohort.cohort_id) }} as {{ string }}) as cohort_id,
         cast({{ cohort_sync.quoted_literal(cohort.name) }} as {{ string }}) as cohort_name,
-        cast({{ cohort_sync.quoted_literal(cohort.model) }} as {{ string }}) as model_name
+        cast({{ cohort_sync.quoted_literal(cohort.model) }} as {{ string }}) as model_name,
+        cast({{ cohort_sync.quoted_literal(cohort.schedule.every) }} as {{ string }}) as schedule_every,
+        cast({{ cohort_sync.quoted_literal(cohort.schedule.at) if cohort.schedule.at else 'null' }} as {{ string }}) as schedule_at,
+        cast({{ cohort_sync.quoted_literal(cohort.schedule.weekday) if cohort.schedule.weekday else 'null' }} as {{ string }}) as schedule_weekday,
+        cast({{ cohort.schedule.day if cohort.schedule.day else 'null' }} as {{ dbt.type_int() }}) as schedule_day,
+        cast({{ cohort_sync.quoted_literal(cohort.schedule.timezone) if cohort.schedule.timezone else 'null' }} as {{ string }}) as schedule_timezone
     {% if not loop.last %}union all{% endif %}
   {%- else %}
     select
         cast(null as {{ string }}) as cohort_id,
         cast(null as {{ string }}) as cohort_name,
-        cast(null as {{ string }}) as model_name
+        cast(null as {{ string }}) as model_name,
+        cast(null as {{ string }}) as schedule_every,
+        cast(null as {{ string }}) as schedule_at,
+        cast(null as {{ string }}) as schedule_weekday,
+        cast(null as {{ dbt.type_int() }}) as schedule_day,
+        cast(null as {{ string }}) as schedule_timezone
     where 1 = 0
   {%- endfor %}
 {% endmacro %}

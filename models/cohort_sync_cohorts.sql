@@ -6,6 +6,9 @@
     var cohort_sync_clear_cohorts: every member is removed) or 'keep' (no
     longer declared: its Braze members are kept, and a test warns);
   - name_status: 'new' and 'renamed' cohorts go through the name endpoint;
+  - publish_now: listed in var cohort_sync_publish_now (the manual
+    trigger): published regardless of its schedule, and a run that has such
+    cohorts publishes only them;
   - guard_status: 'blocked' when the plan would empty the cohort, or remove
     more than var cohort_sync_max_removal_share of its published members
     (when at least var cohort_sync_min_removals_to_guard are removed);
@@ -15,6 +18,11 @@
 {%- set string = dbt.type_string() -%}
 {%- set cleared = cohort_sync.cleared_cohorts() -%}
 {%- set allowed = cohort_sync.cohort_id_list('cohort_sync_allow_removals') -%}
+{%- set publish_now = cohort_sync.cohort_id_list('cohort_sync_publish_now') -%}
+{%- set declared_ids = cohort_sync.declared_cohorts() | map(attribute='cohort_id') | list -%}
+{%- for cohort_id in publish_now if cohort_id not in declared_ids -%}
+  {{ exceptions.raise_compiler_error("cohort_sync: var 'cohort_sync_publish_now' names '" ~ cohort_id ~ "', which is not declared in cohort_sync_cohorts") }}
+{%- endfor -%}
 {%- set max_share = var('cohort_sync_max_removal_share', 0.5) -%}
 {%- set min_removals = var('cohort_sync_min_removals_to_guard', 100) -%}
 {%- if max_share is not number or max_share < 0 or max_share > 1 -%}
@@ -84,7 +92,12 @@ combined as (
         coalesce(published_members.members, 0) as published_members,
         coalesce(planned.planned_adds, 0) as planned_adds,
         coalesce(planned.planned_removes, 0) as planned_removes,
-        coalesce(planned.planned_batches, 0) as planned_batches
+        coalesce(planned.planned_batches, 0) as planned_batches,
+        coalesce(declared.schedule_every, 'every_run') as schedule_every,
+        declared.schedule_at,
+        declared.schedule_weekday,
+        declared.schedule_day,
+        declared.schedule_timezone
     from known
     left join declared on declared.cohort_id = known.cohort_id
     left join braze_names on braze_names.cohort_id = known.cohort_id
@@ -136,7 +149,17 @@ final as (
             {%- endif %}
             else 'blocked'
         end as guard_status,
-        case when action = 'keep' then null else guard_reason end as guard_reason
+        case when action = 'keep' then null else guard_reason end as guard_reason,
+        schedule_every,
+        schedule_at,
+        schedule_weekday,
+        schedule_day,
+        schedule_timezone,
+        {% if publish_now -%}
+        cohort_id in {{ cohort_sync.literal_list(publish_now) }}
+        {%- else -%}
+        1 = 0
+        {%- endif %} as publish_now
     from judged
 )
 

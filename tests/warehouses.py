@@ -52,13 +52,13 @@ class Warehouse:
             )
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
+        """Rows of `sql` (`?` placeholders) in the project's schema."""
+        return self.columns(sql, params)[1]
+
+    def columns(self, sql: str, params: Sequence[Any] = ()) -> tuple[list[str], list[tuple]]:
+        """Column names and rows of `sql`."""
         with duckdb.connect(str(self.database)) as con:
             cursor = con.execute(sql, list(params))
-            return cursor.fetchall()
-
-    def columns(self, sql: str) -> tuple[list[str], list[tuple]]:
-        with duckdb.connect(str(self.database)) as con:
-            cursor = con.execute(sql)
             return [d[0] for d in cursor.description], cursor.fetchall()
 
 
@@ -154,24 +154,15 @@ class PostgresWarehouse(Warehouse):
                            [list(columns[n]) for n in names])
         connection.close()
 
-    def columns(self, sql):
-        connection = self.server.connect(self.dbname)
-        with connection.cursor() as cursor:
-            cursor.execute(f"set search_path to {self.schema}")
-            cursor.execute(sql.replace("?", "%s"))
-            names = [d[0] for d in cursor.description]
-            rows = cursor.fetchall()
-        connection.close()
-        return names, rows
-
-    def query(self, sql, params=()):
+    def columns(self, sql, params=()):
         connection = self.server.connect(self.dbname)
         with connection.cursor() as cursor:
             cursor.execute(f"set search_path to {self.schema}")
             cursor.execute(sql.replace("?", "%s"), list(params))
+            names = [d[0] for d in cursor.description]
             rows = cursor.fetchall()
         connection.close()
-        return rows
+        return names, rows
 
 
 POSTGRES_TYPES = {"string": "text", "bigint": "bigint", "int": "integer"}
@@ -249,15 +240,11 @@ class SparkWarehouse(Warehouse):
             f"{self.raw_schema}.{table}"
         )
 
-    def columns(self, sql):
-        session = self.spark.session
-        session.catalog.setCurrentDatabase(self.schema)
-        frame = session.sql(sql)
-        return frame.columns, [tuple(row) for row in frame.collect()]
-
-    def query(self, sql, params=()):
+    def columns(self, sql, params=()):
         from cohort_sync.engines import PLACEHOLDER, spark_literal
 
         values = iter(params)
-        sql = PLACEHOLDER.sub(lambda _: spark_literal(next(values)), sql)
-        return self.columns(sql)[1]
+        session = self.spark.session
+        session.catalog.setCurrentDatabase(self.schema)
+        frame = session.sql(PLACEHOLDER.sub(lambda _: spark_literal(next(values)), sql))
+        return frame.columns, [tuple(row) for row in frame.collect()]

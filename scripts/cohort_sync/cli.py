@@ -1,6 +1,7 @@
 """`cohort-sync`: publish from any scheduler, inspect history, run the local endpoint.
 
-    cohort-sync publish [--dry-run]     send the planned changes to Braze
+    cohort-sync publish [--dry-run]     send the planned changes of the cohorts due
+    cohort-sync publish --cohort ID --now   publish one cohort regardless of its schedule
     cohort-sync status                  recent publish history
     cohort-sync local-braze             the local Braze-compatible endpoint
 
@@ -63,6 +64,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="publish this cohort even if its guard blocks it (mass removal, emptying); repeatable",
     )
 
+    publish_cmd.add_argument(
+        "--cohort",
+        action="append",
+        default=[],
+        metavar="COHORT_ID",
+        help="publish only this cohort (when due, or at once with --now); repeatable",
+    )
+    publish_cmd.add_argument(
+        "--now", action="store_true", help="publish regardless of schedules (the manual trigger)"
+    )
+
     status_cmd = commands.add_parser("status", help="recent publish history")
     _add_target_arguments(status_cmd)
     status_cmd.add_argument("--limit", type=int, default=20, help="rows to show (default 20)")
@@ -99,7 +111,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _publish(args: argparse.Namespace) -> int:
     options = PublishOptions.from_env(
-        dry_run=args.dry_run, full_resync=args.full_resync, allow_removals=args.allow_removals
+        dry_run=args.dry_run, full_resync=args.full_resync, allow_removals=args.allow_removals,
+        only=args.cohort, now=args.now,
     )
     target = resolve_target(args.project_dir, args.profiles_dir, args.profile, args.target)
     summary = publish_run(lambda: open_ledger(target), entry_point="cli", options=options)

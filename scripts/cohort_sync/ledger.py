@@ -29,6 +29,7 @@ from .payload import (
     compose_cohort_changes,
     request_for,
 )
+from .schedule import Schedule
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +80,9 @@ class CohortPlan:
     guard_reason: str | None
     braze_cohort_name: str | None
     braze_created_at: datetime | None
+    schedule: Schedule = Schedule()
+    last_success: datetime | None = None  # start of the cohort's last successful sync
+    publish_now: bool = False  # var cohort_sync_publish_now: the manual trigger in dbt
 
     @property
     def needs_name(self) -> bool:
@@ -153,13 +157,25 @@ class Ledger:
         rows = self.engine.query(
             f"""
             select c.cohort_id, c.cohort_name, c.action, c.guard_status, c.guard_reason,
-                   p.cohort_name, p.created_at
+                   p.cohort_name, p.created_at,
+                   c.schedule_every, c.schedule_at, c.schedule_weekday, c.schedule_day, c.schedule_timezone,
+                   h.last_success, c.publish_now
             from {r.cohorts} as c
             left join {r.published_cohorts} as p on p.cohort_id = c.cohort_id
+            left join (
+                select cohort_id, max(started_at) as last_success
+                from {r.run_history}
+                where status = 'success'
+                group by cohort_id
+            ) as h on h.cohort_id = c.cohort_id
             order by c.cohort_id
             """
         )
-        return [CohortPlan(*row) for row in rows]
+        return [
+            CohortPlan(*row[:7], schedule=Schedule.from_columns(*row[7:12]), last_success=row[12],
+                       publish_now=bool(row[13]))
+            for row in rows
+        ]
 
     def plan_id(self) -> str | None:
         """The id of the plan in cohort_sync_changes (None when it is empty)."""
@@ -427,9 +443,19 @@ class Ledger:
             f"select count(*) from {self.relations.published_state} where cohort_id = ?", [cohort_id]
         )[0][0])
 
-    def write_history(self, row: HistoryRow) -> None:
-        with self.engine.transaction():
-            self._insert_rows("run_history", HISTORY_COLUMNS, [tuple(getattr(row, n) for n in HISTORY_COLUMNS)])
+    def member_counts(self) -> dict[str, int]:
+        """Published members per cohort."""
+        rows = self.engine.query(
+            f"select cohort_id, count(*) from {self.relations.published_state} group by cohort_id"
+        )
+        return {cohort_id: int(count) for cohort_id, count in rows}
+
+    def write_history(self, *rows: HistoryRow) -> None:
+        if rows:
+            with self.engine.transaction():
+                self._insert_rows(
+                    "run_history", HISTORY_COLUMNS, [tuple(getattr(row, n) for n in HISTORY_COLUMNS) for row in rows]
+                )
 
     def history(self, limit: int = 20, run_id: str | None = None) -> list[HistoryRow]:
         """Recent history rows, newest first (or all rows of one run)."""

@@ -1,6 +1,8 @@
 """The publish loop: one code path behind `dbt run` and `cohort-sync publish`.
 
-For each cohort of cohort_sync_cohorts to publish: skip it if its guard
+For each cohort of cohort_sync_cohorts to publish: record it as not_due
+if its schedule does not call for this run (unless triggered by hand:
+--cohort/--now, or var cohort_sync_publish_now); skip it if its guard
 blocks it (unless allowed for this run), call the name endpoint if Braze
 does not know the cohort under its name, then send the cohort's pending
 batches, noting each request in flight before sending it and recording its
@@ -44,6 +46,8 @@ class PublishOptions:
     dry_run: bool = False
     full_resync: bool = False
     allow_removals: frozenset[str] = frozenset()
+    only: frozenset[str] = frozenset()  # publish these cohorts only (all when empty)
+    now: bool = False  # publish regardless of schedules (the manual trigger)
     lock_ttl_seconds: float = 900.0
     concurrency: int = 16
 
@@ -61,8 +65,9 @@ class PublishOptions:
             if value <= 0:
                 raise ConfigError(f"{name} must be a positive {'whole ' if kind is int else ''}number")
             options[key] = value
-        if "allow_removals" in options:
-            options["allow_removals"] = frozenset(options["allow_removals"] or ())
+        for key in ("allow_removals", "only"):
+            if key in options:
+                options[key] = frozenset(options[key] or ())
         return cls(**options)
 
 
@@ -78,7 +83,7 @@ class RunSummary:
 
     @property
     def ok(self) -> bool:
-        return self.stopped is None and all(row.status in ("success", "dry_run") for row in self.rows)
+        return self.stopped is None and all(row.status in ("success", "dry_run", "not_due") for row in self.rows)
 
     @property
     def requests(self) -> int:
@@ -123,10 +128,23 @@ def publish(
         run_id=run_id or uuid.uuid4().hex, entry_point=entry_point, dry_run=options.dry_run
     )
     lock = _RunLock(ledger, summary.run_id, options.lock_ttl_seconds, clock)
+    not_due: list[HistoryRow] = []
     if not options.dry_run:
         lock.acquire(entry_point)
     try:
-        for cohort in ledger.cohorts():
+        cohorts = ledger.cohorts()
+        unknown = sorted(options.only - {cohort.cohort_id for cohort in cohorts})
+        if unknown:
+            raise ConfigError(
+                f"no cohort {', '.join(map(repr, unknown))} in cohort_sync_cohorts "
+                f"(known: {', '.join(c.cohort_id for c in cohorts) or 'none'})"
+            )
+        # The manual trigger: --cohort (and --now), or var cohort_sync_publish_now in the plan.
+        only = options.only or {cohort.cohort_id for cohort in cohorts if cohort.publish_now}
+        members: dict[str, int] | None = None
+        for cohort in cohorts:
+            if only and cohort.cohort_id not in only:
+                continue
             if cohort.action == "keep":
                 log.warning(
                     "cohort '%s' is no longer declared: its Braze members are kept; to remove them, "
@@ -134,12 +152,34 @@ def publish(
                     cohort.cohort_id,
                 )
                 continue
+            forced = options.now or cohort.publish_now
+            if not forced and not cohort.schedule.is_due(cohort.last_success, clock()):
+                members = ledger.member_counts() if members is None else members
+                not_due.append(_not_due(cohort, summary, members.get(cohort.cohort_id, 0), clock))
+                continue
             if not _run_cohort(ledger, client, cohort, summary, options, lock, clock):
                 break
     finally:
+        ledger.write_history(*not_due)  # in one statement: most ticks of a frequent scheduler
         if not options.dry_run:
             lock.release()
     return summary
+
+
+def _not_due(cohort: CohortPlan, summary: RunSummary, members: int, clock: Callable[[], datetime]) -> HistoryRow:
+    """The history row of a cohort whose schedule did not call for this run."""
+    now = clock()
+    row = HistoryRow(
+        run_id=summary.run_id, cohort_id=cohort.cohort_id, cohort_name=cohort.cohort_name,
+        entry_point=summary.entry_point, started_at=now, finished_at=now, status="not_due",
+        members_after=members,
+    )
+    summary.rows.append(row)
+    log.info(
+        "cohort '%s' is not due (%s; last synced %s)", cohort.cohort_id, cohort.schedule.describe(),
+        f"{cohort.last_success:%Y-%m-%d %H:%M} UTC" if cohort.last_success else "never",
+    )
+    return row
 
 
 def _run_cohort(ledger, client, cohort, summary, options, lock, clock) -> bool:

@@ -199,8 +199,8 @@ def test_dbt_build_with_every_data_and_unit_test_passes(make_engine_project):
     result = project.dbt("build", "--exclude", "cohort_sync_publish")
     assert result.success, failure_text(result)
     kinds = [getattr(r.node.resource_type, "value", r.node.resource_type) for r in result.result.results]
-    # the hook, two audiences and five package models, its 14 unit tests and its data tests
-    assert kinds.count("operation") == 1 and kinds.count("model") == 7, kinds
+    # the hook, two audiences and six package models, its 14 unit tests and its data tests
+    assert kinds.count("operation") == 1 and kinds.count("model") == 8, kinds
     assert kinds.count("unit_test") == 14 and kinds.count("test") > 30, kinds
 
 
