@@ -3,6 +3,7 @@
     cohort-sync publish [--dry-run]     send the planned changes of the cohorts due
     cohort-sync publish --cohort ID --now   publish one cohort regardless of its schedule
     cohort-sync status                  recent publish history
+    cohort-sync report -o report.html   an HTML page: cohort sizes over time, recent runs
     cohort-sync local-braze             the local Braze-compatible endpoint
 
 Exit status: 0 when every cohort succeeded, 1 when a cohort failed, was
@@ -79,6 +80,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_target_arguments(status_cmd)
     status_cmd.add_argument("--limit", type=int, default=20, help="rows to show (default 20)")
 
+    report_cmd = commands.add_parser(
+        "report", help="write an HTML page: each cohort's size over time and the recent runs"
+    )
+    _add_target_arguments(report_cmd)
+    report_cmd.add_argument(
+        "--output", "-o", default="cohort_sync_report.html", help="where to write it (default: %(default)s)"
+    )
+    report_cmd.add_argument("--limit", type=int, default=50, help="recent runs to list (default 50)")
+
     local = commands.add_parser(
         "local-braze",
         help="run the local Braze-compatible endpoint (keys from the BRAZE_* variables)",
@@ -103,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
             return _publish(args)
         if args.command == "status":
             return _status(args)
+        if args.command == "report":
+            return _report(args)
         return _local_braze(args)
     except (ConfigError, WarehouseError, LockHeldError) as exc:
         print(f"cohort-sync: {exc}", file=sys.stderr)
@@ -132,6 +144,24 @@ def _status(args: argparse.Namespace) -> int:
     finally:
         ledger.close()
     print(format_table(rows, history=True))
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from datetime import datetime, timezone
+    from pathlib import Path
+
+    from .report import render_report
+
+    target = resolve_target(args.project_dir, args.profiles_dir, args.profile, args.target)
+    ledger = open_ledger(target)
+    try:
+        sizes, recent = ledger.successful_syncs(), ledger.history(limit=args.limit)
+    finally:
+        ledger.close()
+    page = render_report(sizes, recent, datetime.now(timezone.utc))
+    Path(args.output).write_text(page, encoding="utf-8")
+    print(f"cohort-sync: wrote {args.output} ({len({row.cohort_id for row in sizes})} cohorts, {len(recent)} recent runs)")
     return 0
 
 

@@ -457,6 +457,14 @@ class Ledger:
                     "run_history", HISTORY_COLUMNS, [tuple(getattr(row, n) for n in HISTORY_COLUMNS) for row in rows]
                 )
 
+    def successful_syncs(self) -> list[HistoryRow]:
+        """Every successful sync, per cohort in time order: the cohorts' sizes over time."""
+        rows = self.engine.query(
+            f"""select {', '.join(HISTORY_COLUMNS)} from {self.relations.run_history}
+                where status = 'success' order by cohort_id, started_at"""
+        )
+        return [HistoryRow(*row) for row in rows]
+
     def history(self, limit: int = 20, run_id: str | None = None) -> list[HistoryRow]:
         """Recent history rows, newest first (or all rows of one run)."""
         where, params = ("where run_id = ?", [run_id]) if run_id else ("", [])

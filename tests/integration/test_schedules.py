@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from datetime import datetime, timedelta
+from html.parser import HTMLParser
 
 import duckdb
 import pytest
@@ -137,3 +138,46 @@ def test_manual_trigger_and_history_through_dbt_and_the_cli(make_project, braze)
     ]
     status = project.cli("cohort-sync", "status")
     assert "not_due" in status.stdout
+
+    # The report: one chart per cohort (a point per successful sync), the recent runs.
+    written = project.cli("cohort-sync", "report", "--output", str(project.root / "report.html"))
+    assert written.returncode == 0, written.stderr
+    page = ReportPage((project.root / "report.html").read_text())
+    assert page.points == {"always": 2, "once": 3}
+    assert page.sizes == {"always": ["1", "1"], "once": ["1", "1", "1"]}
+    assert page.statuses == ["success", "success", "success", "not_due", "success", "success"][::-1]
+    assert page.external == [] and page.scripts == 0
+
+
+class ReportPage(HTMLParser):
+    """What the report shows: points per cohort's chart, run rows, anything external."""
+
+    def __init__(self, html: str) -> None:
+        super().__init__()
+        self.points: dict[str, int] = defaultdict(int)
+        self.sizes: dict[str, list[str]] = defaultdict(list)
+        self.statuses: list[str] = []
+        self.external: list[str] = []
+        self.scripts = 0
+        self._cohort: str | None = None
+        self._in: str | None = None
+        self.feed(html)
+        self.points, self.sizes = dict(self.points), dict(self.sizes)
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        self.external += [v for k, v in attrs.items() if k in ("src", "href") and v]
+        self.scripts += tag == "script"
+        if tag == "section":
+            self._cohort = attrs.get("data-cohort")
+        elif tag == "circle" and self._cohort:
+            self.points[self._cohort] += 1
+        elif tag in ("title", "td"):
+            self._in = tag if tag == "title" else attrs.get("class")
+
+    def handle_data(self, data):
+        if self._in == "title" and self._cohort:
+            self.sizes[self._cohort].append(data.rsplit(": ", 1)[-1])
+        elif self._in in ("success", "not_due", "failed", "blocked", "dry_run"):
+            self.statuses.append(data)
+        self._in = None
