@@ -61,6 +61,18 @@
 {% endmacro %}
 
 
+{# One state table, from its (name, type) columns. #}
+{% macro create_state_table(relation, columns) %}
+  {%- call statement('cohort_sync_create_' ~ relation.identifier) -%}
+    create table if not exists {{ relation }} (
+      {%- for column_name, data_type in columns %}
+      {{ column_name }} {{ data_type }}{{ "," if not loop.last }}
+      {%- endfor %}
+    )
+  {%- endcall -%}
+{% endmacro %}
+
+
 {% macro create_state_tables() %}
   {{ return(adapter.dispatch('create_state_tables', 'cohort_sync')()) }}
 {% endmacro %}
@@ -73,13 +85,7 @@
     {%- for table_name, columns in tables.items() -%}
       {%- set relation = cohort_sync.state_relation(table_name) -%}
       {%- if adapter.get_relation(relation.database, relation.schema, relation.identifier) is none -%}
-        {%- call statement('cohort_sync_create_' ~ table_name) -%}
-          create table if not exists {{ relation }} (
-            {%- for column_name, data_type in columns %}
-            {{ column_name }} {{ data_type }}{{ "," if not loop.last }}
-            {%- endfor %}
-          )
-        {%- endcall -%}
+        {%- do cohort_sync.create_state_table(relation, columns) -%}
         {%- do created.append(table_name) -%}
       {%- endif -%}
     {%- endfor -%}
@@ -119,13 +125,7 @@
       {%- set stored = cohort_sync.state_relation(table_name ~ '_events') if table_name in keys else relation -%}
       {%- set stored_columns = columns + ([('is_live', dbt.type_boolean()), ('event_seq', dbt.type_bigint())] if table_name in keys else []) -%}
       {%- if adapter.get_relation(stored.database, stored.schema, stored.identifier) is none -%}
-        {%- call statement('cohort_sync_create_' ~ stored.identifier) -%}
-          create table if not exists {{ stored }} (
-            {%- for column_name, data_type in stored_columns %}
-            {{ column_name }} {{ data_type }}{{ "," if not loop.last }}
-            {%- endfor %}
-          )
-        {%- endcall -%}
+        {%- do cohort_sync.create_state_table(stored, stored_columns) -%}
       {%- endif -%}
       {%- set existing = adapter.get_relation(relation.database, relation.schema, relation.identifier) if table_name in keys else none -%}
       {%- if existing is not none and not existing.is_view -%}

@@ -21,6 +21,8 @@ from typing import Any
 
 import duckdb
 
+from cohort_sync.engines import pyformat, spark_sql
+
 ENGINES = ("duckdb", "postgres", "spark")
 
 
@@ -158,7 +160,7 @@ class PostgresWarehouse(Warehouse):
         connection = self.server.connect(self.dbname)
         with connection.cursor() as cursor:
             cursor.execute(f"set search_path to {self.schema}")
-            cursor.execute(sql.replace("?", "%s"), list(params))
+            cursor.execute(pyformat(sql), list(params))
             names = [d[0] for d in cursor.description]
             rows = cursor.fetchall()
         connection.close()
@@ -241,10 +243,7 @@ class SparkWarehouse(Warehouse):
         )
 
     def columns(self, sql, params=()):
-        from cohort_sync.engines import PLACEHOLDER, spark_literal
-
-        values = iter(params)
         session = self.spark.session
         session.catalog.setCurrentDatabase(self.schema)
-        frame = session.sql(PLACEHOLDER.sub(lambda _: spark_literal(next(values)), sql))
+        frame = session.sql(spark_sql(sql, params))
         return frame.columns, [tuple(row) for row in frame.collect()]

@@ -17,6 +17,8 @@ import argparse
 import logging
 import os
 import sys
+from collections.abc import Callable
+from typing import TypeVar
 
 from .config import (
     DATA_IMPORT_KEY_VAR,
@@ -24,12 +26,13 @@ from .config import (
     PARTNER_NAME_VAR,
     ConfigError,
 )
-from .ledger import LockHeldError
+from .ledger import Ledger, LockHeldError
 from .publish import PublishOptions, publish_run
 from .summary import format_run, format_table
 from .warehouse import WarehouseError, open_ledger, resolve_target
 
 log = logging.getLogger("cohort_sync")
+T = TypeVar("T")
 
 
 def _add_target_arguments(parser: argparse.ArgumentParser) -> None:
@@ -136,14 +139,18 @@ def _publish(args: argparse.Namespace) -> int:
     return 0 if summary.ok else 1
 
 
-def _status(args: argparse.Namespace) -> int:
+def _read(args: argparse.Namespace, read: Callable[[Ledger], T]) -> T:
+    """What `read` finds in the ledger of the target the arguments name."""
     target = resolve_target(args.project_dir, args.profiles_dir, args.profile, args.target)
     ledger = open_ledger(target)
     try:
-        rows = ledger.history(limit=args.limit)
+        return read(ledger)
     finally:
         ledger.close()
-    print(format_table(rows, history=True))
+
+
+def _status(args: argparse.Namespace) -> int:
+    print(format_table(_read(args, lambda ledger: ledger.history(limit=args.limit)), history=True))
     return 0
 
 
@@ -153,12 +160,7 @@ def _report(args: argparse.Namespace) -> int:
 
     from .report import render_report
 
-    target = resolve_target(args.project_dir, args.profiles_dir, args.profile, args.target)
-    ledger = open_ledger(target)
-    try:
-        sizes, recent = ledger.successful_syncs(), ledger.history(limit=args.limit)
-    finally:
-        ledger.close()
+    sizes, recent = _read(args, lambda ledger: (ledger.successful_syncs(), ledger.history(limit=args.limit)))
     page = render_report(sizes, recent, datetime.now(timezone.utc))
     Path(args.output).write_text(page, encoding="utf-8")
     print(f"cohort-sync: wrote {args.output} ({len({row.cohort_id for row in sizes})} cohorts, {len(recent)} recent runs)")

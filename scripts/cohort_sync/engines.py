@@ -98,17 +98,12 @@ class PostgresEngine(Engine):
         connection.autocommit = True
         self._cursor = connection.cursor()
 
-    def _convert(self, sql: str) -> str:
-        if "%" in sql:
-            raise ValueError("a literal % in ledger SQL would be read as a psycopg2 placeholder")
-        return PLACEHOLDER.sub("%s", sql)
-
     def query(self, sql, params=()):
-        self._cursor.execute(self._convert(sql), list(params))
+        self._cursor.execute(pyformat(sql), list(params))
         return self._cursor.fetchall()
 
     def execute(self, sql, params=()):
-        self._cursor.execute(self._convert(sql), list(params))
+        self._cursor.execute(pyformat(sql), list(params))
         return self._cursor.rowcount
 
     def lock_table(self, relation):
@@ -139,23 +134,13 @@ class SparkEngine(Engine):
         super().__init__(connection, **options)
         self._cursor = connection.cursor()
 
-    def _render(self, sql: str, params) -> str:
-        params = list(params)
-        parts = PLACEHOLDER.split(sql)
-        if len(parts) - 1 != len(params):
-            raise TypeError(f"{len(parts) - 1} placeholders for {len(params)} parameters")
-        rendered = [parts[0]]
-        for value, part in zip(params, parts[1:], strict=True):
-            rendered += [spark_literal(value), part]
-        return "".join(rendered)
-
     def query(self, sql, params=()):
         cursor = self._fresh_cursor()
-        cursor.execute(self._render(sql, params))
+        cursor.execute(spark_sql(sql, params))
         return [tuple(row) for row in cursor.fetchall() or []]
 
     def execute(self, sql, params=()):
-        self._fresh_cursor().execute(self._render(sql, params))
+        self._fresh_cursor().execute(spark_sql(sql, params))
         return -1
 
     def _fresh_cursor(self):
@@ -180,6 +165,25 @@ class SparkEngine(Engine):
         # cursor (their cursor() is the wrapper itself): close once.
         if self.owns_connection:
             self.connection.close()
+
+
+def pyformat(sql: str) -> str:
+    """`?` placeholders as psycopg2's `%s`."""
+    if "%" in sql:
+        raise ValueError("a literal % in ledger SQL would be read as a psycopg2 placeholder")
+    return PLACEHOLDER.sub("%s", sql)
+
+
+def spark_sql(sql: str, params) -> str:
+    """The statement with each `?` replaced by its value as a Spark literal."""
+    params = list(params)
+    parts = PLACEHOLDER.split(sql)
+    if len(parts) - 1 != len(params):
+        raise TypeError(f"{len(parts) - 1} placeholders for {len(params)} parameters")
+    rendered = [parts[0]]
+    for value, part in zip(params, parts[1:], strict=True):
+        rendered += [spark_literal(value), part]
+    return "".join(rendered)
 
 
 def spark_literal(value: Any) -> str:

@@ -459,19 +459,16 @@ class Ledger:
 
     def successful_syncs(self) -> list[HistoryRow]:
         """Every successful sync, per cohort in time order: the cohorts' sizes over time."""
-        rows = self.engine.query(
-            f"""select {', '.join(HISTORY_COLUMNS)} from {self.relations.run_history}
-                where status = 'success' order by cohort_id, started_at"""
-        )
-        return [HistoryRow(*row) for row in rows]
+        return self._history_rows("where status = 'success' order by cohort_id, started_at")
 
     def history(self, limit: int = 20, run_id: str | None = None) -> list[HistoryRow]:
         """Recent history rows, newest first (or all rows of one run)."""
         where, params = ("where run_id = ?", [run_id]) if run_id else ("", [])
+        return self._history_rows(f"{where} order by started_at desc, cohort_id limit {int(limit)}", params)
+
+    def _history_rows(self, clauses: str, params: list[Any] | None = None) -> list[HistoryRow]:
         rows = self.engine.query(
-            f"""select {', '.join(HISTORY_COLUMNS)} from {self.relations.run_history} {where}
-                order by started_at desc, cohort_id limit {int(limit)}""",
-            params,
+            f"select {', '.join(HISTORY_COLUMNS)} from {self.relations.run_history} {clauses}", params or []
         )
         return [HistoryRow(*row) for row in rows]
 

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from cohort_sync.engines import PostgresEngine, SparkEngine, spark_literal
+from cohort_sync.engines import pyformat, spark_literal, spark_sql
 from cohort_sync.ledger import Relations
 from cohort_sync.warehouse import redact_credentials
 
@@ -46,10 +46,9 @@ def test_spark_literal_refuses_what_it_cannot_render_exactly(value):
 
 
 def test_spark_statements_need_one_value_per_placeholder():
-    engine = SparkEngine.__new__(SparkEngine)
-    assert engine._render("select ? where a = ?", ["it's", 2]) == "select 'it\\'s' where a = 2"
+    assert spark_sql("select ? where a = ?", ["it's", 2]) == "select 'it\\'s' where a = 2"
     with pytest.raises(TypeError, match="2 placeholders for 1 parameters"):
-        engine._render("select ? where a = ?", ["x"])
+        spark_sql("select ? where a = ?", ["x"])
 
 
 def test_connection_errors_mask_the_profile_secrets():
@@ -58,10 +57,9 @@ def test_connection_errors_mask_the_profile_secrets():
 
 
 def test_postgres_placeholders_refuse_a_literal_percent():
-    engine = PostgresEngine.__new__(PostgresEngine)
-    assert engine._convert("select ? where a = ?") == "select %s where a = %s"
+    assert pyformat("select ? where a = ?") == "select %s where a = %s"
     with pytest.raises(ValueError, match="literal %"):
-        engine._convert("select '100%'")
+        pyformat("select '100%'")
 
 
 @pytest.mark.dbt
