@@ -12,10 +12,15 @@
       #   every: every_run | hourly | daily | weekly | monthly | once
       #   at: "HH:MM" (hourly: ":MM"), weekday (weekly), day 1-31 (monthly),
       #   timezone (IANA name, default UTC)
+      notify:                            # who hears when an import completes or fails (optional)
+        - email: growth-team@example.com
+        - webhook: $SLACK_GROWTH_WEBHOOK # the name of an environment variable holding the URL
+          when: [failed, blocked]        # default: success, failed, blocked; 'changed' is a
+                                         # success that added or removed members
 
   Returns the validated declarations as dicts with keys cohort_id, name,
-  model, package, description and schedule (every, at, weekday, day,
-  timezone). A malformed declaration fails compilation with a
+  model, package, description, schedule (every, at, weekday, day,
+  timezone) and notify (a list of {email or webhook, when}). A malformed declaration fails compilation with a
   message naming the cohort and the field.
 #}
 {% macro declared_cohorts() %}
@@ -23,7 +28,7 @@
 {% endmacro %}
 
 {% macro default__declared_cohorts() %}
-  {%- set allowed_fields = ['model', 'name', 'cohort_id', 'package', 'description', 'schedule'] -%}
+  {%- set allowed_fields = ['model', 'name', 'cohort_id', 'package', 'description', 'schedule', 'notify'] -%}
   {%- set registry = var('cohort_sync_cohorts', []) -%}
   {%- if registry is none -%}
     {%- set registry = [] -%}
@@ -68,7 +73,8 @@
         'model': model | trim,
         'package': (entry.get('package') or project_name) | string | trim,
         'description': entry.get('description') or '',
-        'schedule': cohort_sync.cohort_schedule(entry.get('schedule'), label)
+        'schedule': cohort_sync.cohort_schedule(entry.get('schedule'), label),
+        'notify': cohort_sync.cohort_notify(entry.get('notify'), label)
     }) -%}
   {%- endfor -%}
   {{ return(cohorts) }}
@@ -150,8 +156,78 @@
 
 
 {#
+  One cohort's notification recipients, validated: a list of mappings, each
+  with one `email` (an address) or one `webhook` (the name of an environment
+  variable holding the URL, written $NAME: webhook URLs are secrets, and
+  declarations land in target/), and optionally `when`, the outcomes that
+  notify: success, changed (a success that added or removed members),
+  failed, blocked. Returns [{'email' or 'webhook': ..., 'when': [...]}].
+  A value that looks like a URL is never echoed in an error.
+#}
+{% macro cohort_notify(value, label) %}
+  {%- set outcomes = ['success', 'changed', 'failed', 'blocked'] -%}
+  {%- set fail = "cohort_sync: " ~ label ~ ": field 'notify' " -%}
+  {%- if value is none -%}
+    {{ return([]) }}
+  {%- endif -%}
+  {%- if value is mapping -%}
+    {%- set value = [value] -%}
+  {%- endif -%}
+  {%- if value is string or value is not iterable -%}
+    {{ exceptions.raise_compiler_error(fail ~ "must be a list of recipients such as {email: team@example.com} or {webhook: $SLACK_WEBHOOK}" ~ cohort_sync.shown_unless_url(value)) }}
+  {%- endif -%}
+  {%- set recipients = [] -%}
+  {%- for entry in value -%}
+    {%- set where = fail ~ "item " ~ loop.index0 ~ " " -%}
+    {%- if entry is not mapping -%}
+      {{ exceptions.raise_compiler_error(where ~ "must be a mapping with 'email' or 'webhook'" ~ cohort_sync.shown_unless_url(entry)) }}
+    {%- endif -%}
+    {%- if true in entry -%}
+      {{ exceptions.raise_compiler_error(where ~ "has the setting 'true': YAML reads an unquoted 'on' as true; write 'when' instead") }}
+    {%- endif -%}
+    {%- for key in entry if key not in ['email', 'webhook', 'when'] -%}
+      {{ exceptions.raise_compiler_error(where ~ "has an unknown setting '" ~ key ~ "'; allowed are email, webhook, when") }}
+    {%- endfor -%}
+    {%- set channels = ['email', 'webhook'] | select('in', entry) | list -%}
+    {%- if channels | length != 1 -%}
+      {{ exceptions.raise_compiler_error(where ~ "must have exactly one of 'email' or 'webhook'") }}
+    {%- endif -%}
+    {%- set channel = channels[0] -%}
+    {%- set address = entry[channel] | string | trim -%}
+    {%- if channel == 'email' and not modules.re.match('^[^@\\s,;:<>()\\[\\]"\\\\]+@[^@\\s,;:<>()\\[\\]"\\\\]+$', address) -%}
+      {{ exceptions.raise_compiler_error(where ~ "'email' must be one address such as team@example.com (one item per address)" ~ cohort_sync.shown_unless_url(address)) }}
+    {%- endif -%}
+    {%- if channel == 'webhook' -%}
+      {%- set reference = modules.re.match('^[$](?:([A-Za-z_][A-Za-z0-9_]*)|[{]([A-Za-z_][A-Za-z0-9_]*)[}])$', address) -%}
+      {%- if not reference -%}
+        {{ exceptions.raise_compiler_error(where ~ "'webhook' must name the environment variable holding the URL, as $SLACK_GROWTH_WEBHOOK: webhook URLs are secrets and declarations are written to target/" ~ cohort_sync.shown_unless_url(address)) }}
+      {%- endif -%}
+      {%- set address = reference.group(1) or reference.group(2) -%}
+    {%- endif -%}
+    {%- set when = entry.get('when', ['success', 'failed', 'blocked']) -%}
+    {%- set when = [when] if when is string else when -%}
+    {%- if when is mapping or when is not iterable or when | length == 0 -%}
+      {{ exceptions.raise_compiler_error(where ~ "'when' must list outcomes among " ~ outcomes | join(', ') ~ ", got: " ~ entry.get('when')) }}
+    {%- endif -%}
+    {%- for outcome in when if outcome not in outcomes -%}
+      {{ exceptions.raise_compiler_error(where ~ "'when' must list outcomes among " ~ outcomes | join(', ') ~ ", got: " ~ outcome) }}
+    {%- endfor -%}
+    {%- do recipients.append({channel: address, 'when': when | list}) -%}
+  {%- endfor -%}
+  {{ return(recipients) }}
+{% endmacro %}
+
+
+{# ", got: <value>" for an error message, unless the value may hold a URL (a secret). #}
+{% macro shown_unless_url(value) %}
+  {{ return(" (the value is not shown: it looks like a URL)" if '/' in value | string else ", got: " ~ value) }}
+{% endmacro %}
+
+
+{#
   The declared cohorts as a select of literals (cohort_id, cohort_name,
-  model_name and the schedule_* columns), for use as a CTE body.
+  model_name, the schedule_* columns and notify, the recipients as JSON
+  text), for use as a CTE body.
 #}
 {% macro declared_cohorts_sql() %}
   {{ return(adapter.dispatch('declared_cohorts_sql', 'cohort_sync')()) }}
@@ -168,7 +244,8 @@
         cast({{ cohort_sync.quoted_literal(cohort.schedule.at) if cohort.schedule.at else 'null' }} as {{ string }}) as schedule_at,
         cast({{ cohort_sync.quoted_literal(cohort.schedule.weekday) if cohort.schedule.weekday else 'null' }} as {{ string }}) as schedule_weekday,
         cast({{ cohort.schedule.day if cohort.schedule.day else 'null' }} as {{ dbt.type_int() }}) as schedule_day,
-        cast({{ cohort_sync.quoted_literal(cohort.schedule.timezone) if cohort.schedule.timezone else 'null' }} as {{ string }}) as schedule_timezone
+        cast({{ cohort_sync.quoted_literal(cohort.schedule.timezone) if cohort.schedule.timezone else 'null' }} as {{ string }}) as schedule_timezone,
+        cast({{ cohort_sync.quoted_literal(tojson(cohort.notify)) }} as {{ string }}) as notify
     {% if not loop.last %}union all{% endif %}
   {%- else %}
     select
@@ -179,7 +256,8 @@
         cast(null as {{ string }}) as schedule_at,
         cast(null as {{ string }}) as schedule_weekday,
         cast(null as {{ dbt.type_int() }}) as schedule_day,
-        cast(null as {{ string }}) as schedule_timezone
+        cast(null as {{ string }}) as schedule_timezone,
+        cast(null as {{ string }}) as notify
     where 1 = 0
   {%- endfor %}
 {% endmacro %}

@@ -53,6 +53,10 @@
       ('run_id', string), ('cohort_id', string), ('request_kind', string),
       ('batch_number', bigint), ('identifiers', bigint), ('sent_at', timestamp)
     ],
+    'cohort_sync_notification_log': [
+      ('run_id', string), ('cohort_id', string), ('outcome', string), ('channel', string),
+      ('recipient', string), ('status', string), ('error', string), ('sent_at', timestamp)
+    ],
     'cohort_sync_lock': [
       ('lock_name', string), ('run_id', string), ('owner', string),
       ('entry_point', string), ('acquired_at', timestamp), ('expires_at', timestamp)

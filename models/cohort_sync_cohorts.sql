@@ -6,6 +6,8 @@
     var cohort_sync_clear_cohorts: every member is removed) or 'keep' (no
     longer declared: its Braze members are kept, and a test warns);
   - name_status: 'new' and 'renamed' cohorts go through the name endpoint;
+  - notify: the cohort's notification recipients, as JSON text (see
+    cohort_notify in macros/declared_cohorts.sql);
   - publish_now: listed in var cohort_sync_publish_now (the manual
     trigger): published regardless of its schedule, and a run that has such
     cohorts publishes only them;
@@ -97,7 +99,8 @@ combined as (
         declared.schedule_at,
         declared.schedule_weekday,
         declared.schedule_day,
-        declared.schedule_timezone
+        declared.schedule_timezone,
+        coalesce(declared.notify, '[]') as notify
     from known
     left join declared on declared.cohort_id = known.cohort_id
     left join braze_names on braze_names.cohort_id = known.cohort_id
@@ -155,6 +158,7 @@ final as (
         schedule_weekday,
         schedule_day,
         schedule_timezone,
+        notify,
         {% if publish_now -%}
         cohort_id in {{ cohort_sync.literal_list(publish_now) }}
         {%- else -%}

@@ -21,6 +21,7 @@ def model(dbt, session):
     dbt.source("cohort_sync", "run_history")
     dbt.source("cohort_sync", "inflight")
     dbt.source("cohort_sync", "lock")
+    dbt.source("cohort_sync", "notification_log")
 
     from cohort_sync.dbt_model import as_bool, publish_in_dbt
     from cohort_sync.ledger import Relations
@@ -40,5 +41,6 @@ def model(dbt, session):
         run_history=name("cohort_sync", "run_history"),
         inflight=name("cohort_sync", "inflight"),
         lock=name("cohort_sync", "lock"),
+        notification_log=name("cohort_sync", "notification_log"),
     )
     return publish_in_dbt(session, relations, dry_run=as_bool(dry_run), full_resync=as_bool(full_resync))

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from cohort_sync.local_braze import LocalBraze
+from tests.receivers import MailServer, WebhookReceiver
 from tests.sync_project import SyncProject
 from tests.warehouses import (
     ENGINES,
@@ -48,6 +49,21 @@ def braze_env(braze: LocalBraze, keys: dict[str, str], monkeypatch: pytest.Monke
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("DBT_SEND_ANONYMOUS_USAGE_STATS", "false")
     return env
+
+
+@pytest.fixture
+def mail_server(tmp_path: Path) -> Iterator[MailServer]:
+    """A local SMTP server demanding STARTTLS and a login, with a CA to trust."""
+    server = MailServer(tmp_path)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def webhook() -> Iterator[WebhookReceiver]:
+    receiver = WebhookReceiver()
+    yield receiver
+    receiver.stop()
 
 
 @pytest.fixture

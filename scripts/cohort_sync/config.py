@@ -1,4 +1,4 @@
-"""Braze settings, read once from the environment, validated and frozen.
+"""Braze and SMTP settings, read once from the environment, validated and frozen.
 
 Secrets come only from environment variables and never appear in a repr,
 a log line or an exception message.
@@ -11,6 +11,7 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from email.utils import parseaddr
 from urllib.parse import urlsplit
 
 ENDPOINT_VAR = "BRAZE_REST_ENDPOINT"
@@ -22,6 +23,14 @@ TIMEOUT_VAR = "COHORT_SYNC_HTTP_TIMEOUT_SECONDS"
 MAX_ATTEMPTS_VAR = "COHORT_SYNC_MAX_ATTEMPTS"
 MAX_RETRY_SECONDS_VAR = "COHORT_SYNC_MAX_RETRY_SECONDS"
 MAX_REQUESTS_PER_HOUR_VAR = "COHORT_SYNC_MAX_REQUESTS_PER_HOUR"
+SMTP_HOST_VAR = "COHORT_SYNC_SMTP_HOST"
+SMTP_PORT_VAR = "COHORT_SYNC_SMTP_PORT"
+SMTP_SECURITY_VAR = "COHORT_SYNC_SMTP_SECURITY"
+SMTP_USER_VAR = "COHORT_SYNC_SMTP_USER"
+SMTP_PASSWORD_VAR = "COHORT_SYNC_SMTP_PASSWORD"
+SMTP_FROM_VAR = "COHORT_SYNC_SMTP_FROM"
+NOTIFY_TIMEOUT_VAR = "COHORT_SYNC_NOTIFY_TIMEOUT_SECONDS"
+SMTP_PORTS = {"starttls": 587, "ssl": 465, "none": 25}
 
 _CLUSTER = re.compile(r"^(?P<region>[a-z]{2,4})-(?P<number>\d{2})$")
 _PARTNER_NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")
@@ -150,6 +159,15 @@ def _flag(env: Mapping[str, str], name: str, problems: list[str]) -> bool:
     return False
 
 
+def positive_number(env: Mapping[str, str], name: str, default: float, kind: type = float) -> float:
+    """A positive number from the environment, or default when unset; ConfigError when malformed."""
+    problems: list[str] = []
+    value = _number(env, name, default, kind, problems)
+    if problems:
+        raise ConfigError(problems[0])
+    return value
+
+
 def _number(env, name, default, kind, problems):
     raw = env.get(name, "").strip()
     if not raw:
@@ -162,3 +180,55 @@ def _number(env, name, default, kind, problems):
         problems.append(f"{name} must be a positive {'whole ' if kind is int else ''}number")
         return default
     return value
+
+
+@dataclass(frozen=True)
+class SmtpSettings:
+    """The mail server notifications go through.
+
+    STARTTLS by default (`ssl` for implicit TLS on 465); the server's
+    certificate is verified against the system's trust store, which
+    SSL_CERT_FILE overrides. Credentials travel only over TLS, except to a
+    loopback server.
+    """
+
+    host: str
+    sender: str
+    port: int = 587
+    security: str = "starttls"
+    user: str | None = None
+    password: str | None = field(default=None, repr=False)
+    timeout_seconds: float = 10.0
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> SmtpSettings:
+        """Read and validate the settings; one ConfigError lists every problem."""
+        env = os.environ if environ is None else environ
+        problems: list[str] = []
+        host = env.get(SMTP_HOST_VAR, "").strip()
+        sender = env.get(SMTP_FROM_VAR, "").strip()
+        for name, value in ((SMTP_HOST_VAR, host), (SMTP_FROM_VAR, sender)):
+            if not value:
+                problems.append(f"{name} is not set")
+        if sender and ("@" not in parseaddr(sender)[1] or "\n" in sender or "\r" in sender):
+            problems.append(f"{SMTP_FROM_VAR} must be one email address, as ops@example.com or Name <ops@example.com>")
+        security = env.get(SMTP_SECURITY_VAR, "").strip().lower() or "starttls"
+        if security not in SMTP_PORTS:
+            problems.append(f"{SMTP_SECURITY_VAR} must be one of {', '.join(SMTP_PORTS)}")
+            security = "starttls"
+        port = _number(env, SMTP_PORT_VAR, SMTP_PORTS[security], int, problems)
+        user = env.get(SMTP_USER_VAR, "").strip() or None
+        password = env.get(SMTP_PASSWORD_VAR, "") or None
+        if (user is None) != (password is None):
+            problems.append(f"{SMTP_USER_VAR} and {SMTP_PASSWORD_VAR} must be set together")
+        if user and security == "none" and host and not is_loopback(host):
+            problems.append(
+                f"credentials are sent only over TLS: set {SMTP_SECURITY_VAR} to starttls or ssl"
+            )
+        timeout = _number(env, NOTIFY_TIMEOUT_VAR, 10.0, float, problems)
+        if problems:
+            raise ConfigError("SMTP configuration: " + "; ".join(problems))
+        return cls(
+            host=host, sender=sender, port=port, security=security, user=user,
+            password=password, timeout_seconds=timeout,
+        )

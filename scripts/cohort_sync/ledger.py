@@ -21,6 +21,7 @@ from datetime import datetime
 from typing import Any
 
 from .engines import Engine
+from .notify import NotificationRecord, Recipient, recipients_from_json
 from .payload import (
     MAX_IDENTIFIERS_PER_REQUEST,
     NAME_REQUEST,
@@ -40,6 +41,7 @@ STATE_TABLES = (
     "run_history",
     "inflight",
     "lock",
+    "notification_log",
 )
 LOCK_NAME = "publisher"
 
@@ -61,6 +63,7 @@ class Relations:
     run_history: str
     inflight: str
     lock: str
+    notification_log: str
 
     def events(self, table: str) -> str:
         """The append-only event log behind a state table's view (Spark): `<name>_events`."""
@@ -83,6 +86,7 @@ class CohortPlan:
     schedule: Schedule = Schedule()
     last_success: datetime | None = None  # start of the cohort's last successful sync
     publish_now: bool = False  # var cohort_sync_publish_now: the manual trigger in dbt
+    notify: tuple[Recipient, ...] = ()  # who hears when an import completes or fails
 
     @property
     def needs_name(self) -> bool:
@@ -111,6 +115,7 @@ class HistoryRow:
 
 
 HISTORY_COLUMNS = tuple(f.name for f in fields(HistoryRow))
+NOTIFICATION_COLUMNS = tuple(f.name for f in fields(NotificationRecord))
 CHANGE_COLUMNS = Change._fields
 STATE_COLUMNS = (
     "cohort_id", "member_key", "identifier_type", "external_id", "alias_name", "alias_label",
@@ -159,7 +164,7 @@ class Ledger:
             select c.cohort_id, c.cohort_name, c.action, c.guard_status, c.guard_reason,
                    p.cohort_name, p.created_at,
                    c.schedule_every, c.schedule_at, c.schedule_weekday, c.schedule_day, c.schedule_timezone,
-                   h.last_success, c.publish_now
+                   h.last_success, c.publish_now, c.notify
             from {r.cohorts} as c
             left join {r.published_cohorts} as p on p.cohort_id = c.cohort_id
             left join (
@@ -173,7 +178,7 @@ class Ledger:
         )
         return [
             CohortPlan(*row[:7], schedule=Schedule.from_columns(*row[7:12]), last_success=row[12],
-                       publish_now=bool(row[13]))
+                       publish_now=bool(row[13]), notify=_recipients(row[0], row[14]))
             for row in rows
         ]
 
@@ -451,11 +456,16 @@ class Ledger:
         return {cohort_id: int(count) for cohort_id, count in rows}
 
     def write_history(self, *rows: HistoryRow) -> None:
+        self._append("run_history", HISTORY_COLUMNS, rows)
+
+    def write_notifications(self, *records: NotificationRecord) -> None:
+        self._append("notification_log", NOTIFICATION_COLUMNS, records)
+
+    def _append(self, table: str, columns: tuple[str, ...], rows: tuple[Any, ...]) -> None:
+        """Dataclass rows appended to a log table in one statement."""
         if rows:
             with self.engine.transaction():
-                self._insert_rows(
-                    "run_history", HISTORY_COLUMNS, [tuple(getattr(row, n) for n in HISTORY_COLUMNS) for row in rows]
-                )
+                self._insert_rows(table, columns, [tuple(getattr(row, n) for n in columns) for row in rows])
 
     def successful_syncs(self) -> list[HistoryRow]:
         """Every successful sync, per cohort in time order: the cohorts' sizes over time."""
@@ -528,6 +538,15 @@ class Ledger:
                 params,
             )
         return count
+
+
+def _recipients(cohort_id: str, text: str | None) -> tuple[Recipient, ...]:
+    """A cohort's recipients; unreadable ones are logged, and never stop the sync."""
+    try:
+        return recipients_from_json(text)
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        log.error("cohort '%s': its notify column is not readable (%s); it notifies no one in this run", cohort_id, exc)
+        return ()
 
 
 def lock_owner() -> str:

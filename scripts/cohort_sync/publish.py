@@ -8,7 +8,8 @@ does not know the cohort under its name, then send the cohort's pending
 batches, noting each request in flight before sending it and recording its
 acknowledgement before sending the next. A cohort that fails is recorded as
 failed and the others still run; a 401 stops the run. One run at a time
-holds the target's publisher lock.
+holds the target's publisher lock. Once the lock is released, each
+cohort's recipients are notified of its outcome (see notify.py).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from datetime import datetime, timedelta, timezone
 from .client import BrazeAuthError, BrazeClient, BrazeError
 from .config import BrazeSettings, ConfigError
 from .ledger import CohortPlan, HistoryRow, Ledger
+from .notify import OUTCOMES, NotificationRecord, Notifier
 from .payload import NAME_REQUEST, PlannedRequest
 
 log = logging.getLogger(__name__)
@@ -80,6 +82,7 @@ class RunSummary:
     dry_run: bool
     rows: list[HistoryRow] = field(default_factory=list)
     stopped: str | None = None
+    notifications: list[NotificationRecord] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -117,8 +120,9 @@ def publish(
     options: PublishOptions | None = None,
     run_id: str | None = None,
     clock: Callable[[], datetime] = utc_now,
+    notifier: Notifier | None = None,
 ) -> RunSummary:
-    """Publish every cohort's pending changes (or plan them, if dry_run)."""
+    """Publish every cohort's pending changes (or plan them, if dry_run), then notify."""
     options = options or PublishOptions()
     if entry_point not in ENTRY_POINTS:
         raise ValueError(f"entry_point must be one of {ENTRY_POINTS}")
@@ -129,6 +133,7 @@ def publish(
     )
     lock = _RunLock(ledger, summary.run_id, options.lock_ttl_seconds, clock)
     not_due: list[HistoryRow] = []
+    cohorts: list[CohortPlan] = []
     if not options.dry_run:
         lock.acquire(entry_point)
     try:
@@ -163,7 +168,31 @@ def publish(
         ledger.write_history(*not_due)  # in one statement: most ticks of a frequent scheduler
         if not options.dry_run:
             lock.release()
+            recipients = {cohort.cohort_id: cohort.notify for cohort in cohorts if cohort.notify}
+            finished = [row for row in summary.rows if row.status in OUTCOMES and row.cohort_id in recipients]
+            if finished:
+                summary.notifications = _notify(ledger, notifier or Notifier(), recipients, finished, clock)
     return summary
+
+
+def _notify(
+    ledger: Ledger,
+    notifier: Notifier,
+    recipients: Mapping[str, Iterable],
+    finished: list[HistoryRow],
+    clock: Callable[[], datetime],
+) -> list[NotificationRecord]:
+    """Notify each finished cohort's recipients and record the attempts.
+
+    Nothing here fails the run: the sync is recorded before, and a
+    notification or its record that fails is logged.
+    """
+    records = [record for row in finished for record in notifier.send(recipients[row.cohort_id], row, clock())]
+    try:
+        ledger.write_notifications(*records)
+    except Exception as exc:  # noqa: BLE001 - the sync is already recorded
+        log.error("could not record %d notification(s) in cohort_sync_notification_log: %s", len(records), exc)
+    return records
 
 
 def _not_due(cohort: CohortPlan, summary: RunSummary, members: int, clock: Callable[[], datetime]) -> HistoryRow:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from .ledger import HistoryRow
+from .notify import NotificationRecord
 
 _COLUMNS = (
     ("cohort", lambda r: r.cohort_id),
@@ -56,7 +57,19 @@ def format_errors(rows: Sequence[HistoryRow]) -> str:
     return "\n".join(f"{row.cohort_id} ({row.status}): {row.error}" for row in rows if row.error)
 
 
-def format_run(rows: Sequence[HistoryRow]) -> str:
-    """The summary table, followed by each cohort's full error."""
+def format_notifications(records: Sequence[NotificationRecord]) -> str:
+    """How many notifications went out, and why each failed one did not."""
+    failed = [record for record in records if record.status == "failed"]
+    lines = [
+        f"notifications: {len(records) - len(failed)} sent, {len(failed)} failed"
+        + (" (recorded in cohort_sync_notification_log)" if failed else "")
+    ]
+    lines += [f"  {r.cohort_id} -> {r.recipient} ({r.channel}): {r.error}" for r in failed]
+    return "\n".join(lines)
+
+
+def format_run(rows: Sequence[HistoryRow], notifications: Sequence[NotificationRecord] = ()) -> str:
+    """The summary table, followed by each cohort's full error and the notifications sent."""
     errors = format_errors(rows)
-    return format_table(rows) + (f"\n\n{errors}" if errors else "")
+    sent = format_notifications(notifications) if notifications else ""
+    return format_table(rows) + (f"\n\n{errors}" if errors else "") + (f"\n\n{sent}" if sent else "")

@@ -122,6 +122,29 @@ def test_removal_below_the_guard(scenario):
     s.check_same_as_first_engine()
 
 
+def test_notifications_are_sent_and_recorded(scenario, webhook, monkeypatch):
+    monkeypatch.setenv("CHURN_WEBHOOK", webhook.url())
+    monkeypatch.delenv("COHORT_SYNC_SMTP_HOST", raising=False)
+    s = scenario([{**CHURN, "notify": [
+        {"webhook": "$CHURN_WEBHOOK", "when": ["changed"]},
+        {"email": "o'brien@example.com"},  # a quote through the cohorts model's JSON literal
+    ]}])
+    s.project.set_audience("churn_audience", {"external_id": ids("u", 0, 3)})
+    s.sync()
+    s.sync()  # nothing changed: the webhook hears nothing
+    assert [(p["status"], p["added"], p["members_after"]) for _, p in webhook.posts] == [("success", 3, 3)]
+    log = s.project.query(
+        "select outcome, channel, recipient, status, error from cohort_sync_notification_log order by sent_at, channel"
+    )
+    smtp_unset = "SMTP configuration: COHORT_SYNC_SMTP_HOST is not set; COHORT_SYNC_SMTP_FROM is not set"
+    assert log == [
+        ("success", "email", "o'brien@example.com", "failed", smtp_unset),
+        ("success", "webhook", "$CHURN_WEBHOOK", "sent", None),
+        ("success", "email", "o'brien@example.com", "failed", smtp_unset),
+    ]
+    s.check_same_as_first_engine()
+
+
 def test_rename_calls_the_name_endpoint_only(scenario):
     s = scenario([CHURN])
     s.project.set_audience("churn_audience", {"external_id": ids("u", 0, 3)})

@@ -293,6 +293,22 @@ def test_dbt_unit_tests_of_the_diff_pass(make_project):
         ([{**CHURN, "schedule": {"every": "monthly", "day": 32}}], "'day' must be a day of the month from 1 to 31"),
         ([{**CHURN, "schedule": {"every": "daily", "timezone": "Mars/Base"}}], "'timezone' must be an IANA time zone"),
         ([{**CHURN, "schedule": {"every": "once", "at": "06:00"}}], "'once' takes no 'at'"),
+        ([{**CHURN, "notify": "team@example.com"}], "field 'notify' must be a list of recipients"),
+        ([{**CHURN, "notify": [{"email": "a@example.com", "webhook": "$HOOK"}]}],
+         "field 'notify' item 0 must have exactly one of 'email' or 'webhook'"),
+        ([{**CHURN, "notify": [{"email": "a@example.com, b@example.com"}]}], "'email' must be one address"),
+        ([{**CHURN, "notify": [{"webhook": "https://hooks.slack.com/services/T1/B2/token"}]}],
+         "'webhook' must name the environment variable holding the URL, as $SLACK_GROWTH_WEBHOOK: webhook URLs are secrets"),
+        ([{**CHURN, "notify": [{"email": "a@example.com", "when": ["sucess"]}]}],
+         "'when' must list outcomes among success, changed, failed, blocked, got: sucess"),
+        ([{**CHURN, "notify": [{"email": "a@example.com", True: ["failed"]}]}],  # an unquoted `on:`
+         "YAML reads an unquoted 'on' as true; write 'when' instead"),
+        ([{**CHURN, "notify": [{"email": "https://hooks.slack.com/services/T1/B2/token"}]}],
+         "'email' must be one address such as team@example.com (one item per address) (the value is not shown"),
+        ([{**CHURN, "notify": ["https://hooks.slack.com/services/T1/B2/token"]}],
+         "item 0 must be a mapping with 'email' or 'webhook' (the value is not shown: it looks like a URL)"),
+        ([{**CHURN, "notify": [{"webhook": "${HOOK"}]}], "'webhook' must name the environment variable"),
+        ([{**CHURN, "notify": [{"email": "a@example.com", "cc": "b@example.com"}]}], "has an unknown setting 'cc'"),
         ([{"name": "No model"}], "cohort_sync_cohorts[0]: field 'model' is required"),
         ([{**CHURN, "cohort_id": ""}], "field 'cohort_id' must not be empty"),
         # dbt's own parse error: it names the missing model, not the cohort
@@ -306,6 +322,7 @@ def test_malformed_declarations_fail_compilation_naming_cohort_and_field(make_pr
     result = project.run()
     assert not result.success
     assert message in failure_text(result)
+    assert "token" not in failure_text(result)  # a webhook URL is never echoed
     assert braze.requests() == []
 
 
