@@ -19,7 +19,7 @@ import smtplib
 import socket
 import ssl
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
@@ -35,8 +35,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-OUTCOMES = ("success", "failed", "blocked")  # the statuses that notify; not_due and dry_run never do
-DEFAULT_ON = frozenset(OUTCOMES)
+DEFAULT_WHEN = frozenset({"success", "failed", "blocked"})  # not_due and dry_run never notify
 
 
 class NotificationError(Exception):
@@ -49,7 +48,7 @@ class Recipient:
 
     channel: str  # 'email' or 'webhook'
     address: str  # an email address, or the environment variable holding the webhook URL
-    when: frozenset[str] = DEFAULT_ON  # outcomes, plus 'changed': a success that changed members
+    when: frozenset[str] = DEFAULT_WHEN  # outcomes, plus 'changed': a success that changed members
 
     @property
     def label(self) -> str:
@@ -68,7 +67,7 @@ def recipients_from_json(text: str | None) -> tuple[Recipient, ...]:
         Recipient(
             channel="email" if "email" in entry else "webhook",
             address=entry.get("email") or entry["webhook"],
-            when=frozenset(entry.get("when") or DEFAULT_ON),
+            when=frozenset(entry.get("when") or DEFAULT_WHEN),
         )
         for entry in json.loads(text or "[]")
     )
@@ -108,12 +107,8 @@ def summary_payload(row: HistoryRow) -> dict[str, Any]:
     def value(v: Any) -> Any:
         return f"{v.isoformat()}Z" if isinstance(v, datetime) else v
 
-    fields = (
-        "run_id", "cohort_id", "cohort_name", "status", "entry_point", "started_at", "finished_at",
-        "added", "removed", "members_after", "requests", "retries", "resent_batches", "error",
-    )
     text = summary_text(row).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-    return {"text": text, **{name: value(getattr(row, name)) for name in fields}}
+    return {"text": text, **{f.name: value(getattr(row, f.name)) for f in fields(row)}}
 
 
 def email_message(row: HistoryRow, sender: str, to: str) -> EmailMessage:

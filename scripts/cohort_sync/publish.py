@@ -26,7 +26,7 @@ from datetime import datetime, timedelta, timezone
 from .client import BrazeAuthError, BrazeClient, BrazeError
 from .config import BrazeSettings, ConfigError
 from .ledger import CohortPlan, HistoryRow, Ledger
-from .notify import OUTCOMES, NotificationRecord, Notifier
+from .notify import NotificationRecord, Notifier, Recipient
 from .payload import NAME_REQUEST, PlannedRequest
 
 log = logging.getLogger(__name__)
@@ -169,7 +169,7 @@ def publish(
         if not options.dry_run:
             lock.release()
             recipients = {cohort.cohort_id: cohort.notify for cohort in cohorts if cohort.notify}
-            finished = [row for row in summary.rows if row.status in OUTCOMES and row.cohort_id in recipients]
+            finished = [row for row in summary.rows if row.cohort_id in recipients]  # send() asks who wants each
             if finished:
                 summary.notifications = _notify(ledger, notifier or Notifier(), recipients, finished, clock)
     return summary
@@ -178,7 +178,7 @@ def publish(
 def _notify(
     ledger: Ledger,
     notifier: Notifier,
-    recipients: Mapping[str, Iterable],
+    recipients: Mapping[str, tuple[Recipient, ...]],
     finished: list[HistoryRow],
     clock: Callable[[], datetime],
 ) -> list[NotificationRecord]:
