@@ -22,10 +22,15 @@ def peak_rss_kb(pid: int) -> int:
 
 
 def descendants(pid: int) -> list[int]:
+    """Every live descendant of pid; a process may exit at any point while we walk."""
     found, queue = [], [pid]
     while queue:
         parent = queue.pop()
-        for task in Path(f"/proc/{parent}/task").glob("*"):
+        try:
+            tasks = list(Path(f"/proc/{parent}/task").iterdir())
+        except OSError:  # it exited between two reads
+            continue
+        for task in tasks:
             try:
                 children = [int(c) for c in (task / "children").read_text().split()]
             except OSError:
