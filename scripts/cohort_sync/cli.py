@@ -8,7 +8,8 @@
 
 Exit status: 0 when every cohort succeeded, 1 when a cohort failed, was
 blocked by a guard rail, or the run was stopped, 2 for a configuration or
-warehouse error or another run in progress (nothing sent).
+warehouse error (the models and state tables older than this version among
+them), or another run in progress (nothing sent).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from .config import (
     PARTNER_NAME_VAR,
     ConfigError,
 )
-from .ledger import Ledger, LockHeldError
+from .ledger import Ledger, LockHeldError, StaleSchemaError
 from .publish import PublishOptions, publish_run
 from .summary import format_run, format_table
 from .warehouse import WarehouseError, open_ledger, resolve_target
@@ -119,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "report":
             return _report(args)
         return _local_braze(args)
-    except (ConfigError, WarehouseError, LockHeldError) as exc:
+    except (ConfigError, WarehouseError, LockHeldError, StaleSchemaError) as exc:
         print(f"cohort-sync: {exc}", file=sys.stderr)
         return 2
 
@@ -144,6 +145,7 @@ def _read(args: argparse.Namespace, read: Callable[[Ledger], T]) -> T:
     target = resolve_target(args.project_dir, args.profiles_dir, args.profile, args.target)
     ledger = open_ledger(target)
     try:
+        ledger.check_schema()
         return read(ledger)
     finally:
         ledger.close()

@@ -20,6 +20,7 @@ from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
 
+from . import __version__
 from .engines import Engine
 from .notify import NotificationRecord, Recipient, recipients_from_json
 from .payload import (
@@ -48,6 +49,10 @@ LOCK_NAME = "publisher"
 
 class LockHeldError(RuntimeError):
     """Another publish run holds the lock on this target."""
+
+
+class StaleSchemaError(RuntimeError):
+    """The warehouse's cohort_sync relations are not the ones this version reads and writes."""
 
 
 @dataclass(frozen=True)
@@ -137,6 +142,25 @@ EVENT_TABLES = {
     "lock": LOCK_COLUMNS,
 }
 EVENT_COLUMNS = ("is_live", "event_seq")
+PLAN_COLUMNS = (
+    "cohort_id", "cohort_name", "action", "guard_status", "guard_reason",
+    "schedule_every", "schedule_at", "schedule_weekday", "schedule_day", "schedule_timezone",
+    "publish_now", "notify",
+)
+#: What the publisher reads or writes in each relation: what `dbt run` with
+#: the same version of the package builds (membership only has to exist).
+EXPECTED_COLUMNS: dict[str, tuple[str, ...]] = {
+    "changes": ("plan_id", "cohort_id", *CHANGE_COLUMNS),
+    "cohorts": PLAN_COLUMNS,
+    "membership": (),
+    "published_state": STATE_COLUMNS,
+    "published_cohorts": COHORT_COLUMNS,
+    "delivery_log": DELIVERY_COLUMNS,
+    "run_history": HISTORY_COLUMNS,
+    "inflight": INFLIGHT_COLUMNS,
+    "lock": LOCK_COLUMNS,
+    "notification_log": NOTIFICATION_COLUMNS,
+}
 
 
 class Ledger:
@@ -157,14 +181,40 @@ class Ledger:
     def close(self) -> None:
         self.engine.close()
 
+    def check_schema(self) -> None:
+        """Fail with what to do, before any lock or request, when the models or
+        state tables are not this version's: say the Python package was upgraded
+        and `dbt deps` and `dbt run` have not run since. One query when all is well."""
+        probes = {
+            key: f"select count(*) from (select {', '.join(columns) or '1 as present'} "
+                 f"from {getattr(self.relations, key)} where 1 = 0) as probe"
+            for key, columns in EXPECTED_COLUMNS.items()
+        }
+        try:
+            self.engine.query(" union all ".join(probes.values()))
+            return
+        except Exception:  # the engine's own error: find which relations, one query each
+            pass
+        stale = []
+        for key, sql in probes.items():
+            try:
+                self.engine.query(sql)
+            except Exception as exc:
+                reason = " ".join(str(exc).split("\n")[0].split())[:200]
+                stale.append(f"{getattr(self.relations, key)} ({reason})")
+        if stale:
+            raise StaleSchemaError(
+                f"cohort_sync's relations in this warehouse are not the ones cohort-sync {__version__} "
+                f"reads and writes: {'; '.join(stale)}. Run `dbt deps` and `dbt run` in the project, "
+                "with the same version of the cohort_sync dbt package, to build them"
+            )
+
     def cohorts(self) -> list[CohortPlan]:
         r = self.relations
+        plan = ", ".join(f"c.{name}" for name in PLAN_COLUMNS)
         rows = self.engine.query(
             f"""
-            select c.cohort_id, c.cohort_name, c.action, c.guard_status, c.guard_reason,
-                   p.cohort_name, p.created_at,
-                   c.schedule_every, c.schedule_at, c.schedule_weekday, c.schedule_day, c.schedule_timezone,
-                   h.last_success, c.publish_now, c.notify
+            select {plan}, p.cohort_name, p.created_at, h.last_success
             from {r.cohorts} as c
             left join {r.published_cohorts} as p on p.cohort_id = c.cohort_id
             left join (
@@ -176,9 +226,10 @@ class Ledger:
             order by c.cohort_id
             """
         )
-        return [
-            CohortPlan(*row[:7], schedule=Schedule.from_columns(*row[7:12]), last_success=row[12],
-                       publish_now=bool(row[13]), notify=_recipients(row[0], row[14]))
+        return [  # row: PLAN_COLUMNS, then Braze's name and creation time, then the last success
+            CohortPlan(*row[:5], braze_cohort_name=row[12], braze_created_at=row[13], last_success=row[14],
+                       schedule=Schedule.from_columns(*row[5:10]), publish_now=bool(row[10]),
+                       notify=_recipients(row[0], row[11]))
             for row in rows
         ]
 

@@ -99,12 +99,15 @@ def publish_run(
     """Read the Braze settings, then open the warehouse, publish, and close both.
 
     Settings come first, so a missing or malformed one stops the run before
-    any request and before any warehouse write.
+    any request and before any warehouse write; then relations older than
+    this version (StaleSchemaError) stop it before the lock is taken.
     """
     settings = None if options.dry_run else BrazeSettings.from_env()
     ledger = open_ledger()
-    client = BrazeClient(settings, pool_size=options.concurrency) if settings else None
+    client = None
     try:
+        ledger.check_schema()
+        client = BrazeClient(settings, pool_size=options.concurrency) if settings else None
         return publish(ledger, client, entry_point=entry_point, options=options)
     finally:
         if client:

@@ -117,8 +117,9 @@ def relations_from_manifest(project_dir: Path) -> Relations:
     missing = [key for key in (*MODELS, *STATE_TABLES) if key not in names]
     if missing:
         raise WarehouseError(
-            f"the manifest at {path} lacks cohort_sync's {', '.join(missing)}: "
-            "is the cohort_sync package installed in this project (dbt deps)?"
+            f"the manifest at {path} lacks cohort_sync's {', '.join(missing)}: run `dbt deps` and "
+            "`dbt run` in the project, with the same version of the cohort_sync dbt package as this "
+            "cohort-sync (the manifest is from an older version, or the package is not installed)"
         )
     return Relations(**names)
 

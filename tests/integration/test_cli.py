@@ -3,6 +3,7 @@ package installed with `local:`, `dbt` and `cohort-sync` as commands."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -146,6 +147,40 @@ def test_dbt_run_publishes_in_process_then_cli_has_nothing_left(tmp_path, braze_
     sent = len(braze.requests())
     assert run(root, "cohort-sync", "publish").returncode == 0
     assert len(braze.requests()) == sent
+
+
+def test_relations_older_than_this_version_exit_2_saying_to_run_dbt_and_nothing_is_sent(shop, braze):
+    # As a project built by an earlier version leaves them: no notify column, no notification log.
+    with duckdb.connect(str(shop / "shop.duckdb")) as con:
+        con.execute("alter table cohort_sync_cohorts drop column notify")
+        con.execute("drop table cohort_sync_notification_log")
+    for command in (("publish",), ("publish", "--dry-run"), ("status",), ("report", "-o", "r.html")):
+        result = run(shop, "cohort-sync", *command)
+        assert result.returncode == 2, (command, result.stdout, result.stderr)
+        assert "Traceback" not in result.stderr
+        message = result.stderr
+        assert "cohort_sync_cohorts" in message and "notify" in message, message
+        assert "cohort_sync_notification_log" in message, message
+        assert "cohort_sync_run_history" not in message  # only what is stale is named
+        assert "Run `dbt deps` and `dbt run`" in message
+    assert braze.requests() == []
+    with duckdb.connect(str(shop / "shop.duckdb")) as con:
+        assert con.execute("select count(*) from cohort_sync_run_history").fetchall() == [(0,)]
+        assert con.execute("select count(*) from cohort_sync_lock").fetchall() == [(0,)]
+    assert run(shop, "dbt", "run").returncode == 0
+    assert run(shop, "cohort-sync", "publish").returncode == 0
+    assert len(braze.cohorts()["loyal"]["user_ids"]) == 7
+
+
+def test_a_manifest_from_before_an_upgrade_says_to_run_dbt(shop, braze):
+    manifest = shop / "target" / "manifest.json"
+    nodes = json.loads(manifest.read_text())
+    nodes["sources"] = {k: v for k, v in nodes["sources"].items() if not k.endswith(".notification_log")}
+    manifest.write_text(json.dumps(nodes))
+    result = run(shop, "cohort-sync", "publish")
+    assert result.returncode == 2
+    assert "lacks cohort_sync's notification_log: run `dbt deps` and `dbt run`" in result.stderr
+    assert braze.requests() == []
 
 
 def test_unknown_project_dir_is_a_clear_error(tmp_path, braze_env):

@@ -11,12 +11,14 @@ DuckDB run of the same scenario produced.
 from __future__ import annotations
 
 import warnings
+from dataclasses import replace
 from typing import Any
 
 import pytest
 
 from cohort_sync.cli import main as cli_main
-from cohort_sync.ledger import Ledger
+from cohort_sync.ledger import Ledger, StaleSchemaError
+from cohort_sync.warehouse import open_ledger, resolve_target
 from tests.sync_project import SyncProject, failure_text
 from tests.warehouses import PostgresWarehouse, free_port
 
@@ -270,6 +272,31 @@ def test_a_crash_between_applying_and_logging_a_batch_is_repaired(scenario, monk
     assert s.project.query("select count(*) from cohort_sync_published_state") == [(len(now),)]
     s.fingerprints.append(fingerprint(s.project, s.braze))
     s.check_same_as_first_engine()
+
+
+# DuckDB's case runs through the CLI in test_cli.py: in-process dbt holds its file open.
+@pytest.mark.parametrize("warehouse", ["postgres", "spark"], indirect=True)
+def test_relations_of_another_version_are_named_by_the_schema_check(make_engine_project):
+    project = make_engine_project([CHURN])
+    project.set_audience("churn_audience", {"external_id": ids("u", 0, 3)})
+    assert project.dbt("run", vars={"cohort_sync_publish_on_run": False}).success
+    ledger = open_ledger(resolve_target(project.root, project.root))
+    try:
+        ledger.check_schema()  # this version's relations, as dbt just built them
+        r = ledger.relations
+        # Stand-ins for an older warehouse: a cohorts relation without the plan's
+        # columns, and a state table that does not exist yet.
+        older = Ledger(ledger.engine, replace(r, cohorts=r.published_cohorts,
+                                              notification_log=r.events("notification_log")))
+        with pytest.raises(StaleSchemaError) as raised:
+            older.check_schema()
+        message = str(raised.value)
+        assert f"{r.published_cohorts} (" in message and f"{r.events('notification_log')} (" in message
+        assert all(getattr(r, key) not in message for key in ("changes", "run_history", "lock", "delivery_log"))
+        assert "Run `dbt deps` and `dbt run`" in message
+        ledger.check_schema()  # the engine's errors left the connection usable
+    finally:
+        ledger.close()
 
 
 def test_an_unreachable_postgres_target_is_a_clear_error_without_its_password(
