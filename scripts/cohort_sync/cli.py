@@ -2,7 +2,7 @@
 
     cohort-sync publish [--dry-run]     send the planned changes of the cohorts due
     cohort-sync publish --cohort ID --now   publish one cohort regardless of its schedule
-    cohort-sync status                  recent publish history
+    cohort-sync status                  recent publish history and its failed notifications
     cohort-sync report -o report.html   an HTML page: cohort sizes over time, recent runs
     cohort-sync local-braze             the local Braze-compatible endpoint
 
@@ -29,7 +29,7 @@ from .config import (
 )
 from .ledger import Ledger, LockHeldError, StaleSchemaError
 from .publish import PublishOptions, publish_run
-from .summary import format_run, format_table
+from .summary import format_notifications, format_run, format_table
 from .warehouse import WarehouseError, open_ledger, resolve_target
 
 log = logging.getLogger("cohort_sync")
@@ -152,7 +152,14 @@ def _read(args: argparse.Namespace, read: Callable[[Ledger], T]) -> T:
 
 
 def _status(args: argparse.Namespace) -> int:
-    print(format_table(_read(args, lambda ledger: ledger.history(limit=args.limit)), history=True))
+    def read(ledger: Ledger) -> tuple[list, list]:
+        rows = ledger.history(limit=args.limit)
+        return rows, ledger.notifications({row.run_id for row in rows})
+
+    rows, notifications = _read(args, read)
+    print(format_table(rows, history=True))
+    if notifications:
+        print(f"\n{format_notifications(notifications, history=True)}")
     return 0
 
 

@@ -52,6 +52,10 @@ class Engine:
     def lock_table(self, relation: str) -> None:
         """Serialise writers of `relation` until the transaction ends (where the engine can)."""
 
+    def missing(self, error: Exception) -> str | None:
+        """'relation' or 'column' when `error` says one does not exist; None for any other error."""
+        return None
+
     def json_array(self, value: str, condition: str) -> str:
         """A JSON array (as text) of `value` over the rows matching `condition`; null or [] if none."""
         raise NotImplementedError
@@ -87,6 +91,13 @@ class DuckDBEngine(Engine):
     def json_object(self, fields):
         return "{" + ", ".join(f"'{key}': {value}" for key, value in fields.items()) + "}"
 
+    def missing(self, error):
+        import duckdb
+
+        if isinstance(error, duckdb.CatalogException):
+            return "relation"
+        return "column" if isinstance(error, duckdb.BinderException) else None
+
 
 class PostgresEngine(Engine):
     """psycopg2 (dbt-postgres's driver), in autocommit mode with explicit transactions."""
@@ -109,6 +120,9 @@ class PostgresEngine(Engine):
     def lock_table(self, relation):
         # Two publishers must not both find the lock free.
         self.execute(f"lock table {relation} in share row exclusive mode")
+
+    def missing(self, error):
+        return {"42P01": "relation", "42703": "column"}.get(getattr(error, "pgcode", None))
 
     def json_array(self, value, condition):
         # Cast to text: psycopg2 would otherwise parse the JSON into Python objects.
@@ -154,6 +168,14 @@ class SparkEngine(Engine):
         # No transactions: each write is an idempotent append (see the module doc).
         yield
 
+    def missing(self, error):
+        # Spark's error classes (3.4+) and older wording, in the error or what it wraps
+        # (the session cursor wraps AnalysisException in dbt's DbtRuntimeError).
+        text = " ".join(str(e) for e in causes(error))
+        if "TABLE_OR_VIEW_NOT_FOUND" in text or "Table or view not found" in text:
+            return "relation"
+        return "column" if "UNRESOLVED_COLUMN" in text or "cannot resolve" in text else None
+
     def json_array(self, value, condition):
         return f"to_json(collect_list(case when {condition} then {value} end))"
 
@@ -165,6 +187,14 @@ class SparkEngine(Engine):
         # cursor (their cursor() is the wrapper itself): close once.
         if self.owns_connection:
             self.connection.close()
+
+
+def causes(error: BaseException) -> list[BaseException]:
+    """The error and each one it was raised from, outermost first."""
+    chain = [error]
+    while chain[-1].__cause__ is not None and len(chain) < 10:
+        chain.append(chain[-1].__cause__)
+    return chain
 
 
 def pyformat(sql: str) -> str:

@@ -20,8 +20,7 @@ from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
 
-from . import __version__
-from .engines import Engine
+from .engines import Engine, causes
 from .notify import NotificationRecord, Recipient, recipients_from_json
 from .payload import (
     MAX_IDENTIFIERS_PER_REQUEST,
@@ -183,31 +182,60 @@ class Ledger:
 
     def check_schema(self) -> None:
         """Fail with what to do, before any lock or request, when the models or
-        state tables are not this version's: say the Python package was upgraded
-        and `dbt deps` and `dbt run` have not run since. One query when all is well."""
-        probes = {
-            key: f"select count(*) from (select {', '.join(columns) or '1 as present'} "
-                 f"from {getattr(self.relations, key)} where 1 = 0) as probe"
-            for key, columns in EXPECTED_COLUMNS.items()
-        }
+        state tables lack what this version reads and writes: say the Python
+        package was upgraded and `dbt deps` and `dbt run` have not run since.
+        One query when all is well; an error that is not a missing relation or
+        column (a lost connection, a permission) is raised as the engine's own."""
+        probes = {key: self._probe(key, columns) for key, columns in EXPECTED_COLUMNS.items()}
         try:
             self.engine.query(" union all ".join(probes.values()))
             return
-        except Exception:  # the engine's own error: find which relations, one query each
+        except Exception:  # find which relations, one query each
             pass
-        stale = []
+        rebuild, alter = [], []
         for key, sql in probes.items():
-            try:
-                self.engine.query(sql)
-            except Exception as exc:
-                reason = " ".join(str(exc).split("\n")[0].split())[:200]
-                stale.append(f"{getattr(self.relations, key)} ({reason})")
-        if stale:
-            raise StaleSchemaError(
-                f"cohort_sync's relations in this warehouse are not the ones cohort-sync {__version__} "
-                f"reads and writes: {'; '.join(stale)}. Run `dbt deps` and `dbt run` in the project, "
-                "with the same version of the cohort_sync dbt package, to build them"
+            kind, reason = self._missing(sql)
+            relation = getattr(self.relations, key)
+            if kind == "column" and key in STATE_TABLES:
+                absent = [c for c in EXPECTED_COLUMNS[key] if self._missing(self._probe(key, (c,)))[0]]
+                alter.append(f"{relation} lacks {', '.join(absent)}")
+            elif kind:
+                rebuild.append(f"{relation} ({reason})")
+        advice = []
+        if rebuild:
+            advice.append(
+                f"{'; '.join(rebuild)}. Run `dbt deps` and `dbt run` in the project, with the same "
+                "version of the cohort_sync dbt package, to build them"
             )
+        if alter:
+            advice.append(
+                f"{'; '.join(alter)}. `dbt run` creates missing state tables but never alters existing "
+                "ones: add these columns with the types macros/state_tables.sql gives them "
+                "(`alter table ... add column ...`; on Spark, to the table's `_events` table, then drop "
+                "the view and `dbt run` recreates it)"
+            )
+        if advice:
+            raise StaleSchemaError(
+                "cohort_sync's relations in this warehouse lack what this cohort-sync reads and writes: "
+                + ". ".join(advice)
+            )
+
+    def _probe(self, key: str, columns: tuple[str, ...]) -> str:
+        return (f"select count(*) from (select {', '.join(columns) or '1 as present'} "
+                f"from {getattr(self.relations, key)} where 1 = 0) as probe")
+
+    def _missing(self, probe: str) -> tuple[str | None, str]:
+        """(None, '') if the probe runs; ('relation' or 'column', the engine's reason) if
+        it names something that does not exist; any other error is raised."""
+        try:
+            self.engine.query(probe)
+            return None, ""
+        except Exception as exc:
+            kind = self.engine.missing(exc)
+            if kind is None:
+                raise
+            reason = next((line for line in str(causes(exc)[-1]).splitlines() if line.strip()), "")
+            return kind, " ".join(reason.split())[:200]
 
     def cohorts(self) -> list[CohortPlan]:
         r = self.relations
@@ -526,6 +554,17 @@ class Ledger:
         """Recent history rows, newest first (or all rows of one run)."""
         where, params = ("where run_id = ?", [run_id]) if run_id else ("", [])
         return self._history_rows(f"{where} order by started_at desc, cohort_id limit {int(limit)}", params)
+
+    def notifications(self, run_ids: set[str]) -> list[NotificationRecord]:
+        """The notification log of these runs, oldest first."""
+        if not run_ids:
+            return []
+        rows = self.engine.query(
+            f"select {', '.join(NOTIFICATION_COLUMNS)} from {self.relations.notification_log} "
+            f"where run_id in ({', '.join('?' for _ in run_ids)}) order by sent_at, cohort_id, channel",
+            sorted(run_ids),
+        )
+        return [NotificationRecord(*row) for row in rows]
 
     def _history_rows(self, clauses: str, params: list[Any] | None = None) -> list[HistoryRow]:
         rows = self.engine.query(

@@ -57,14 +57,19 @@ def format_errors(rows: Sequence[HistoryRow]) -> str:
     return "\n".join(f"{row.cohort_id} ({row.status}): {row.error}" for row in rows if row.error)
 
 
-def format_notifications(records: Sequence[NotificationRecord]) -> str:
-    """How many notifications went out, and why each failed one did not."""
+def format_notifications(records: Sequence[NotificationRecord], *, history: bool = False) -> str:
+    """How many notifications went out, and why each failed one did not
+    (with history, across runs: each failure with its time and run)."""
     failed = [record for record in records if record.status == "failed"]
     lines = [
-        f"notifications: {len(records) - len(failed)} sent, {len(failed)} failed"
-        + (" (recorded in cohort_sync_notification_log)" if failed else "")
+        f"notifications{' in these runs' if history else ''}: {len(records) - len(failed)} sent, "
+        f"{len(failed)} failed" + (" (recorded in cohort_sync_notification_log)" if failed else "")
     ]
-    lines += [f"  {r.cohort_id} -> {r.recipient} ({r.channel}): {r.error}" for r in failed]
+    lines += [
+        "  " + (f"{r.sent_at:%Y-%m-%d %H:%M:%S} {r.run_id[:8]} " if history else "")
+        + f"{r.cohort_id} -> {r.recipient} ({r.channel}): {r.error}"
+        for r in failed
+    ]
     return "\n".join(lines)
 
 

@@ -119,6 +119,18 @@ def test_recipients_hear_each_outcome_with_its_counts(make_project, braze, mail_
         "$GROWTH_WEBHOOK answered HTTP 500: invalid_token", "$OPS_WEBHOOK answered HTTP 500: invalid_token"
     }
 
+    # `cohort-sync status` shows the notifications of the runs it lists, failures in full.
+    status = project.cli("cohort-sync", "status", "--limit", "4").stdout.split("\n\n")[-1].splitlines()
+    failed_at = [row[7] for row in project.query(
+        "select * from cohort_sync_notification_log where status = 'failed' order by cohort_id")]
+    assert status == [
+        "notifications in these runs: 3 sent, 2 failed (recorded in cohort_sync_notification_log)",
+        f"  {failed_at[0]:%Y-%m-%d %H:%M:%S} {runs[2][:8]} churn -> $GROWTH_WEBHOOK (webhook): "
+        "$GROWTH_WEBHOOK answered HTTP 500: invalid_token",
+        f"  {failed_at[1]:%Y-%m-%d %H:%M:%S} {runs[2][:8]} winback -> $OPS_WEBHOOK (webhook): "
+        "$OPS_WEBHOOK answered HTTP 500: invalid_token",
+    ]
+
     # Secrets stay out of the warehouse and of dbt's artifacts.
     stored = repr(project.query("select * from cohort_sync_notification_log"))
     stored += repr(project.query("select * from cohort_sync_cohorts"))
