@@ -9,6 +9,7 @@ from datetime import datetime
 from html import escape
 
 from .ledger import HistoryRow
+from .summary import first_line
 
 WIDTH, HEIGHT, PAD = 640, 160, 36
 
@@ -68,7 +69,7 @@ def render_report(sizes: Sequence[HistoryRow], recent: Sequence[HistoryRow], gen
         f'<td class="{escape(row.status)}">{escape(row.status)}</td>'
         + "".join(f'<td class="n">{value:,}</td>' if value is not None else '<td class="n"></td>'
                   for value in (row.added, row.removed, row.members_after, row.requests, row.retries))
-        + f"<td>{escape((row.error or '').splitlines()[0] if row.error else '')}</td></tr>"
+        + f"<td>{escape(first_line(row.error))}</td></tr>"
         for row in recent
     )
     return (

@@ -16,7 +16,7 @@ _COLUMNS = (
     ("retries", lambda r: r.retries),
     ("resent", lambda r: r.resent_batches),
     ("members", lambda r: "" if r.members_after is None else r.members_after),
-    ("error", lambda r: _first_line(r.error)[:60] + ("..." if len(_first_line(r.error)) > 60 else "")),
+    ("error", lambda r: first_line(r.error)[:60] + ("..." if len(first_line(r.error)) > 60 else "")),
 )
 _HISTORY_COLUMNS = (
     ("started (UTC)", lambda r: r.started_at.strftime("%Y-%m-%d %H:%M:%S") if r.started_at else ""),
@@ -48,8 +48,9 @@ def format_table(rows: Sequence[HistoryRow], *, history: bool = False) -> str:
     return "\n".join(lines)
 
 
-def _first_line(text: str | None) -> str:
-    return (text or "").splitlines()[0] if text else ""
+def first_line(text: str | None) -> str:
+    """The first line of an error, for tables (empty for none)."""
+    return text.splitlines()[0] if text else ""
 
 
 def format_errors(rows: Sequence[HistoryRow]) -> str:
