@@ -1,5 +1,7 @@
 """The benchmark's /proc sampler copes with processes that come and go while it reads."""
 
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -29,7 +31,7 @@ def test_descendants_include_grandchildren():
         assert len(found) == 1 and peak_rss_kb(found[0]) > 0
     finally:
         for pid in descendants(parent.pid):
-            subprocess.run(["kill", str(pid)])
+            os.kill(pid, signal.SIGTERM)
         parent.wait(timeout=30)
 
 
