@@ -2,21 +2,30 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+# Two install stamps: the demo needs only the package (dbt-core, dbt-duckdb);
+# the tests also need the test tools and the Spark and PostgreSQL adapters.
+DEMO_STAMP := $(VENV)/.installed-demo
+TEST_STAMP := $(VENV)/.installed-test
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: install engines demo test bench lint clean
 
-# Installs (again) only when pyproject.toml changed: quick when set up.
-# The test extra brings the Spark and PostgreSQL adapters (extras spark, postgres).
-$(STAMP): pyproject.toml
+# Each installs (again) only when pyproject.toml changed: quick when set up.
+$(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
-	touch $(STAMP)
 
-install: $(STAMP)
+$(DEMO_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e .
+	touch $(DEMO_STAMP)
+
+# The test extra brings the Spark and PostgreSQL adapters (extras spark, postgres).
+$(TEST_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(TEST_STAMP) $(DEMO_STAMP)
+
+install: $(TEST_STAMP)
 
 # The engines the test suite starts itself: a PostgreSQL server (Debian's
 # packages; the tests run it on 127.0.0.1) and Java for local Spark.
@@ -26,18 +35,19 @@ engines:
 	  $(SUDO) apt-get update -qq && \
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql openjdk-17-jre-headless >/dev/null; }
 
-demo: install
+# Only what the demo needs: no Spark or PostgreSQL adapter, no test tools.
+demo: $(DEMO_STAMP)
 	$(BIN)/python demo/run_demo.py
 
-test: install engines
+test: $(TEST_STAMP) engines
 	$(BIN)/ruff check scripts tests demo benchmarks
 	$(BIN)/python -m pytest
 
 # Not part of `make test` (a smoke run of it is); writes benchmarks/results/.
-bench: install
+bench: $(TEST_STAMP)
 	$(BIN)/python benchmarks/bench.py
 
-lint: install
+lint: $(TEST_STAMP)
 	$(BIN)/ruff check scripts tests demo benchmarks
 
 clean:
