@@ -5,7 +5,10 @@ Transient failures (429, 423, 5xx, connection errors, timeouts) are retried
 with exponential backoff and jitter, honouring Retry-After, capped in
 attempts and in total time. Any other 4xx is fatal and shows the server's
 message. Secrets travel only in request bodies and are redacted from every
-message this module produces.
+message this module produces. Every attempt is logged at INFO (what
+`cohort-sync publish --verbose` shows): the endpoint's path, the cohort,
+the batch and its counts, the attempt, the answer and the latency; never a
+key, which travels only in the body.
 """
 
 from __future__ import annotations
@@ -116,7 +119,8 @@ class BrazeClient:
         self._sleep = sleep
         self._clock = clock
         self._limiter = RateLimiter(settings.max_requests_per_hour, clock=clock, sleep=sleep)
-        self._base = f"{settings.rest_endpoint}/partners/{settings.partner_name}"
+        self._path = f"/partners/{settings.partner_name}"  # no secret in it: the keys go in the body
+        self._base = f"{settings.rest_endpoint}{self._path}"
         self._session = requests.Session()
         adapter = HTTPAdapter(pool_connections=1, pool_maxsize=pool_size, max_retries=0)
         self._session.mount("https://", adapter)
@@ -142,23 +146,46 @@ class BrazeClient:
             "/cohorts",
             {"cohort_id": cohort_id, "name": name, "created_at": stamp},
             what=f"name of cohort '{cohort_id}'",
+            detail="name call",
         )
 
-    def update_cohort(self, cohort_id: str, cohort_changes: list[dict[str, Any]] | str) -> Ack:
+    def update_cohort(
+        self,
+        cohort_id: str,
+        cohort_changes: list[dict[str, Any]] | str,
+        *,
+        batch: int | None = None,
+        adds: int | None = None,
+        removes: int | None = None,
+        kind: str = "users",
+    ) -> Ack:
         """Send one batch of adds and removes (at most 1,000 identifiers).
 
-        `cohort_changes` is the array, or its JSON text as the warehouse rendered it.
+        `cohort_changes` is the array, or its JSON text as the warehouse
+        rendered it; the batch's number and counts are for the log.
         """
         encoded = cohort_changes if isinstance(cohort_changes, str) else json.dumps(cohort_changes)
+        detail = " ".join(
+            f"{name}={value}" for name, value in
+            ((("resync_batch" if kind == "resync" else "batch"), batch), ("adds", adds), ("removes", removes))
+            if value is not None
+        )
         return self._post(
             "/cohorts/users",
             {"cohort_id": cohort_id},
             what=f"batch for cohort '{cohort_id}'",
             encoded={"cohort_changes": encoded},
+            detail=detail or "batch",
         )
 
     def _post(
-        self, path: str, fields: dict[str, Any], *, what: str, encoded: dict[str, str] | None = None
+        self,
+        path: str,
+        fields: dict[str, Any],
+        *,
+        what: str,
+        encoded: dict[str, str] | None = None,
+        detail: str = "",
     ) -> Ack:
         body = json.dumps(
             {
@@ -173,15 +200,19 @@ class BrazeClient:
         url = self._base + path
         timeout = self._settings.timeout_seconds
         started = self._clock()
+        cohort_id = fields["cohort_id"]
         for attempt in range(1, self._settings.max_attempts + 1):
             retry_after: float | None = None
             self._limiter.acquire()
+            sent = time.perf_counter()
             try:
                 response = self._session.post(url, data=body, timeout=(min(10.0, timeout), timeout))
             except (requests.ConnectionError, requests.Timeout) as exc:
+                self._log_attempt(path, cohort_id, detail, attempt, type(exc).__name__, sent)
                 reason = f"{type(exc).__name__}: {self._redact(str(exc))}"
             else:
                 status = response.status_code
+                self._log_attempt(path, cohort_id, detail, attempt, f"HTTP {status}", sent)
                 if 200 <= status < 300:
                     return Ack(status=status, attempts=attempt)
                 message = self._redact(server_message(response))
@@ -206,6 +237,13 @@ class BrazeClient:
             )
             self._sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _log_attempt(self, path: str, cohort_id: str, detail: str, attempt: int, answer: str, sent: float) -> None:
+        """One line per attempt, for `--verbose`: no key (they travel in the body), no host."""
+        log.info(
+            "POST %s%s cohort=%s %s attempt=%d: %s in %d ms",
+            self._path, path, cohort_id, detail, attempt, answer, round((time.perf_counter() - sent) * 1000),
+        )
 
     def _redact(self, text: str) -> str:
         for secret in self._settings.secrets:

@@ -369,7 +369,10 @@ def _send(
                     sending.append(request)
                 settle(sending)
                 for request in sending:
-                    in_flight[pool.submit(client.update_cohort, cohort_id, request.cohort_changes)] = request
+                    in_flight[pool.submit(
+                        client.update_cohort, cohort_id, request.cohort_changes, batch=request.batch_number,
+                        adds=request.adds, removes=request.removes, kind=request.kind,
+                    )] = request
                 if not in_flight:
                     break
                 done, pending = wait(in_flight, return_when=FIRST_COMPLETED)

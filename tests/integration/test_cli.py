@@ -4,6 +4,7 @@ package installed with `local:`, `dbt` and `cohort-sync` as commands."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -101,6 +102,30 @@ def test_fresh_project_syncs_through_the_cli(shop, braze):
     assert status.returncode == 0
     lines = [line for line in status.stdout.splitlines() if " loyal " in line]
     assert len(lines) == 3 and all("cli" in line for line in lines)
+
+
+def test_verbose_logs_every_attempt_of_every_request_without_a_key(shop, braze, keys):
+    braze.set_faults([
+        {"endpoint": "users", "times": 1, "status": 503, "retry_after": 0},
+        {"endpoint": "users", "times": 1, "drop": "before"},
+    ])
+    result = run(shop, "cohort-sync", "publish", "--verbose")
+    assert result.returncode == 0, result.stdout + result.stderr
+    line = re.compile(
+        r"INFO cohort_sync\.client: POST (?P<path>\S+) cohort=(?P<cohort>\S+) (?P<what>.+?) "
+        r"attempt=(?P<attempt>\d+): (?P<answer>.+) in (?P<ms>\d+) ms$"
+    )
+    logged = [m.groupdict() for m in map(line.search, result.stderr.splitlines()) if m]
+    assert [(r["path"], r["cohort"], r["what"], r["attempt"], r["answer"]) for r in logged] == [
+        (f"/partners/{PARTNER_NAME}/cohorts", "loyal", "name call", "1", "HTTP 201"),
+        (f"/partners/{PARTNER_NAME}/cohorts/users", "loyal", "batch=1 adds=7 removes=0", "1", "HTTP 503"),
+        (f"/partners/{PARTNER_NAME}/cohorts/users", "loyal", "batch=1 adds=7 removes=0", "2", "ConnectionError"),
+        (f"/partners/{PARTNER_NAME}/cohorts/users", "loyal", "batch=1 adds=7 removes=0", "3", "HTTP 201"),
+    ]
+    assert len([r for r in braze.requests() if "fault" in r or "status" in r]) == 4  # one line per attempt
+    said = result.stdout + result.stderr
+    assert keys["partner_api_key"] not in said and keys["data_import_key"] not in said
+    assert braze.url not in said  # the path only: no host, no URL
 
 
 def test_dry_run_prints_the_plan_and_sends_and_records_nothing(shop, braze):
