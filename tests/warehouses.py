@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import glob
 import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -77,7 +78,13 @@ def free_port() -> int:
 
 
 class PostgresServer:
-    """A throwaway PostgreSQL cluster on 127.0.0.1 (Debian's server binaries)."""
+    """A throwaway PostgreSQL cluster on 127.0.0.1 (Debian's server binaries).
+
+    Every connection is trusted but those of PASSWORD_ROLE, which must give
+    its password (see password_login).
+    """
+
+    PASSWORD_ROLE = "cohort_sync_password_login"
 
     def __init__(self) -> None:
         bindirs = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
@@ -97,6 +104,8 @@ class PostgresServer:
     def start(self) -> PostgresServer:
         data = self.dir / "data"
         self._run(str(self.bin / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync")
+        hba = data / "pg_hba.conf"  # the first matching line decides
+        hba.write_text(f"host all {self.PASSWORD_ROLE} 127.0.0.1/32 scram-sha-256\n" + hba.read_text())
         self._run(
             str(self.bin / "pg_ctl"), "-D", str(data), "-w", "-l", str(self.dir / "server.log"),
             "-o", f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off "
@@ -118,6 +127,20 @@ class PostgresServer:
         connection = psycopg2.connect(host="127.0.0.1", port=self.port, user="postgres", dbname=dbname)
         connection.autocommit = True
         return connection
+
+    def password_login(self, dbname: str) -> tuple[str, str]:
+        """(user, password) of a role that logs in only with its password (new at each
+        call), owning `dbname`: a wrong password is refused, unlike the trusted postgres user."""
+        password = "PGPASSWORD-" + secrets.token_hex(8)
+        connection = self.connect()
+        with connection.cursor() as cursor:
+            cursor.execute("select 1 from pg_roles where rolname = %s", [self.PASSWORD_ROLE])
+            if not cursor.fetchall():
+                cursor.execute(f"create role {self.PASSWORD_ROLE} login")
+            cursor.execute(f"alter role {self.PASSWORD_ROLE} password %s", [password])
+            cursor.execute(f"alter database {dbname} owner to {self.PASSWORD_ROLE}")
+        connection.close()
+        return self.PASSWORD_ROLE, password
 
     def create_database(self) -> str:
         name = "p_" + uuid.uuid4().hex[:12]
@@ -217,6 +240,21 @@ class SparkSessionHome:
         if self.session is not None:
             self.session.stop()
         shutil.rmtree(self.home, ignore_errors=True)
+
+
+class SparkOwnProcesses(Warehouse):
+    """Spark used only by subprocesses (`dbt`, `cohort-sync`), each its own JVM, with a
+    metastore of its own: not the test process's session (Derby admits one JVM)."""
+
+    name = "spark"
+    publishes_in_dbt = False
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.schema = "analytics"
+
+    def output(self):
+        return spark_output(self.schema, self.root / "spark")
 
 
 class SparkWarehouse(Warehouse):

@@ -62,36 +62,37 @@ def resolve_target(
     profile: str | None = None,
     target: str | None = None,
 ) -> Target:
-    """Render the profile with dbt's own renderer (env_var() and all)."""
+    """The project's profile, loaded as `dbt run` loads it.
+
+    dbt's own steps (dbt.cli.requires): an invocation context holding the
+    environment, which env_var() reads (without one, the renderer fails,
+    and a password it fails on is kept as its literal text), the flags
+    naming the profiles directory, then dbt.config.runtime.load_profile.
+    """
     from argparse import Namespace
 
-    from dbt.config.profile import Profile, read_profile
-    from dbt.config.renderer import ProfileRenderer
-    from dbt.exceptions import DbtProfileError, DbtRuntimeError
+    from dbt.config.runtime import load_profile
     from dbt.flags import set_from_args
+    from dbt_common.clients.system import get_env
+    from dbt_common.context import set_invocation_context
+    from dbt_common.exceptions import DbtRuntimeError
 
     project_dir = Path(project_dir).resolve()
-    profile_name = profile or _project(project_dir).get("profile")
-    if not profile_name:
-        raise WarehouseError("dbt_project.yml names no profile (use --profile)")
+    _project(project_dir)
     profiles_path = Path(profiles_dir).resolve() if profiles_dir else default_profiles_dir(project_dir)
+    set_invocation_context(get_env())
     set_from_args(Namespace(profiles_dir=str(profiles_path)), None)
-    raw = read_profile(str(profiles_path))
-    if profile_name not in raw:
-        raise WarehouseError(f"profile '{profile_name}' not found in {profiles_path / 'profiles.yml'}")
     try:
-        rendered = Profile.from_raw_profile_info(
-            raw[profile_name], profile_name, ProfileRenderer({}), target_override=target
-        )
-    except (DbtProfileError, DbtRuntimeError) as exc:
-        raise WarehouseError(f"profile '{profile_name}': {exc}") from None
+        loaded = load_profile(str(project_dir), {}, profile_name_override=profile, target_override=target)
+    except DbtRuntimeError as exc:
+        raise WarehouseError(f"the profile in {profiles_path / 'profiles.yml'}: {exc}") from None
     return Target(
         project_dir=project_dir,
         profiles_dir=profiles_path,
-        profile_name=profile_name,
-        target_name=rendered.target_name,
-        adapter_type=rendered.credentials.type,
-        credentials=rendered.credentials,
+        profile_name=loaded.profile_name,
+        target_name=loaded.target_name,
+        adapter_type=loaded.credentials.type,
+        credentials=loaded.credentials,
     )
 
 

@@ -20,7 +20,7 @@ from cohort_sync.cli import main as cli_main
 from cohort_sync.ledger import Ledger, StaleSchemaError
 from cohort_sync.warehouse import open_ledger, resolve_target
 from tests.sync_project import SyncProject, failure_text
-from tests.warehouses import PostgresWarehouse, free_port
+from tests.warehouses import ENGINES, PostgresWarehouse, SparkOwnProcesses, Warehouse, free_port
 
 pytestmark = pytest.mark.dbt
 
@@ -326,3 +326,70 @@ def test_an_unreachable_postgres_target_is_a_clear_error_without_its_password(
     assert code == 2
     assert "cannot connect to target 'dev' (postgres)" in err
     assert "PGSECRET" not in err
+
+
+#: Each engine's profile fields given by env_var(), as a user's profile gives them.
+ENV_VAR_FIELDS = {
+    "duckdb": {"path": "COHORT_SYNC_TEST_DUCKDB_PATH"},
+    "postgres": {"host": "COHORT_SYNC_TEST_PGHOST", "user": "COHORT_SYNC_TEST_PGUSER",
+                 "password": "DBT_POSTGRES_PASSWORD"},  # the README's name for it
+    "spark": {"host": "COHORT_SYNC_TEST_SPARK_HOST", "schema": "COHORT_SYNC_TEST_SPARK_SCHEMA"},
+}
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_the_cli_reads_a_profile_whose_fields_call_env_var(engine, request, tmp_path, braze_env, braze, monkeypatch):
+    """`dbt run`, then `cohort-sync publish` in its own process, as a scheduler runs
+    them, with a profile as the README writes it: the CLI renders env_var() as dbt
+    does, a password included, and never prints the password."""
+    password = None
+    if engine == "postgres":
+        server = request.getfixturevalue("postgres_server")
+
+        class PasswordLogin(PostgresWarehouse):
+            def output(self):
+                nonlocal password
+                user, password = server.password_login(self.dbname)
+                return {**super().output(), "user": user, "password": password}
+
+        def make(root):
+            return PasswordLogin(root, server)
+    else:
+        make = SparkOwnProcesses if engine == "spark" else Warehouse
+    if engine == "spark":
+        monkeypatch.setenv("SPARK_LOCAL_IP", "127.0.0.1")
+
+    class EnvVarProfile:
+        """The engine's profile with ENV_VAR_FIELDS replaced by env_var() calls."""
+
+        def __init__(self, root):
+            self.inner = make(root)
+            self.name, self.publishes_in_dbt = self.inner.name, False
+
+        def output(self):
+            output = self.inner.output()
+            for field, variable in ENV_VAR_FIELDS[engine].items():
+                monkeypatch.setenv(variable, str(output[field]))
+                output[field] = f"{{{{ env_var('{variable}') }}}}"
+            return output
+
+    project = SyncProject(tmp_path / "project", [CHURN], EnvVarProfile)
+    (project.root / "models" / "churn_audience.sql").write_text(
+        "select 'u1' as external_id union all select 'u2' as external_id union all select 'u3' as external_id\n"
+    )
+    outputs = []
+    for command in (("dbt", "run", "--vars", "{cohort_sync_publish_on_run: false}"),
+                    ("cohort-sync", "publish"), ("cohort-sync", "status")):
+        result = project.cli(*command, timeout=600)
+        outputs += [result.stdout, result.stderr]
+        assert result.returncode == 0, (command, result.stdout[-3000:], result.stderr[-3000:])
+    assert braze.cohorts()["churn_audience"]["user_ids"] == ["u1", "u2", "u3"]
+    assert f"({engine} target 'dev')" in outputs[2]
+    if password is not None:
+        assert all(password not in output for output in outputs)
+        monkeypatch.setenv("DBT_POSTGRES_PASSWORD", "PGWRONG-" + password)
+        refused = project.cli("cohort-sync", "status")
+        assert refused.returncode == 2, refused.stdout + refused.stderr
+        assert "cannot connect to target 'dev' (postgres)" in refused.stderr
+        assert "password authentication failed" in refused.stderr
+        assert password not in refused.stdout + refused.stderr

@@ -8,13 +8,12 @@ stay under 300 MB, and a second run must find nothing left to send.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pytest
 
 from tests.measure import run_measured
 from tests.sync_project import SyncProject
-from tests.warehouses import Warehouse, spark_output
+from tests.warehouses import SparkOwnProcesses
 
 pytestmark = pytest.mark.dbt
 
@@ -23,20 +22,6 @@ AUDIENCE = """
 select concat('u', lpad(cast(id as string), 7, '0')) as external_id
 from range({{ var('members') }})
 """
-
-
-class SparkOwnProcesses(Warehouse):
-    """Spark used only by subprocesses: its own metastore, not the test process's JVM."""
-
-    name = "spark"
-    publishes_in_dbt = False
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.schema = "analytics"
-
-    def output(self):
-        return spark_output(self.schema, self.root / "spark")
 
 
 def test_a_million_members_sync_through_the_cli_from_spark(tmp_path, braze_env, braze, monkeypatch):
