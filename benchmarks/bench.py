@@ -143,7 +143,7 @@ class Bench:
 
     def ensure_state_tables(self) -> None:
         if not hasattr(self, "_state_ready"):
-            self.dbt("run-operation", "cohort_sync.create_state_tables")
+            self.dbt("run-operation", "cohort_sync.migrate_state_tables")
             self._state_ready = True
 
     # -- dbt ----------------------------------------------------------------

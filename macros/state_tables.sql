@@ -2,8 +2,12 @@
   The publisher's state: what Braze has acknowledged, per cohort and
   member, plus the delivery log and run history. These are tables the
   publisher writes, not models: `dbt run` must never rebuild them. The
-  package creates them when missing (on-run-start) and models read them
-  as sources.
+  package's on-run-start hook brings them to this version's schema
+  (macros/migrations.sql) and models read them as sources.
+
+  state_table_columns() is the current schema: what a new warehouse gets.
+  A change to it ships with a step in state_migrations() that brings an
+  existing warehouse to it.
 #}
 {% macro state_relation(table_name) %}
   {{ return(adapter.dispatch('state_relation', 'cohort_sync')(table_name)) }}
@@ -47,7 +51,7 @@
       ('entry_point', string), ('started_at', timestamp), ('finished_at', timestamp),
       ('status', string), ('added', bigint), ('removed', bigint),
       ('requests', bigint), ('retries', bigint), ('resent_batches', bigint),
-      ('members_after', bigint), ('error', string)
+      ('members_after', bigint), ('error', string), ('package_version', string)
     ],
     'cohort_sync_inflight': [
       ('run_id', string), ('cohort_id', string), ('request_kind', string),
@@ -60,6 +64,9 @@
     'cohort_sync_lock': [
       ('lock_name', string), ('run_id', string), ('owner', string),
       ('entry_point', string), ('acquired_at', timestamp), ('expires_at', timestamp)
+    ],
+    'cohort_sync_schema_migrations': [
+      ('step', string), ('package_version', string), ('applied_at', timestamp)
     ]
   }) }}
 {% endmacro %}
@@ -77,29 +84,23 @@
 {% endmacro %}
 
 
-{% macro create_state_tables() %}
-  {{ return(adapter.dispatch('create_state_tables', 'cohort_sync')()) }}
+{#
+  Creates the state tables among `table_names` that are missing, with the
+  current columns. Idempotent: a table that exists is left as it is (the
+  migration steps alter it).
+#}
+{% macro create_state_tables(table_names) %}
+  {{ return(adapter.dispatch('create_state_tables', 'cohort_sync')(table_names)) }}
 {% endmacro %}
 
-{% macro default__create_state_tables() %}
-  {%- if execute -%}
-    {%- set tables = cohort_sync.state_table_columns() -%}
-    {%- set created = [] -%}
-    {%- do adapter.create_schema(cohort_sync.state_relation('cohort_sync_published_state')) -%}
-    {%- for table_name, columns in tables.items() -%}
-      {%- set relation = cohort_sync.state_relation(table_name) -%}
-      {%- if adapter.get_relation(relation.database, relation.schema, relation.identifier) is none -%}
-        {%- do cohort_sync.create_state_table(relation, columns) -%}
-        {%- do created.append(table_name) -%}
-      {%- endif -%}
-    {%- endfor -%}
-    {#- statements run while the hook renders are not committed by dbt -#}
-    {%- if created -%}
-      {%- do adapter.commit() -%}
+{% macro default__create_state_tables(table_names) %}
+  {%- set tables = cohort_sync.state_table_columns() -%}
+  {%- for table_name in table_names -%}
+    {%- set relation = cohort_sync.state_relation(table_name) -%}
+    {%- if adapter.get_relation(relation.database, relation.schema, relation.identifier) is none -%}
+      {%- do cohort_sync.create_state_table(relation, tables[table_name]) -%}
     {%- endif -%}
-  {%- endif -%}
-  {# hooks expect SQL; the work above is done through statements #}
-  select 1 as cohort_sync_state_ready
+  {%- endfor -%}
 {% endmacro %}
 
 
@@ -120,38 +121,54 @@
   }) }}
 {% endmacro %}
 
-{% macro spark__create_state_tables() %}
-  {%- if execute -%}
-    {%- set keys = cohort_sync.state_event_keys() -%}
-    {%- do adapter.create_schema(cohort_sync.state_relation('cohort_sync_published_state')) -%}
-    {%- for table_name, columns in cohort_sync.state_table_columns().items() -%}
-      {%- set relation = cohort_sync.state_relation(table_name) -%}
-      {%- set stored = cohort_sync.state_relation(table_name ~ '_events') if table_name in keys else relation -%}
-      {%- set stored_columns = columns + ([('is_live', dbt.type_boolean()), ('event_seq', dbt.type_bigint())] if table_name in keys else []) -%}
+{% macro spark__create_state_tables(table_names) %}
+  {%- set keys = cohort_sync.state_event_keys() -%}
+  {%- set tables = cohort_sync.state_table_columns() -%}
+  {%- for table_name in table_names -%}
+    {%- set relation = cohort_sync.state_relation(table_name) -%}
+    {%- set existing = adapter.get_relation(relation.database, relation.schema, relation.identifier) -%}
+    {%- if table_name not in keys -%}
+      {%- if existing is none -%}
+        {%- do cohort_sync.create_state_table(relation, tables[table_name]) -%}
+      {%- endif -%}
+    {#- a plain table of an earlier version is left for step 0002 to convert -#}
+    {%- elif existing is none or existing.is_view -%}
+      {%- set stored = cohort_sync.state_relation(table_name ~ '_events') -%}
       {%- if adapter.get_relation(stored.database, stored.schema, stored.identifier) is none -%}
-        {%- do cohort_sync.create_state_table(stored, stored_columns) -%}
+        {%- do cohort_sync.create_state_table(stored, tables[table_name] + cohort_sync.state_event_columns()) -%}
       {%- endif -%}
-      {%- set existing = adapter.get_relation(relation.database, relation.schema, relation.identifier) if table_name in keys else none -%}
-      {%- if existing is not none and not existing.is_view -%}
-        {{ exceptions.raise_compiler_error(
-            "cohort_sync: " ~ existing ~ " is a table, but on Spark it must be a view of " ~ stored
-            ~ " (an earlier version made a table). Copy its rows into " ~ stored
-            ~ " with is_live = true and event_seq = 1, drop it, and run again.") }}
+      {%- if existing is none -%}
+        {%- do cohort_sync.create_state_view(table_name) -%}
       {%- endif -%}
-      {%- if table_name in keys and existing is none -%}
-        {%- call statement('cohort_sync_create_' ~ table_name) -%}
-          create view if not exists {{ relation }} as
-          select {{ columns | map(attribute=0) | join(', ') }}
-          from (
-            select
-              *,
-              row_number() over (partition by {{ keys[table_name] | join(', ') }} order by event_seq desc) as event_rank
-            from {{ stored }}
-          ) as events
-          where event_rank = 1 and is_live
-        {%- endcall -%}
-      {%- endif -%}
-    {%- endfor -%}
-  {%- endif -%}
-  select 1 as cohort_sync_state_ready
+    {%- endif -%}
+  {%- endfor -%}
+{% endmacro %}
+
+{% macro state_event_columns() %}
+  {{ return([('is_live', dbt.type_boolean()), ('event_seq', dbt.type_bigint())]) }}
+{% endmacro %}
+
+{#
+  The view of an event log's live rows: the latest event per key, if it is
+  not a tombstone. Its columns are the log's own (less is_live and
+  event_seq), so a log an earlier version made gets a view of what it has.
+#}
+{% macro create_state_view(table_name, replace=false) %}
+  {%- set keys = cohort_sync.state_event_keys()[table_name] -%}
+  {%- set stored = cohort_sync.state_relation(table_name ~ '_events') -%}
+  {%- set columns = [] -%}
+  {%- for column in adapter.get_columns_in_relation(stored) if column.name | lower not in ('is_live', 'event_seq') -%}
+    {%- do columns.append(column.name | lower) -%}
+  {%- endfor -%}
+  {%- call statement('cohort_sync_view_' ~ table_name) -%}
+    create {{ 'or replace view' if replace else 'view if not exists' }} {{ cohort_sync.state_relation(table_name) }} as
+    select {{ columns | join(', ') }}
+    from (
+      select
+        *,
+        row_number() over (partition by {{ keys | join(', ') }} order by event_seq desc) as event_rank
+      from {{ stored }}
+    ) as events
+    where event_rank = 1 and is_live
+  {%- endcall -%}
 {% endmacro %}

@@ -28,9 +28,10 @@ from .config import (
     ConfigError,
 )
 from .ledger import Ledger, LockHeldError, StaleSchemaError
+from .migrations import open_current_ledger
 from .publish import PublishOptions, publish_run
 from .summary import format_notifications, format_run, format_table
-from .warehouse import WarehouseError, open_ledger, resolve_target
+from .warehouse import WarehouseError, resolve_target
 
 log = logging.getLogger("cohort_sync")
 T = TypeVar("T")
@@ -131,7 +132,7 @@ def _publish(args: argparse.Namespace) -> int:
         only=args.cohort, now=args.now,
     )
     target = resolve_target(args.project_dir, args.profiles_dir, args.profile, args.target)
-    summary = publish_run(lambda: open_ledger(target), entry_point="cli", options=options)
+    summary = publish_run(lambda: open_current_ledger(target), entry_point="cli", options=options)
     heading = "dry run: would send" if args.dry_run else "publish run"
     print(f"cohort-sync {heading} {summary.run_id} ({target.adapter_type} target '{target.target_name}')")
     print(format_run(summary.rows, summary.notifications))
@@ -143,9 +144,9 @@ def _publish(args: argparse.Namespace) -> int:
 def _read(args: argparse.Namespace, read: Callable[[Ledger], T]) -> T:
     """What `read` finds in the ledger of the target the arguments name."""
     target = resolve_target(args.project_dir, args.profiles_dir, args.profile, args.target)
-    ledger = open_ledger(target)
+    ledger = open_current_ledger(target)
     try:
-        ledger.check_schema()
+        ledger.check_schema(state_only=True)
         return read(ledger)
     finally:
         ledger.close()

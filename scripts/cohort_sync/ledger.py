@@ -20,6 +20,7 @@ from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
 
+from . import __version__
 from .engines import Engine, causes
 from .notify import NotificationRecord, Recipient, recipients_from_json
 from .payload import (
@@ -42,6 +43,7 @@ STATE_TABLES = (
     "inflight",
     "lock",
     "notification_log",
+    "schema_migrations",
 )
 LOCK_NAME = "publisher"
 
@@ -68,6 +70,7 @@ class Relations:
     inflight: str
     lock: str
     notification_log: str
+    schema_migrations: str
 
     def events(self, table: str) -> str:
         """The append-only event log behind a state table's view (Spark): `<name>_events`."""
@@ -116,6 +119,7 @@ class HistoryRow:
     resent_batches: int = 0
     members_after: int | None = None
     error: str | None = None
+    package_version: str = __version__  # the cohort-sync that wrote the row ('0.1.0' before 0.2.0)
 
 
 HISTORY_COLUMNS = tuple(f.name for f in fields(HistoryRow))
@@ -159,6 +163,7 @@ EXPECTED_COLUMNS: dict[str, tuple[str, ...]] = {
     "inflight": INFLIGHT_COLUMNS,
     "lock": LOCK_COLUMNS,
     "notification_log": NOTIFICATION_COLUMNS,
+    "schema_migrations": ("step", "package_version", "applied_at"),
 }
 
 
@@ -180,13 +185,15 @@ class Ledger:
     def close(self) -> None:
         self.engine.close()
 
-    def check_schema(self) -> None:
+    def check_schema(self, state_only: bool = False) -> None:
         """Fail with what to do, before any lock or request, when the models or
         state tables lack what this version reads and writes: say the Python
         package was upgraded and `dbt deps` and `dbt run` have not run since.
         One query when all is well; an error that is not a missing relation or
-        column (a lost connection, a permission) is raised as the engine's own."""
-        probes = {key: self._probe(key, columns) for key, columns in EXPECTED_COLUMNS.items()}
+        column (a lost connection, a permission) is raised as the engine's own.
+        `state_only`: the state tables only (what status and report read)."""
+        probes = {key: self._probe(key, columns) for key, columns in EXPECTED_COLUMNS.items()
+                  if key in STATE_TABLES or not state_only}
         try:
             self.engine.query(" union all ".join(probes.values()))
             return
@@ -219,6 +226,17 @@ class Ledger:
                 "cohort_sync's relations in this warehouse lack what this cohort-sync reads and writes: "
                 + ". ".join(advice)
             )
+
+    def applied_steps(self) -> set[str]:
+        """The migration steps recorded in cohort_sync_schema_migrations (none
+        when the table does not exist: a warehouse from before 0.2.0)."""
+        try:
+            rows = self.engine.query(f"select distinct step from {self.relations.schema_migrations}")
+        except Exception as exc:
+            if self.engine.missing(exc) is None:
+                raise
+            return set()
+        return {row[0] for row in rows}
 
     def _probe(self, key: str, columns: tuple[str, ...]) -> str:
         return (f"select count(*) from (select {', '.join(columns) or '1 as present'} "

@@ -30,6 +30,10 @@ class WarehouseError(RuntimeError):
     """The project, profile, manifest or connection cannot be used."""
 
 
+class StaleManifestError(WarehouseError):
+    """The manifest lacks relations this version reads: it is from an older version."""
+
+
 @dataclass(frozen=True)
 class Target:
     project_dir: Path
@@ -117,7 +121,7 @@ def relations_from_manifest(project_dir: Path) -> Relations:
                 names[source["name"]] = source["relation_name"]
     missing = [key for key in (*MODELS, *STATE_TABLES) if key not in names]
     if missing:
-        raise WarehouseError(
+        raise StaleManifestError(
             f"the manifest at {path} lacks cohort_sync's {', '.join(missing)}: run `dbt deps` and "
             "`dbt run` in the project, with the same version of the cohort_sync dbt package as this "
             "cohort-sync (the manifest is from an older version, or the package is not installed)"

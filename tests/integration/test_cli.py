@@ -12,6 +12,8 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from cohort_sync.migrations import STATE_SCHEMA_STEP, StateBehindError, open_current_ledger
+from cohort_sync.warehouse import resolve_target
 from tests.conftest import PARTNER_NAME
 from tests.sync_project import REPO
 
@@ -184,7 +186,9 @@ def test_relations_older_than_this_version_exit_2_saying_to_run_dbt_and_nothing_
         assert result.returncode == 2, (command, result.stdout, result.stderr)
         assert "Traceback" not in result.stderr
         message = result.stderr
-        assert "cohort_sync_cohorts" in message and "notify" in message, message
+        # status and report read the state tables only; publish reads the plan too
+        plan_named = "cohort_sync_cohorts" in message and "notify" in message
+        assert plan_named == (command[0] == "publish"), message
         assert "cohort_sync_notification_log" in message, message
         assert "cohort_sync_run_history" not in message  # only what is stale is named
         assert "Run `dbt deps` and `dbt run`" in message
@@ -197,14 +201,26 @@ def test_relations_older_than_this_version_exit_2_saying_to_run_dbt_and_nothing_
     assert len(braze.cohorts()["loyal"]["user_ids"]) == 7
 
 
-def test_a_manifest_from_before_an_upgrade_says_to_run_dbt(shop, braze):
+def test_a_manifest_from_before_an_upgrade_is_read_again_and_the_publish_goes_on(shop, braze):
     manifest = shop / "target" / "manifest.json"
     nodes = json.loads(manifest.read_text())
     nodes["sources"] = {k: v for k, v in nodes["sources"].items() if not k.endswith(".notification_log")}
     manifest.write_text(json.dumps(nodes))
     result = run(shop, "cohort-sync", "publish")
-    assert result.returncode == 2
-    assert "lacks cohort_sync's notification_log: run `dbt deps` and `dbt run`" in result.stderr
+    assert result.returncode == 0, result.stderr
+    assert "the project's manifest predated this cohort-sync" in result.stderr
+    assert any(k.endswith(".notification_log") for k in json.loads(manifest.read_text())["sources"])
+    assert len(braze.cohorts()["loyal"]["user_ids"]) == 7
+
+
+def test_a_dbt_package_older_than_the_cli_exits_2_saying_to_run_dbt_deps(shop, braze):
+    with duckdb.connect(str(shop / "shop.duckdb")) as con:  # as an older package's migrations leave it
+        con.execute("delete from cohort_sync_schema_migrations where step = ?", [STATE_SCHEMA_STEP])
+    target = resolve_target(shop, shop)
+    with pytest.raises(StateBehindError) as raised:
+        open_current_ledger(target, migrate=lambda target: None)  # that package's migrations: nothing more
+    assert f"this cohort-sync needs {STATE_SCHEMA_STEP}: run `dbt deps`" in str(raised.value)
+    assert "0003_notification_log" in str(raised.value)  # how far the warehouse is
     assert braze.requests() == []
 
 

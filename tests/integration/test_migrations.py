@@ -1,0 +1,210 @@
+"""State tables migrate themselves: a warehouse of the earliest released
+schema (0.1.0, as its first release left it: six state tables, plain
+tables on Spark, no notification log, no schema record), with published
+members and history, is brought to this version by `dbt run` alone on
+DuckDB, PostgreSQL and Spark, or by any `cohort-sync` command; every row
+is kept, and the next publish sends only the delta.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from datetime import datetime
+from pathlib import Path
+
+import duckdb
+import pytest
+import yaml
+
+from cohort_sync import __version__
+from cohort_sync.cli import main as cli_main
+from cohort_sync.migrations import STATE_SCHEMA_STEP
+from tests.sync_project import REPO, SyncProject
+from tests.warehouses import PostgresWarehouse, SparkWarehouse
+
+pytestmark = pytest.mark.dbt
+
+CHURN = {"model": "churn_audience", "name": "Churn risk"}
+STEPS = [
+    "0001_state_tables", "0002_spark_event_logs", "0003_notification_log", "0004_run_history_package_version",
+]
+AT = datetime(2026, 11, 20, 6, 0, 0)
+OLD_RUN = "0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f"
+
+#: The state tables of 0.1.0, column by column ('s' string, 't' timestamp, 'b' bigint),
+#: as its create_state_tables made them.
+SCHEMA_0_1_0 = {
+    "cohort_sync_published_state": "cohort_id s, member_key s, identifier_type s, external_id s, alias_name s, "
+                                   "alias_label s, device_id s, run_id s, acknowledged_at t",
+    "cohort_sync_published_cohorts": "cohort_id s, cohort_name s, created_at t, run_id s, acknowledged_at t",
+    "cohort_sync_delivery_log": "run_id s, plan_id s, cohort_id s, request_kind s, batch_number b, added b, "
+                                "removed b, http_status b, acknowledged_at t",
+    "cohort_sync_run_history": "run_id s, cohort_id s, cohort_name s, entry_point s, started_at t, finished_at t, "
+                               "status s, added b, removed b, requests b, retries b, resent_batches b, "
+                               "members_after b, error s",
+    "cohort_sync_inflight": "run_id s, cohort_id s, request_kind s, batch_number b, identifiers b, sent_at t",
+    "cohort_sync_lock": "lock_name s, run_id s, owner s, entry_point s, acquired_at t, expires_at t",
+}
+TYPES = {
+    "duckdb": {"s": "varchar", "t": "timestamp", "b": "bigint"},
+    "postgres": {"s": "text", "t": "timestamp", "b": "bigint"},
+    "spark": {"s": "string", "t": "timestamp", "b": "bigint"},
+}
+OLD_MEMBERS = [f"u{n:03d}" for n in range(100)]
+
+
+def ids(start: int, stop: int) -> list[str]:
+    return [f"u{n:03d}" for n in range(start, stop)]
+
+
+def execute(warehouse, statements: list[str]) -> None:
+    """Run DDL and inserts in the project's schema, as the old version would have."""
+    if isinstance(warehouse, SparkWarehouse):
+        session = warehouse.spark.session
+        session.sql(f"create database if not exists {warehouse.schema}")
+        for sql in statements:
+            session.sql(sql.replace("{schema}", warehouse.schema))
+    elif isinstance(warehouse, PostgresWarehouse):
+        connection = warehouse.server.connect(warehouse.dbname)
+        with connection.cursor() as cursor:
+            cursor.execute(f"create schema if not exists {warehouse.schema}")
+            for sql in statements:
+                cursor.execute(sql.replace("{schema}", warehouse.schema))
+        connection.close()
+    else:
+        with duckdb.connect(str(warehouse.database)) as con:
+            for sql in statements:
+                con.execute(sql.replace("{schema}", warehouse.schema))
+
+
+def literal(value) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, datetime):
+        return f"cast('{value:%Y-%m-%d %H:%M:%S}' as timestamp)"
+    if isinstance(value, int):
+        return str(value)
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def insert(table: str, rows: list[tuple]) -> str:
+    values = ", ".join("(" + ", ".join(literal(v) for v in row) + ")" for row in rows)
+    return f"insert into {{schema}}.{table} values {values}"
+
+
+def build_0_1_0_state(warehouse) -> None:
+    """The state a 0.1.0 publisher left: 100 members published, the name known, one run in history."""
+    types = TYPES[warehouse.name]
+    statements = []
+    for table, spec in SCHEMA_0_1_0.items():
+        columns = ", ".join(f"{name} {types[kind]}" for name, kind in (c.split() for c in spec.split(", ")))
+        statements.append(f"create table {{schema}}.{table} ({columns})")
+    statements += [
+        insert("cohort_sync_published_state", [
+            ("churn_audience", f"external_id:{m}", "external_id", m, None, None, None, OLD_RUN, AT)
+            for m in OLD_MEMBERS
+        ]),
+        insert("cohort_sync_published_cohorts", [("churn_audience", "Churn risk", AT, OLD_RUN, AT)]),
+        insert("cohort_sync_delivery_log", [
+            (OLD_RUN, None, "churn_audience", "name", None, 0, 0, 201, AT),
+            (OLD_RUN, "oldplan", "churn_audience", "users", 1, 100, 0, 201, AT),
+        ]),
+        insert("cohort_sync_run_history", [
+            (OLD_RUN, "churn_audience", "Churn risk", "cli", AT, AT, "success", 100, 0, 2, 0, 0, 100, None),
+        ]),
+    ]
+    execute(warehouse, statements)
+
+
+def old_project(make_engine_project) -> SyncProject:
+    project = make_engine_project([CHURN])
+    build_0_1_0_state(project.warehouse)
+    # Today's audience: three of the published members left, five joined.
+    project.set_audience("churn_audience", {"external_id": ids(3, 105)})
+    return project
+
+
+def applied_steps(project: SyncProject) -> list[tuple[str, str]]:
+    return sorted(project.query("select step, package_version from cohort_sync_schema_migrations"))
+
+
+def test_dbt_run_alone_upgrades_the_earliest_schema_keeps_every_row_and_then_sends_only_the_delta(
+    make_engine_project, braze
+):
+    project = old_project(make_engine_project)
+    assert project.sync(), "dbt run on the 0.1.0 state"
+
+    assert applied_steps(project) == [(step, __version__) for step in STEPS]
+    # Every row kept; the old history row has the new column's default.
+    history = project.history()
+    assert [(h["run_id"], h["status"], h["added"], h["package_version"]) for h in history] == [
+        (OLD_RUN, "success", 100, "0.1.0"), (history[1]["run_id"], "success", 5, __version__),
+    ]
+    assert project.query("select count(*) from cohort_sync_delivery_log where run_id = ?", [OLD_RUN]) == [(2,)]
+    assert project.query("select cohort_name, created_at from cohort_sync_published_cohorts") == [("Churn risk", AT)]
+    # The next publish sent only the delta: no name call, one batch of 5 adds and 3 removes.
+    [request] = [r for r in braze.requests() if "fault" not in r]
+    assert (request["endpoint"], request["adds"], request["removes"]) == ("users", 5, 3)
+    assert project.published("churn_audience") == {f"external_id:{m}" for m in ids(3, 105)}
+    assert braze.cohorts()["churn_audience"]["user_ids"] == ids(100, 105)  # what this endpoint was sent
+    if project.warehouse.name == "spark":
+        # The mutable tables became event logs behind views, their rows kept.
+        session = project.warehouse.spark.session
+        schema = project.warehouse.schema
+        views = {row.viewName for row in session.sql(f"show views in {schema}").collect()}
+        tables = {row.tableName for row in session.sql(f"show tables in {schema}").collect()} - views
+        logs = {"cohort_sync_published_state", "cohort_sync_published_cohorts", "cohort_sync_inflight",
+                "cohort_sync_lock"}
+        assert logs <= views and {f"{name}_events" for name in logs} <= tables
+        assert project.query(
+            "select count(*) from cohort_sync_published_state_events where run_id = ? and event_seq = 1", [OLD_RUN]
+        ) == [(100,)]
+
+    # A second dbt run finds nothing to migrate: no step applied again.
+    recorded = project.query("select step, applied_at from cohort_sync_schema_migrations order by step")
+    assert project.sync()
+    assert project.query("select step, applied_at from cohort_sync_schema_migrations order by step") == recorded
+    assert len(project.history()) == 3
+
+
+def test_a_cohort_sync_command_before_dbt_run_migrates_the_state_first(make_engine_project, braze, capsys, caplog):
+    project = old_project(make_engine_project)
+    assert project.dbt("parse").success  # a manifest of this version; nothing built, nothing migrated
+    code = cli_main(["status", "--project-dir", str(project.root), "--profiles-dir", str(project.root)])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert f"migrated the state tables of target 'dev': {', '.join(STEPS)}" in caplog.text
+    assert f"{OLD_RUN[:8]}  cli  churn_audience  success" in out  # the 0.1.0 history, read after the upgrade
+    assert applied_steps(project) == [(step, __version__) for step in STEPS]
+    # Then the scheduler's usual job: dbt run and publish send only the delta.
+    assert project.sync()
+    [request] = [r for r in braze.requests() if "fault" not in r]
+    assert (request["endpoint"], request["adds"], request["removes"]) == ("users", 5, 3)
+
+
+def test_two_migrations_that_start_at_once_both_succeed_and_keep_every_row(
+    tmp_path, braze_env, postgres_server
+):
+    project = SyncProject(tmp_path / "project", [CHURN], lambda root: PostgresWarehouse(root, postgres_server))
+    build_0_1_0_state(project.warehouse)
+    project.set_audience("churn_audience", {"external_id": ids(3, 105)})
+    assert project.dbt("parse").success
+    command = project.command("dbt", "run-operation", "cohort_sync.migrate_state_tables")
+    runs = [subprocess.Popen(command, cwd=project.root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            for _ in range(2)]
+    outputs = [run.communicate(timeout=300)[0] for run in runs]
+    assert [run.returncode for run in runs] == [0, 0], outputs
+    assert sum("state tables migrated" in output for output in outputs) == 1, outputs  # one did the work
+    assert sorted({step for step, _ in applied_steps(project)}) == STEPS
+    assert project.query("select count(*) from cohort_sync_published_state") == [(100,)]
+    assert project.query("select package_version from cohort_sync_run_history") == [("0.1.0",)]
+
+
+def test_the_python_side_expects_the_last_step_and_every_version_agrees():
+    macros = (REPO / "macros" / "migrations.sql").read_text()
+    names = [line.split("'")[3] for line in macros.splitlines() if line.strip().startswith("{'name':")]
+    assert names == STEPS and names[-1] == STATE_SCHEMA_STEP
+    assert f"{{{{ return('{__version__}') }}}}" in macros  # package_version()
+    assert yaml.safe_load((REPO / "dbt_project.yml").read_text())["version"] == __version__
+    assert f"## {__version__}" in (REPO / "CHANGELOG.md").read_text()
+    assert Path(REPO / "pyproject.toml").read_text().count('version = {attr = "cohort_sync.__version__"}') == 1
