@@ -216,10 +216,12 @@ class Ledger:
             )
         if alter:
             advice.append(
-                f"{'; '.join(alter)}. `dbt run` creates missing state tables but never alters existing "
-                "ones: add these columns with the types macros/state_tables.sql gives them "
-                "(`alter table ... add column ...`; on Spark, to the table's `_events` table, then drop "
-                "the view and `dbt run` recreates it)"
+                f"{'; '.join(alter)}. `dbt run` creates missing state tables and applies the migration "
+                "steps cohort_sync_schema_migrations does not record, but these steps are recorded (was "
+                "the table altered by hand?): add these columns with the types macros/state_tables.sql "
+                "gives them (`alter table ... add column ...`; on Spark, to the table's `_events` table, "
+                "then drop the view and `dbt run` recreates it), or delete the rows of the steps that "
+                "add them (macros/migrations.sql) from cohort_sync_schema_migrations and run `dbt run`"
             )
         if advice:
             raise StaleSchemaError(

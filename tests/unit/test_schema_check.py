@@ -53,6 +53,7 @@ def test_a_state_table_lacking_columns_names_them_and_says_to_add_them(ledger):
         ledger.check_schema()
     message = str(raised.value)
     assert "run_history lacks retries, resent_batches. `dbt run` creates missing state tables" in message
+    assert "delete the rows of the steps that add them" in message
     assert "add these columns with the types macros/state_tables.sql gives them" in message
     assert "dbt deps" not in message
 
