@@ -4,7 +4,9 @@
   sent. Membership and rejects both read from here.
 
   Rules (README, "Audience contract"):
-  - identifiers are cast to strings and trimmed; empty after trimming = absent;
+  - identifiers are cast to strings and trimmed of surrounding whitespace
+    (every Unicode White_Space character: macros/trim_whitespace.sql);
+    empty after trimming = absent;
   - precedence: external_id, then alias (alias_name and alias_label both
     present), then device_id; the other identifiers of the row are not sent;
   - a row with no usable identifier, or whose chosen identifier is longer
@@ -38,10 +40,10 @@ normalised as (
         raw_alias_name,
         raw_alias_label,
         raw_device_id,
-        nullif(trim(raw_external_id), '') as external_id,
-        nullif(trim(raw_alias_name), '') as alias_name,
-        nullif(trim(raw_alias_label), '') as alias_label,
-        nullif(trim(raw_device_id), '') as device_id
+        nullif({{ cohort_sync.trim_whitespace('raw_external_id') }}, '') as external_id,
+        nullif({{ cohort_sync.trim_whitespace('raw_alias_name') }}, '') as alias_name,
+        nullif({{ cohort_sync.trim_whitespace('raw_alias_label') }}, '') as alias_label,
+        nullif({{ cohort_sync.trim_whitespace('raw_device_id') }}, '') as device_id
     from raw_rows
 ),
 

@@ -103,7 +103,9 @@ class PostgresServer:
 
     def start(self) -> PostgresServer:
         data = self.dir / "data"
-        self._run(str(self.bin / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync")
+        # UTF-8 whatever the machine's locale: identifiers are Unicode.
+        self._run(str(self.bin / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres", "-E", "UTF8",
+                  "--no-sync")
         hba = data / "pg_hba.conf"  # the first matching line decides
         hba.write_text(f"host all {self.PASSWORD_ROLE} 127.0.0.1/32 scram-sha-256\n" + hba.read_text())
         self._run(

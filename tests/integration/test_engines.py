@@ -198,6 +198,41 @@ def test_each_identifier_type_precedence_and_cast(scenario):
     s.check_same_as_first_engine()
 
 
+#: Every character of Unicode's White_Space property, as the README lists them.
+WHITE_SPACE = "\t\n\x0b\x0c\r \x85\xa0\u1680" + "".join(map(chr, range(0x2000, 0x200B))) + "\u2028\u2029\u202f\u205f\u3000"
+
+
+def test_surrounding_whitespace_of_every_kind_is_trimmed_and_whitespace_only_ids_are_rejected(scenario):
+    """Tabs, line breaks and Unicode spaces around an identifier are trimmed
+    (those inside are kept); an identifier of whitespace only is absent."""
+    s = scenario([CHURN])
+    blank = ["\t", "\n", "\u00a0", "\u3000\u2003 \x0b\x0c\r", WHITE_SPACE]  # tab, newline, no-break space...
+    s.project.set_audience("churn_audience", {
+        "external_id": ["\tabc\n", "\r\n def \x0b\x0c", "\u00a0ghi\u2003", "\u3000j k\u205f", None, None,
+                        WHITE_SPACE + "all" + WHITE_SPACE, "\u200bzero-width\u200b", *blank, "\t"],
+        "alias_name": [None, None, None, None, "\u00a0lead-1\t", None, None, None, *[None] * len(blank), "\n"],
+        "alias_label": [None, None, None, None, " crm\n", None, None, None, *[None] * len(blank), "crm"],
+        "device_id": [None, None, None, None, None, "\u2028dev-1\u0085", None, None, *[None] * len(blank), None],
+    })
+    held = s.sync()["braze"]["churn_audience"]
+    # U+200B (zero width space) is not White_Space: kept, as Python's str.strip() keeps it.
+    assert held["user_ids"] == ["abc", "all", "def", "ghi", "j k", "\u200bzero-width\u200b"]
+    assert held["aliases"] == [{"alias_name": "lead-1", "alias_label": "crm"}]
+    assert held["device_ids"] == ["dev-1"]
+    assert s.project.published("churn_audience") == {
+        "external_id:abc", "external_id:all", "external_id:def", "external_id:ghi", "external_id:j k",
+        "external_id:\u200bzero-width\u200b", "alias:6:lead-1:crm", "device_id:dev-1",
+    }
+    rejects = s.project.query(
+        "select reject_reason, external_id, alias_name, alias_label, device_id, source_rows from cohort_sync_rejects"
+    )
+    assert sorted((r[:5] + (int(r[5]),) for r in rejects), key=repr) == sorted([
+        *(("no_identifier", value, None, None, None, 1) for value in blank),
+        ("alias_label_without_alias_name", "\t", "\n", "crm", None, 1),
+    ], key=repr)
+    s.check_same_as_first_engine()
+
+
 @pytest.mark.parametrize(("members", "sizes"), [(1000, [1000]), (1001, [1000, 1])])
 def test_batch_split_at_1000(scenario, members, sizes):
     s = scenario([CHURN])
