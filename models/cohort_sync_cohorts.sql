@@ -1,6 +1,7 @@
 {#
-  One row per cohort the package knows (declared now, or published before),
-  with the plan for this run and its guard verdict:
+  One row per cohort declared now, or no longer declared while Braze still
+  holds members of it (published before and not cleared), with the plan
+  for this run and its guard verdict:
 
   - action: 'publish' (declared), 'clear' (no longer declared, listed in
     var cohort_sync_clear_cohorts: every member is removed) or 'keep' (no
@@ -65,10 +66,10 @@ planned as (
     group by cohort_id
 ),
 
+{#- A cohort no longer declared has a row while Braze holds members of it:
+    once cleared (or published empty), there is nothing to keep or clear. #}
 known as (
     select cohort_id from declared
-    union
-    select cohort_id from braze_names
     union
     select cohort_id from published_members
 ),

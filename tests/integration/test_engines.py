@@ -10,6 +10,7 @@ DuckDB run of the same scenario produced.
 
 from __future__ import annotations
 
+import logging
 import warnings
 from dataclasses import replace
 from typing import Any
@@ -260,6 +261,44 @@ def test_nothing_to_do_sends_nothing(scenario):
     s.check_same_as_first_engine()
 
 
+def test_a_retired_cohort_emptied_by_clearing_is_not_warned_about_again(scenario, caplog):
+    """Kept members are warned about at each run; once cleared, nothing is kept, and
+    neither the publisher nor the package's test warns when it leaves the clear list."""
+    other = {"model": "other_audience", "name": "Other"}
+    s = scenario([CHURN, other])
+    s.project.set_audience("churn_audience", {"external_id": ids("u", 0, 4)})
+    s.project.set_audience("other_audience", {"external_id": ["o1"]})
+    s.sync()
+    kept = "cohort 'churn_audience' is no longer declared: its Braze members are kept"
+
+    def warnings_of(**vars: Any) -> tuple[str, str]:
+        """The publisher's log of a sync, and the status of the package's test of kept cohorts."""
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="cohort_sync"):
+            s.sync(**vars)
+        tested = s.project.dbt("test", "--select", "cohort_sync_cohorts")
+        statuses = {r.node.name: str(r.status) for r in tested.result.results}
+        return caplog.text, statuses["cohort_sync_undeclared_cohorts_kept"]
+
+    s.project.declare([other])
+    log, test = warnings_of()
+    assert kept in log and test == "warn"
+    assert s.braze.cohorts()["churn_audience"]["user_ids"] == ids("u", 0, 4)
+
+    s.project.declare([other], cohort_sync_clear_cohorts=["churn_audience"])
+    s.sync(cohort_sync_allow_removals=["churn_audience"])
+    assert s.braze.cohorts()["churn_audience"]["user_ids"] == []
+
+    for cohorts, listed in (([other], ["churn_audience"]), ([other], [])):  # still listed, then not
+        s.project.declare(cohorts, cohort_sync_clear_cohorts=listed)
+        sent = len(s.requests())
+        log, test = warnings_of()
+        assert "no longer declared" not in log and test == "pass", (listed, log)
+        assert s.requests(sent) == []
+        assert s.project.query("select cohort_id from cohort_sync_cohorts") == [("other_audience",)]
+    s.check_same_as_first_engine()
+
+
 def test_dbt_build_with_every_data_and_unit_test_passes(make_engine_project):
     """The package's hook, models, data tests and unit tests, unchanged, on each engine."""
     project = make_engine_project([CHURN, {"model": "crm_leads", "name": "CRM leads"}])
@@ -268,9 +307,9 @@ def test_dbt_build_with_every_data_and_unit_test_passes(make_engine_project):
     result = project.dbt("build", "--exclude", "cohort_sync_publish")
     assert result.success, failure_text(result)
     kinds = [getattr(r.node.resource_type, "value", r.node.resource_type) for r in result.result.results]
-    # the hook, two audiences and six package models, its 14 unit tests and its data tests
+    # the hook, two audiences and six package models, its 15 unit tests and its data tests
     assert kinds.count("operation") == 1 and kinds.count("model") == 8, kinds
-    assert kinds.count("unit_test") == 14 and kinds.count("test") > 30, kinds
+    assert kinds.count("unit_test") == 15 and kinds.count("test") > 30, kinds
 
 
 class Crash(Exception):
