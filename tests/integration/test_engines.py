@@ -299,6 +299,34 @@ def test_a_retired_cohort_emptied_by_clearing_is_not_warned_about_again(scenario
     s.check_same_as_first_engine()
 
 
+#: What `dbt run` says, where it does not publish, about the step that does.
+PUBLISH_NOTICE = "does not publish them on this adapter: run `cohort-sync publish`"
+
+
+def test_dbt_run_says_once_that_cohort_sync_publish_publishes_where_dbt_does_not(make_engine_project, braze, capsys):
+    project = make_engine_project([CHURN])
+    project.set_audience("churn_audience", {"external_id": ids("u", 0, 3)})
+
+    def said(**vars: Any) -> str:
+        capsys.readouterr()
+        result = project.run(vars=vars or None)
+        assert result.success, failure_text(result)
+        return capsys.readouterr().out
+
+    out = said()
+    if project.warehouse.publishes_in_dbt:
+        assert "cohort_sync publish run" in out and PUBLISH_NOTICE not in out, out
+        assert braze.cohorts()["churn_audience"]["user_ids"] == ids("u", 0, 3)
+    else:
+        assert out.count(PUBLISH_NOTICE) == 1, out
+        engine = project.warehouse.name
+        assert f"cohort_sync: this run planned the changes of 1 cohort on {engine} but {PUBLISH_NOTICE}" in out
+        assert braze.requests() == []
+    assert PUBLISH_NOTICE not in said(cohort_sync_publish_on_run=False)  # the CLI publishes: nothing to say
+    project.declare([])
+    assert PUBLISH_NOTICE not in said()  # no cohorts, nothing to publish
+
+
 def test_dbt_build_with_every_data_and_unit_test_passes(make_engine_project):
     """The package's hook, models, data tests and unit tests, unchanged, on each engine."""
     project = make_engine_project([CHURN, {"model": "crm_leads", "name": "CRM leads"}])
@@ -307,8 +335,8 @@ def test_dbt_build_with_every_data_and_unit_test_passes(make_engine_project):
     result = project.dbt("build", "--exclude", "cohort_sync_publish")
     assert result.success, failure_text(result)
     kinds = [getattr(r.node.resource_type, "value", r.node.resource_type) for r in result.result.results]
-    # the hook, two audiences and six package models, its 15 unit tests and its data tests
-    assert kinds.count("operation") == 1 and kinds.count("model") == 8, kinds
+    # the hooks (on-run-start, on-run-end), two audiences and six package models, its 15 unit tests and its data tests
+    assert kinds.count("operation") == 2 and kinds.count("model") == 8, kinds
     assert kinds.count("unit_test") == 15 and kinds.count("test") > 30, kinds
 
 
