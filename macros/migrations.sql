@@ -74,6 +74,7 @@
     {%- endfor -%}
     {#- statements run while the hook renders are not committed by dbt -#}
     {%- do adapter.commit() -%}
+    {%- do cohort_sync.lock_for_migration(release=true) -%}
     {%- if done -%}
       {%- do log("cohort_sync: state tables migrated to " ~ cohort_sync.package_version() ~ " in " ~ record.schema
                  ~ ": " ~ done | join(', '), info=true) -%}
@@ -99,20 +100,23 @@
 
 {#
   Two runs that start at once must not both create or alter: PostgreSQL
-  serialises them on a transaction-scoped advisory lock (released at the
-  hook's commit). DuckDB files take one writer process; on Spark the DDL
-  is idempotent and a column another run added first is skipped.
+  serialises them on a session-level advisory lock, taken before the
+  record is read and released once the steps are committed (a
+  transaction-scoped one would not do: dbt may run each statement in its
+  own transaction; a run that dies releases it with its connection).
+  DuckDB files take one writer process; on Spark the DDL is idempotent
+  and a column another run added first is skipped.
 #}
-{% macro lock_for_migration() %}
-  {{ return(adapter.dispatch('lock_for_migration', 'cohort_sync')()) }}
+{% macro lock_for_migration(release=false) %}
+  {{ return(adapter.dispatch('lock_for_migration', 'cohort_sync')(release)) }}
 {% endmacro %}
 
-{% macro default__lock_for_migration() %}
+{% macro default__lock_for_migration(release) %}
 {% endmacro %}
 
-{% macro postgres__lock_for_migration() %}
+{% macro postgres__lock_for_migration(release) %}
   {%- call statement('cohort_sync_migration_lock') -%}
-    select pg_advisory_xact_lock(7203914455104217)
+    select {{ 'pg_advisory_unlock' if release else 'pg_advisory_lock' }}(7203914455104217)
   {%- endcall -%}
 {% endmacro %}
 
@@ -130,7 +134,7 @@
   {%- set present = adapter.get_columns_in_relation(relation) | map(attribute='name') | map('lower') | list -%}
   {%- for column_name, data_type, default in columns if column_name not in present -%}
     {%- call statement('cohort_sync_add_' ~ column_name) -%}
-      alter table {{ relation }} add column {{ column_name }} {{ data_type }} default {{ default }}
+      alter table {{ relation }} add column if not exists {{ column_name }} {{ data_type }} default {{ default }}
     {%- endcall -%}
   {%- endfor -%}
 {% endmacro %}

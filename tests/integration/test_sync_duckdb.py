@@ -38,7 +38,8 @@ def test_first_sync_then_five_leave_and_five_join(make_project, braze):
     assert held["user_ids"] == sorted(members)
     first = braze.requests()
     assert [r["endpoint"] for r in first] == ["cohorts", "users", "users", "users"]
-    assert [r["identifiers"] for r in first[1:]] == [1000, 1000, 500]
+    # batches go out concurrently, in any order: the sizes, whatever order they arrived in
+    assert sorted((r["identifiers"] for r in first[1:]), reverse=True) == [1000, 1000, 500]
     assert project.published("churn_audience") == {f"external_id:{m}" for m in members}
 
     leavers, joiners = members[:5], ids("new", 0, 5)
@@ -59,7 +60,7 @@ def test_2001_additions_go_out_as_three_requests(make_project, braze):
     project = make_project([CHURN])
     project.set_audience("churn_audience", {"external_id": ids("u", 0, 2001)})
     assert project.run().success
-    sizes = [r["identifiers"] for r in user_requests(braze)]
+    sizes = sorted((r["identifiers"] for r in user_requests(braze)), reverse=True)  # sent concurrently
     assert sizes == [1000, 1000, 1]
     assert len(braze.cohorts()["churn_audience"]["user_ids"]) == 2001
 
@@ -69,7 +70,7 @@ def test_batch_split_at_1000(make_project, braze, members, expected_sizes):
     project = make_project([CHURN])
     project.set_audience("churn_audience", {"external_id": ids("u", 0, members)})
     assert project.run().success
-    assert [r["identifiers"] for r in user_requests(braze)] == expected_sizes
+    assert sorted((r["identifiers"] for r in user_requests(braze)), reverse=True) == expected_sizes
     batches = project.query(
         "select batch_number, count(*) from cohort_sync_changes group by 1 order by 1"
     )
