@@ -135,7 +135,7 @@ def _publish(args: argparse.Namespace) -> int:
     summary = publish_run(lambda: open_current_ledger(target), entry_point="cli", options=options)
     heading = "dry run: would send" if args.dry_run else "publish run"
     print(f"cohort-sync {heading} {summary.run_id} ({target.adapter_type} target '{target.target_name}')")
-    print(format_run(summary.rows, summary.notifications))
+    print(format_run(summary.rows, summary.notifications, summary.interrupted))
     if summary.stopped:
         print(f"cohort-sync: run stopped: {summary.stopped}", file=sys.stderr)
     return 0 if summary.ok else 1

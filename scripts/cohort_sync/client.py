@@ -27,6 +27,7 @@ from typing import Any
 
 import requests
 from requests.adapters import HTTPAdapter
+from urllib3.exceptions import NewConnectionError
 
 from .config import DATA_IMPORT_KEY_VAR, PARTNER_API_KEY_VAR, BrazeSettings
 
@@ -38,11 +39,22 @@ BACKOFF_CAP_SECONDS = 30.0
 
 
 class BrazeError(Exception):
-    """Braze did not acknowledge a request."""
+    """Braze did not acknowledge a request.
 
-    def __init__(self, message: str, status: int | None = None) -> None:
+    `attempts`: how many times it was sent (or tried). `maybe_applied`:
+    False only when no attempt can have reached Braze's data: each was
+    answered with a 4xx (Braze refuses before applying) or failed to
+    connect; a 5xx, a timeout or a connection lost after sending may have
+    been applied.
+    """
+
+    def __init__(
+        self, message: str, status: int | None = None, *, attempts: int = 1, maybe_applied: bool = True
+    ) -> None:
         super().__init__(message)
         self.status = status
+        self.attempts = attempts
+        self.maybe_applied = maybe_applied
 
 
 class BrazeAuthError(BrazeError):
@@ -130,6 +142,11 @@ class BrazeClient:
     def __repr__(self) -> str:
         return f"BrazeClient(endpoint={self._base!r})"
 
+    @property
+    def spacing(self) -> float:
+        """Seconds between request starts under the rate limit."""
+        return self._limiter.interval
+
     def close(self) -> None:
         self._session.close()
 
@@ -139,14 +156,17 @@ class BrazeClient:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def name_cohort(self, cohort_id: str, name: str, created_at: datetime) -> Ack:
-        """Create the cohort in Braze, or rename it."""
+    def name_cohort(
+        self, cohort_id: str, name: str, created_at: datetime, *, ready: Callable[[], None] | None = None
+    ) -> Ack:
+        """Create the cohort in Braze, or rename it (`ready`: see update_cohort)."""
         stamp = created_at.astimezone(timezone.utc).isoformat(timespec="seconds")
         return self._post(
             "/cohorts",
             {"cohort_id": cohort_id, "name": name, "created_at": stamp},
             what=f"name of cohort '{cohort_id}'",
             detail="name call",
+            ready=ready,
         )
 
     def update_cohort(
@@ -158,11 +178,15 @@ class BrazeClient:
         adds: int | None = None,
         removes: int | None = None,
         kind: str = "users",
+        ready: Callable[[], None] | None = None,
     ) -> Ack:
         """Send one batch of adds and removes (at most 1,000 identifiers).
 
         `cohort_changes` is the array, or its JSON text as the warehouse
         rendered it; the batch's number and counts are for the log.
+        `ready` is called once the rate limiter lets the first attempt go,
+        just before it is sent (the publisher notes the request in flight
+        then); an exception from it is raised as is, and nothing is sent.
         """
         encoded = cohort_changes if isinstance(cohort_changes, str) else json.dumps(cohort_changes)
         detail = " ".join(
@@ -176,6 +200,7 @@ class BrazeClient:
             what=f"batch for cohort '{cohort_id}'",
             encoded={"cohort_changes": encoded},
             detail=detail or "batch",
+            ready=ready,
         )
 
     def _post(
@@ -186,6 +211,7 @@ class BrazeClient:
         what: str,
         encoded: dict[str, str] | None = None,
         detail: str = "",
+        ready: Callable[[], None] | None = None,
     ) -> Ack:
         body = json.dumps(
             {
@@ -201,26 +227,32 @@ class BrazeClient:
         timeout = self._settings.timeout_seconds
         started = self._clock()
         cohort_id = fields["cohort_id"]
+        maybe_applied = False  # an attempt may have reached Braze's data
         for attempt in range(1, self._settings.max_attempts + 1):
             retry_after: float | None = None
             self._limiter.acquire()
+            if attempt == 1 and ready is not None:
+                ready()
             sent = time.perf_counter()
             try:
                 response = self._session.post(url, data=body, timeout=(min(10.0, timeout), timeout))
             except (requests.ConnectionError, requests.Timeout) as exc:
                 self._log_attempt(path, cohort_id, detail, attempt, type(exc).__name__, sent)
+                maybe_applied = maybe_applied or not never_sent(exc)
                 reason = f"{type(exc).__name__}: {self._redact(str(exc))}"
             else:
                 status = response.status_code
                 self._log_attempt(path, cohort_id, detail, attempt, f"HTTP {status}", sent)
                 if 200 <= status < 300:
                     return Ack(status=status, attempts=attempt)
+                maybe_applied = maybe_applied or status >= 500
                 message = self._redact(server_message(response))
                 if status == 401:
-                    raise BrazeAuthError(auth_advice(message), status)
+                    raise BrazeAuthError(auth_advice(message), status, attempts=attempt, maybe_applied=maybe_applied)
                 if status not in RETRYABLE_STATUSES:
                     raise BrazeRejectedError(
-                        f"Braze rejected the {what} with HTTP {status}: {message}", status
+                        f"Braze rejected the {what} with HTTP {status}: {message}", status,
+                        attempts=attempt, maybe_applied=maybe_applied,
                     )
                 reason = f"HTTP {status}: {message}"
                 retry_after = parse_retry_after(response.headers.get("Retry-After"))
@@ -229,7 +261,8 @@ class BrazeClient:
             elapsed = self._clock() - started
             if attempt == self._settings.max_attempts or elapsed + delay > self._settings.max_retry_seconds:
                 raise BrazeUnavailableError(
-                    f"gave up on the {what} after {attempt} attempt(s) in {elapsed:.1f}s: {reason}"
+                    f"gave up on the {what} after {attempt} attempt(s) in {elapsed:.1f}s: {reason}",
+                    attempts=attempt, maybe_applied=maybe_applied,
                 )
             log.warning(
                 "retrying the %s in %.2fs (attempt %d of %d failed): %s",
@@ -250,6 +283,15 @@ class BrazeClient:
             if secret:
                 text = text.replace(secret, "[redacted]")
         return text
+
+
+def never_sent(exc: requests.RequestException) -> bool:
+    """True when the request failed before it was sent: no connection was made
+    (refused, unreachable, name not resolved, connect timeout)."""
+    if isinstance(exc, requests.ConnectTimeout):
+        return True
+    reason = exc.args[0] if exc.args else None
+    return isinstance(getattr(reason, "reason", reason), NewConnectionError)
 
 
 def backoff(attempt: int) -> float:

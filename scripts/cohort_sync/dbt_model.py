@@ -37,7 +37,7 @@ def publish_in_dbt(
     """
     options = PublishOptions.from_env(dry_run=dry_run, full_resync=full_resync)
     summary = publish_run(lambda: Ledger(DuckDBEngine(session, owns_connection=False), relations), entry_point="dbt", options=options)
-    table = format_run(summary.rows, summary.notifications)
+    table = format_run(summary.rows, summary.notifications, summary.interrupted)
     print(f"\ncohort_sync publish run {summary.run_id}{' (dry run)' if dry_run else ''}:\n{table}\n", flush=True)
     if not summary.ok:
         raise RuntimeError(

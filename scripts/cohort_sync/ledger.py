@@ -103,7 +103,35 @@ class CohortPlan:
 
 @dataclass
 class HistoryRow:
-    """One row of cohort_sync_run_history: one cohort in one run."""
+    """One row of cohort_sync_run_history: one cohort in one run.
+
+    status: success, failed, blocked, not_due, dry_run, or interrupted (the
+    run died before recording the cohort; the next run that takes the lock
+    records it, once, from what the dead run left).
+
+    The counters, for the cohort in this run:
+
+    - requests: distinct requests sent (the name call included), each once
+      however many attempts it took, whatever became of it: acknowledged,
+      refused, or given up after retries. A request that never left (the
+      run stopped first) is not one. dry_run: the requests that would be
+      sent. interrupted: those acknowledged, plus those in flight when the
+      run died.
+    - retries: attempts beyond each request's first (interrupted: 0, unknown).
+    - resent_batches: requests this run sent again that an earlier run may
+      have delivered: that run sent them and no acknowledgement of it is
+      on record (it died first, or the request failed in a way Braze may
+      have applied: a 5xx, a timeout, a connection lost after sending),
+      counted when this run's request is acknowledged or fails in such a
+      way too. A request refused with a 4xx, or that never connected, did
+      not reach Braze's data and is never counted later; one logged in the
+      delivery log was acknowledged and is not either. The same batch
+      counts once per run that sends it again. (Batches are matched by
+      number: exact while the plan is the one the earlier run published.)
+    - added, removed: identifiers of requests Braze acknowledged in this
+      run, as the delivery log holds them (dry_run: that would be sent).
+    - members_after: the cohort's members in the published state after the run.
+    """
 
     run_id: str
     cohort_id: str
@@ -366,9 +394,8 @@ class Ledger:
                 "published_cohorts", COHORT_COLUMNS,
                 [(cohort.cohort_id, cohort.cohort_name, created_at, run_id, at)],
             )
-            acknowledged = [(NAME_REQUEST, status)]
-            self._log_acknowledged(run_id, None, cohort.cohort_id, acknowledged, at)
-            self._clear_inflight(run_id, cohort.cohort_id, acknowledged)
+            self._log_acknowledged(run_id, None, cohort.cohort_id, [(NAME_REQUEST, status)], at)
+            self._clear_inflight(run_id, cohort.cohort_id, [NAME_REQUEST])
 
     def settle(
         self,
@@ -378,11 +405,13 @@ class Ledger:
         acknowledged: list[tuple[PlannedRequest, int]],
         sending: list[PlannedRequest],
         at: datetime,
+        abandoned: list[PlannedRequest] | tuple = (),
     ) -> None:
         """Apply the acknowledged requests, log them, clear their in-flight
-        notes, and note the requests about to be sent: in one transaction,
-        or on Spark as appends in that order (a crash between two repeats
-        the batch, which changes nothing).
+        notes and those of the `abandoned` requests (failed before Braze
+        could apply them), and note the requests about to be sent: in one
+        transaction, or on Spark as appends in that order (a crash between
+        two repeats the batch, which changes nothing).
 
         A batch of the plan is applied from the plan itself (by plan id and
         batch number); if the plan no longer holds what was sent, the run
@@ -428,7 +457,9 @@ class Ledger:
                     )
             if acknowledged:
                 self._log_acknowledged(run_id, plan_id if batches else None, cohort_id, acknowledged, at)
-                self._clear_inflight(run_id, cohort_id, acknowledged)
+                self._clear_inflight(run_id, cohort_id, [request for request, _ in acknowledged])
+            if abandoned:
+                self._clear_inflight(run_id, cohort_id, list(abandoned))
             if sending:
                 self._insert_inflight(run_id, cohort_id, sending, at)
 
@@ -466,10 +497,33 @@ class Ledger:
         with self.engine.transaction():
             self._insert_inflight(run_id, cohort_id, requests, at)
 
-    def take_unconfirmed(self, cohort_id: str, run_id: str) -> int:
-        """Requests of other (dead) runs never acknowledged: count and forget them."""
+    def clear_notes(self, run_id: str, cohort_id: str, requests: list[PlannedRequest]) -> None:
+        """Clear the notes of requests that failed before Braze could apply them."""
         with self.engine.transaction():
-            return self._delete("inflight", "cohort_id = ? and run_id <> ?", [cohort_id, run_id])
+            self._clear_inflight(run_id, cohort_id, requests)
+
+    def unconfirmed(self, cohort_id: str, run_id: str) -> set[tuple[str, int | None]]:
+        """(kind, batch number) of the cohort's requests that other runs noted in
+        flight and never saw acknowledged on record: what they may have
+        delivered. A note whose request its run logged as acknowledged (on
+        Spark, a crash between the log's append and the note's tombstone)
+        does not count."""
+        notes = self.engine.query(
+            f"select run_id, request_kind, batch_number from {self.relations.inflight} "
+            "where cohort_id = ? and run_id <> ?",
+            [cohort_id, run_id],
+        )
+        if not notes:
+            return set()
+        runs = sorted({row[0] for row in notes})
+        logged = {
+            (run, kind, _batch(number)) for run, kind, number in self.engine.query(
+                f"select run_id, request_kind, batch_number from {self.relations.delivery_log} "
+                f"where cohort_id = ? and run_id in ({', '.join('?' for _ in runs)})",
+                [cohort_id, *runs],
+            )
+        }
+        return {(kind, _batch(number)) for run, kind, number in notes if (run, kind, _batch(number)) not in logged}
 
     def _insert_inflight(self, run_id, cohort_id, requests: list[PlannedRequest], at) -> None:
         self._insert_rows(
@@ -477,16 +531,18 @@ class Ledger:
             [(run_id, cohort_id, q.kind, q.batch_number, q.identifiers, at) for q in requests],
         )
 
-    def _clear_inflight(self, run_id, cohort_id, acknowledged: list[tuple[PlannedRequest, int]]) -> None:
-        """Clear the in-flight notes of acknowledged requests (null-safe: a name call has no batch)."""
-        for kind in sorted({q.kind for q, _ in acknowledged}):
-            numbers = ", ".join(
-                str(-1 if q.batch_number is None else int(q.batch_number)) for q, _ in acknowledged if q.kind == kind
-            )
+    def _clear_inflight(self, run_id: str | None, cohort_id: str, requests: list[PlannedRequest]) -> None:
+        """Clear the in-flight notes of these requests (null-safe: a name call has no batch)."""
+        self._delete_notes("run_id = ?", [run_id], cohort_id, {(q.kind, q.batch_number) for q in requests})
+
+    def _delete_notes(self, runs: str, params: list[Any], cohort_id: str, keys: set[tuple[str, int | None]]) -> None:
+        """Delete the cohort's notes of the runs `runs` matches whose (kind, batch) is in `keys`."""
+        for kind in sorted({kind for kind, _ in keys}):
+            numbers = ", ".join(str(-1 if n is None else int(n)) for k, n in sorted(keys, key=str) if k == kind)
             self._delete(
                 "inflight",
-                f"run_id = ? and cohort_id = ? and request_kind = ? and coalesce(batch_number, -1) in ({numbers})",
-                [run_id, cohort_id, kind],
+                f"{runs} and cohort_id = ? and request_kind = ? and coalesce(batch_number, -1) in ({numbers})",
+                [*params, cohort_id, kind],
             )
 
     def _log_acknowledged(self, run_id, plan_id, cohort_id, acknowledged: list[tuple[PlannedRequest, int]], at) -> None:
@@ -498,11 +554,15 @@ class Ledger:
 
     # -- the run lock -------------------------------------------------------------
 
-    def acquire_lock(self, run_id: str, entry_point: str, now: datetime, expires_at: datetime) -> None:
+    def acquire_lock(self, run_id: str, entry_point: str, now: datetime, expires_at: datetime) -> list[HistoryRow]:
         """Take the publisher lock, or raise LockHeldError naming the holder.
 
         A lock whose run is gone (expired, or its process on this host has
-        exited) is reclaimed with a warning.
+        exited) is reclaimed with a warning, and that run's cohorts without a
+        history row are recorded as interrupted, in the same transaction (on
+        Spark, before the lock changes hands: a crash between the two repeats
+        it, and only the cohorts still without a row are recorded).
+        Returns the rows recorded.
         """
         r = self.relations
         with self.engine.transaction():
@@ -522,10 +582,58 @@ class Ledger:
                     "reclaiming the lock of run %s (process %s), which %s",
                     held_run, owner, "expired" if held_until <= now else "is no longer running",
                 )
+            interrupted = [
+                row for held_run, _, held_by, acquired_at, _ in rows
+                for row in self._interrupted(held_run, held_by, acquired_at, run_id)
+            ]
+            if interrupted:
+                self._insert_rows("run_history", HISTORY_COLUMNS,
+                                  [tuple(getattr(row, n) for n in HISTORY_COLUMNS) for row in interrupted])
             self._delete("lock", "lock_name = ?", [LOCK_NAME])
             self._insert_rows(
                 "lock", LOCK_COLUMNS, [(LOCK_NAME, run_id, lock_owner(), entry_point, now, expires_at)]
             )
+        return interrupted
+
+    def _interrupted(self, dead: str, entry_point: str, acquired_at: datetime, by_run: str) -> list[HistoryRow]:
+        """History rows for the cohorts a dead run worked on and never recorded,
+        from what it left: its acknowledged requests (the delivery log) and
+        its notes of requests in flight. Its retries are unknown (0)."""
+        r = self.relations
+        recorded = {row[0] for row in self.engine.query(
+            f"select cohort_id from {r.run_history} where run_id = ?", [dead])}
+        logged = self.engine.query(
+            f"select cohort_id, request_kind, batch_number, added, removed, acknowledged_at "
+            f"from {r.delivery_log} where run_id = ?", [dead])
+        notes = self.engine.query(
+            f"select cohort_id, request_kind, batch_number, sent_at from {r.inflight} where run_id = ?", [dead])
+        cohorts = sorted(({row[0] for row in logged} | {row[0] for row in notes}) - recorded)
+        if not cohorts:
+            return []
+        names = dict(self.engine.query(f"select cohort_id, cohort_name from {r.published_cohorts}"))
+        names.update(self.engine.query(f"select cohort_id, cohort_name from {r.cohorts}"))
+        rows = []
+        for cohort_id in cohorts:
+            acked = [(kind, _batch(number), int(added or 0), int(removed or 0), at)
+                     for cohort, kind, number, added, removed, at in logged if cohort == cohort_id]
+            acked_keys = {(kind, number) for kind, number, *_ in acked}
+            flying = {(kind, _batch(number)): at for cohort, kind, number, at in notes
+                      if cohort == cohort_id and (kind, _batch(number)) not in acked_keys}
+            times = [row[-1] for row in acked] + list(flying.values())
+            rows.append(HistoryRow(
+                run_id=dead, cohort_id=cohort_id, cohort_name=names.get(cohort_id) or cohort_id,
+                entry_point=entry_point, started_at=min(times, default=acquired_at),
+                finished_at=max(times, default=acquired_at), status="interrupted",
+                added=sum(row[2] for row in acked), removed=sum(row[3] for row in acked),
+                requests=len(acked) + len(flying),
+                resent_batches=len(self.unconfirmed(cohort_id, dead) & (acked_keys | set(flying))),
+                members_after=self.members(cohort_id),
+                error=(
+                    f"the run died before recording this cohort's outcome; recorded by run {by_run} from what "
+                    f"it left: {len(acked)} acknowledged request(s) and {len(flying)} in flight"
+                ),
+            ))
+        return rows
 
     def refresh_lock(self, run_id: str, expires_at: datetime) -> None:
         r = self.relations
@@ -556,6 +664,21 @@ class Ledger:
 
     def write_history(self, *rows: HistoryRow) -> None:
         self._append("run_history", HISTORY_COLUMNS, rows)
+
+    def record_outcome(
+        self, row: HistoryRow, *, forget: set[tuple[str, int | None]] | None = None, forget_all: bool = False
+    ) -> None:
+        """Write a published cohort's history row, and forget the notes of
+        earlier runs it settled: all of them (`forget_all`: the cohort is in
+        step with the plan, nothing of theirs is left to send) or those it
+        sent again (`forget`), which it counted; the others stay for the run
+        that sends them. In one transaction (on Spark, the row first)."""
+        with self.engine.transaction():
+            self._insert_rows("run_history", HISTORY_COLUMNS, [tuple(getattr(row, n) for n in HISTORY_COLUMNS)])
+            if forget_all:
+                self._delete("inflight", "cohort_id = ? and run_id <> ?", [row.cohort_id, row.run_id])
+            elif forget:
+                self._delete_notes("run_id <> ?", [row.run_id], row.cohort_id, forget)
 
     def write_notifications(self, *records: NotificationRecord) -> None:
         self._append("notification_log", NOTIFICATION_COLUMNS, records)
@@ -648,6 +771,11 @@ class Ledger:
                 params,
             )
         return count
+
+
+def _batch(number: Any) -> int | None:
+    """A batch number as read from any engine (None for a name call)."""
+    return None if number is None else int(number)
 
 
 def _recipients(cohort_id: str, text: str | None) -> tuple[Recipient, ...]:

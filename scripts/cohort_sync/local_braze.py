@@ -7,7 +7,9 @@ membership. It also lets tests and the demo read the cohorts back and
 inject faults (status codes, Retry-After, latency, dropped connections):
 
     GET    /_local/cohorts    names and members of every cohort
-    GET    /_local/requests   every request received, with its outcome
+    GET    /_local/requests   every request received, with its outcome (and, for
+                              a change, a digest of its identifiers: the same
+                              batch sent twice has the same digest)
     POST   /_local/faults     {"faults": [...]} replaces the fault rules
     POST   /_local/reset      forgets cohorts, requests and faults
 
@@ -23,6 +25,7 @@ request and then closes the connection without answering (a lost ack).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import random
@@ -280,7 +283,9 @@ class LocalBraze:
                     cohort["members"].difference_update(members)
                 else:
                     cohort["members"].update(members)
-        entry.update(adds=len(added), removes=len(removed), identifiers=total)
+        members = sorted(repr((remove, m)) for remove, ms in parsed for m in ms)
+        digest = hashlib.sha1("\n".join(members).encode()).hexdigest()[:16]
+        entry.update(adds=len(added), removes=len(removed), identifiers=total, digest=digest)
         return 201
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
@@ -83,6 +84,8 @@ class RunSummary:
     rows: list[HistoryRow] = field(default_factory=list)
     stopped: str | None = None
     notifications: list[NotificationRecord] = field(default_factory=list)
+    #: Rows this run recorded for a run that died before recording them (status 'interrupted').
+    interrupted: list[HistoryRow] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -138,7 +141,7 @@ def publish(
     not_due: list[HistoryRow] = []
     cohorts: list[CohortPlan] = []
     if not options.dry_run:
-        lock.acquire(entry_point)
+        summary.interrupted = lock.acquire(entry_point)
     try:
         cohorts = ledger.cohorts()
         unknown = sorted(options.only - {cohort.cohort_id for cohort in cohorts})
@@ -225,6 +228,7 @@ def _run_cohort(ledger, client, cohort, summary, options, lock, clock) -> bool:
     )
     summary.rows.append(row)
     blocked = cohort.guard_status == "blocked" and cohort.cohort_id not in options.allow_removals
+    resends: _Resends | None = None
     try:
         if options.dry_run:
             _plan_cohort(ledger, cohort, row, blocked)
@@ -237,7 +241,8 @@ def _run_cohort(ledger, client, cohort, summary, options, lock, clock) -> bool:
             )
             log.error("cohort '%s' blocked: %s", cohort.cohort_id, row.error)
         else:
-            _publish_cohort(ledger, client, cohort, row, options, lock, clock)
+            resends = _Resends(ledger.unconfirmed(cohort.cohort_id, row.run_id))
+            _publish_cohort(ledger, client, cohort, row, options, lock, clock, resends)
     except BrazeAuthError as exc:
         row.status, row.error = "failed", str(exc)
         summary.stopped = str(exc)
@@ -249,7 +254,12 @@ def _run_cohort(ledger, client, cohort, summary, options, lock, clock) -> bool:
         row.members_after = ledger.members(cohort.cohort_id)
         if row.status == "running":  # an unexpected error: record it, then let it propagate
             row.status, row.error = "failed", "publisher error (see the traceback)"
-        ledger.write_history(row)
+        # The notes of earlier runs are settled with the row: once the cohort is
+        # in step with the plan, all of them; else those this run sent again.
+        ledger.record_outcome(
+            row, forget=resends.again if resends else None,
+            forget_all=resends is not None and row.status == "success",
+        )
     if summary.stopped:
         log.error("run stopped: %s", summary.stopped)
         return False
@@ -270,6 +280,26 @@ def _plan_cohort(ledger: Ledger, cohort: CohortPlan, row: HistoryRow, blocked: b
     )
 
 
+class _NotSent(Exception):
+    """A request whose turn came after the run stopped sending: it was never sent."""
+
+
+@dataclass
+class _Resends:
+    """A cohort's requests that earlier runs may have delivered (sent, and no
+    acknowledgement on record), by (kind, batch number); and those this run
+    sent again: acknowledged, or failed in a way Braze may have applied."""
+
+    earlier: set[tuple[str, int | None]]
+    again: set[tuple[str, int | None]] = field(default_factory=set)
+
+    def sent(self, request: PlannedRequest, row: HistoryRow) -> None:
+        key = (request.kind, request.batch_number)
+        if key in self.earlier and key not in self.again:
+            self.again.add(key)
+            row.resent_batches += 1
+
+
 def _publish_cohort(
     ledger: Ledger,
     client: BrazeClient,
@@ -278,32 +308,74 @@ def _publish_cohort(
     options: PublishOptions,
     lock: _RunLock,
     clock: Callable[[], datetime],
+    resends: _Resends,
 ) -> None:
     run_id, cohort_id = row.run_id, cohort.cohort_id
-    row.resent_batches = ledger.take_unconfirmed(cohort_id, run_id)
-    if row.resent_batches:
+    if resends.earlier:
         log.warning(
-            "cohort '%s': %d request(s) of an earlier run were never confirmed; their changes are sent again",
-            cohort_id, row.resent_batches,
+            "cohort '%s': %d request(s) of an earlier run were sent without an acknowledgement on record; "
+            "those still pending are sent again (harmless) and counted in resent_batches",
+            cohort_id, len(resends.earlier),
         )
 
     if cohort.needs_name:
         created_at = cohort.braze_created_at or clock()
-        ledger.note_sending(run_id, cohort_id, [NAME_REQUEST], clock())
-        ack = client.name_cohort(cohort_id, cohort.cohort_name, created_at.replace(tzinfo=timezone.utc))
+        try:
+            ack = client.name_cohort(
+                cohort_id, cohort.cohort_name, created_at.replace(tzinfo=timezone.utc),
+                ready=lambda: ledger.note_sending(run_id, cohort_id, [NAME_REQUEST], clock()),
+            )
+        except BrazeError as exc:
+            row.requests += 1
+            row.retries += exc.attempts - 1
+            if exc.maybe_applied:
+                resends.sent(NAME_REQUEST, row)
+            else:  # Braze did not apply it: no later run counts it as sent again
+                ledger.clear_notes(run_id, cohort_id, [NAME_REQUEST])
+            raise
         ledger.record_name(run_id, cohort, created_at, ack.status, clock())
         row.requests += 1
         row.retries += ack.retries
+        resends.sent(NAME_REQUEST, row)
         log.info("cohort '%s' named '%s' in Braze", cohort_id, cohort.cohort_name)
 
     plan_id = ledger.plan_id()
     _send(ledger, client, row, plan_id, ledger.pending_requests(plan_id, cohort_id),
-          options.concurrency, lock, clock)
+          options.concurrency, lock, clock, resends)
     if options.full_resync:
         _send(ledger, client, row, None, ledger.resync_requests(cohort_id, run_id),
-              options.concurrency, lock, clock)
+              options.concurrency, lock, clock, resends)
         log.info("cohort '%s': full resync re-sent every current member", cohort_id)
     row.status = "success"
+
+
+class _Gate:
+    """Holds a worker's request between the rate limiter's go-ahead and its
+    sending, until the main thread has noted it in flight (or cancelled it)."""
+
+    def __init__(self) -> None:
+        self.ready: Future = Future()  # done once the rate limiter let the request go
+        self._go = threading.Event()
+        self._cancelled = False
+        self._delay = 0.0
+
+    def __call__(self) -> None:  # in the worker thread, just before the first attempt
+        self.ready.set_result(None)
+        self._go.wait()
+        if self._cancelled:
+            raise _NotSent
+        if self._delay:
+            time.sleep(self._delay)
+
+    @property
+    def held(self) -> bool:
+        return self.ready.done() and not self._go.is_set()
+
+    def open(self, cancel: bool = False, delay: float = 0.0) -> None:
+        """Let the request go (after `delay` seconds), or (cancel) return without sending it; once."""
+        if not self._go.is_set():
+            self._cancelled, self._delay = cancel, delay
+            self._go.set()
 
 
 def _send(
@@ -315,30 +387,47 @@ def _send(
     concurrency: int,
     lock: _RunLock,
     clock: Callable[[], datetime],
+    resends: _Resends,
 ) -> None:
     """Send requests with up to `concurrency` in flight.
 
-    Worker threads only talk HTTP. This thread reads the plan and, once per
-    cycle, records in one transaction the requests Braze acknowledged since
-    the last cycle and notes the ones it is about to send; after the first
-    acknowledgement of a cycle it waits for more up to half the time the
-    last recording took. A member has one
+    Worker threads only talk HTTP. Each waits for the rate limiter, then
+    for this thread to note its request in flight, then sends it: a note is
+    written only for a request about to leave, so a run that dies leaves
+    notes only for requests that may have reached Braze. This thread reads
+    the plan and, once per cycle, records in one transaction the requests
+    Braze acknowledged since the last cycle, clears the notes of those that
+    failed before Braze could apply them (a 4xx, no connection), and notes
+    the ones about to be sent; after the first event of a cycle it waits
+    for more up to half the time the last recording took. A member has one
     change per plan, so batches of a cohort can go in any order. When a
-    request fails, the requests still in flight are awaited and those
+    request fails, no other is sent; those in flight are awaited and those
     acknowledged are recorded before the error propagates.
     """
     cohort_id = row.cohort_id
     upcoming = iter(requests)
-    in_flight: dict[Future, PlannedRequest] = {}
+    tasks: dict[Future, tuple[PlannedRequest, _Gate]] = {}
     acknowledged: list[tuple[PlannedRequest, int]] = []
+    abandoned: list[PlannedRequest] = []  # failed, and Braze did not apply them
     failure: BaseException | None = None
 
     def collect(futures: Iterable[Future]) -> None:
         nonlocal failure
         for future in futures:
-            request = in_flight.pop(future)
+            request, _ = tasks.pop(future)
             try:
                 ack = future.result()
+            except _NotSent:
+                continue
+            except BrazeError as exc:  # raised once the others are recorded
+                failure = failure or exc
+                row.requests += 1
+                row.retries += exc.attempts - 1
+                if exc.maybe_applied:
+                    resends.sent(request, row)
+                else:
+                    abandoned.append(request)
+                continue
             except BaseException as exc:  # noqa: BLE001 - raised once the others are recorded
                 failure = failure or exc
                 continue
@@ -347,44 +436,61 @@ def _send(
             row.retries += ack.retries
             row.added += request.adds
             row.removed += request.removes
+            resends.sent(request, row)
 
     settle_seconds = 0.0
 
     def settle(sending: list[PlannedRequest]) -> None:
         nonlocal settle_seconds
-        if acknowledged or sending:
+        if acknowledged or sending or abandoned:
             started = time.perf_counter()
-            ledger.settle(row.run_id, plan_id, cohort_id, acknowledged, sending, clock())
+            ledger.settle(row.run_id, plan_id, cohort_id, acknowledged, sending, clock(), abandoned)
             settle_seconds = time.perf_counter() - started
             acknowledged.clear()
+            abandoned.clear()
+
+    def held() -> list[_Gate]:
+        return [gate for _, gate in tasks.values() if gate.held]
 
     with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="cohort-sync") as pool:
         try:
             while True:
-                sending: list[PlannedRequest] = []
-                while failure is None and len(in_flight) + len(sending) < concurrency:
+                while failure is None and len(tasks) < concurrency:
                     request = next(upcoming, None)
                     if request is None:
                         break
-                    sending.append(request)
-                settle(sending)
-                for request in sending:
-                    in_flight[pool.submit(
+                    gate = _Gate()
+                    future = pool.submit(
                         client.update_cohort, cohort_id, request.cohort_changes, batch=request.batch_number,
-                        adds=request.adds, removes=request.removes, kind=request.kind,
-                    )] = request
-                if not in_flight:
+                        adds=request.adds, removes=request.removes, kind=request.kind, ready=gate,
+                    )
+                    tasks[future] = (request, gate)
+                if not tasks:
                     break
-                done, pending = wait(in_flight, return_when=FIRST_COMPLETED)
-                if pending and failure is None:
-                    # Where recording is slow (Spark: seconds per cycle), let the
-                    # other requests finish for a while, so one cycle records many.
-                    done |= wait(pending, timeout=settle_seconds / 2)[0]
-                collect(done)
+                events = set(tasks) | {gate.ready for _, gate in tasks.values() if not gate.ready.done()}
+                if not held():
+                    done, pending = wait(events, return_when=FIRST_COMPLETED)
+                    if pending and failure is None:
+                        # Where recording is slow (Spark: seconds per cycle), let the
+                        # other requests finish for a while, so one cycle records many.
+                        wait(pending, timeout=settle_seconds / 2)
+                collect([future for future in tasks if future.done()])
+                ready = held()
+                if failure is not None:
+                    for gate in ready:
+                        gate.open(cancel=True)
+                    ready = []
+                settle([request for request, gate in tasks.values() if gate in ready])
+                # Requests held together (while a slow recording ran) leave in
+                # batch order, spaced as the rate limiter spaced them.
+                for position, gate in enumerate(ready):
+                    gate.open(delay=position * client.spacing)
                 lock.keep_alive()
         finally:
-            wait(in_flight)
-            collect(list(in_flight))
+            for _, gate in tasks.values():
+                gate.open(cancel=True)  # those not let go yet are not sent
+            wait(tasks)
+            collect(list(tasks))
             settle([])
     if failure is not None:
         raise failure
@@ -400,10 +506,18 @@ class _RunLock:
         self._clock = clock
         self._refreshed: datetime | None = None
 
-    def acquire(self, entry_point: str) -> None:
+    def acquire(self, entry_point: str) -> list[HistoryRow]:
+        """Take the lock; the history rows recorded for a run that died holding it."""
         now = self._clock()
-        self._ledger.acquire_lock(self._run_id, entry_point, now, now + self._ttl)
+        interrupted = self._ledger.acquire_lock(self._run_id, entry_point, now, now + self._ttl)
         self._refreshed = now
+        for row in interrupted:
+            log.warning(
+                "run %s died before recording cohort '%s'; recorded it as interrupted, from what Braze "
+                "acknowledged (%d request(s), %d added, %d removed)",
+                row.run_id, row.cohort_id, row.requests, row.added, row.removed,
+            )
+        return interrupted
 
     def keep_alive(self) -> None:
         now = self._clock()

@@ -74,8 +74,23 @@ def format_notifications(records: Sequence[NotificationRecord], *, history: bool
     return "\n".join(lines)
 
 
-def format_run(rows: Sequence[HistoryRow], notifications: Sequence[NotificationRecord] = ()) -> str:
-    """The summary table, followed by each cohort's full error and the notifications sent."""
+def format_run(
+    rows: Sequence[HistoryRow],
+    notifications: Sequence[NotificationRecord] = (),
+    interrupted: Sequence[HistoryRow] = (),
+) -> str:
+    """The summary table, followed by each cohort's full error, the notifications
+    sent, and the rows recorded for a run that died before recording them."""
     errors = format_errors(rows)
-    sent = format_notifications(notifications) if notifications else ""
-    return format_table(rows) + (f"\n\n{errors}" if errors else "") + (f"\n\n{sent}" if sent else "")
+    parts = [format_table(rows)]
+    if errors:
+        parts.append(errors)
+    if notifications:
+        parts.append(format_notifications(notifications))
+    if interrupted:
+        runs = ", ".join(sorted({row.run_id[:8] for row in interrupted}))
+        parts.append(
+            f"recorded for run {runs}, which died before recording these cohorts (from what Braze "
+            f"acknowledged and what was in flight):\n{format_table(interrupted, history=True)}"
+        )
+    return "\n\n".join(parts)

@@ -158,7 +158,7 @@ def test_a_failed_cohort_exits_1_and_is_recorded(shop, braze):
         status, error, requests = con.execute(
             "select status, error, requests from cohort_sync_run_history"
         ).fetchall()[0]
-    assert status == "failed" and "HTTP 400" in error and requests == 1  # the name call was acknowledged
+    assert status == "failed" and "HTTP 400" in error and requests == 2  # the name call, and the refused batch
     assert published(shop) == set()
     assert run(shop, "cohort-sync", "publish").returncode == 0
     assert len(braze.cohorts()["loyal"]["user_ids"]) == 7

@@ -386,6 +386,92 @@ def test_a_crash_between_applying_and_logging_a_batch_is_repaired(scenario, monk
     s.check_same_as_first_engine()
 
 
+def received_twice(braze, starts: list[int]) -> list[int]:
+    """Per run (each starting at its index in the endpoint's requests): the batches it
+    delivered that an earlier run had delivered already (by the endpoint's digest)."""
+    requests = braze.requests()
+    seen: set[str] = set()
+    twice = []
+    for start, end in zip(starts, [*starts[1:], len(requests)], strict=True):
+        applied = {r["digest"] for r in requests[start:end] if r["endpoint"] == "users" and r.get("status") == 201}
+        twice.append(len(applied & seen))
+        seen |= applied
+    return twice
+
+
+@pytest.mark.parametrize("step", ["applied", "logged"])
+def test_resent_batches_are_what_braze_received_twice_after_a_crash_while_recording(scenario, monkeypatch, step):
+    """The process dies after Braze acknowledged a batch and the publisher applied it
+    to the state (not logged yet), or logged it (its in-flight note not cleared yet).
+    Transactional engines roll the cycle back, so the next run sends the batch again
+    and counts it; on Spark a logged batch is acknowledged on record: it is not sent
+    again and its note does not count."""
+    s = scenario([CHURN])
+    members = ids("u", 0, 2500)
+    s.project.set_audience("churn_audience", {"external_id": members})
+    s.sync()
+    now = members[5:] + ids("new", 0, 5)
+    s.project.set_audience("churn_audience", {"external_id": now})
+
+    name = "_log_acknowledged" if step == "applied" else "_clear_inflight"
+    original = getattr(Ledger, name)
+
+    def crash(self, run_id, *args):
+        # Every recording of the batch dies, as the process would (the name call's goes through).
+        if step == "applied":
+            batch = args[0] is not None  # _log_acknowledged(run_id, plan_id, ...)
+        else:
+            batch = any(request.kind == "users" for request in args[-1])  # _clear_inflight(..., requests)
+        if batch:
+            raise Crash
+        return original(self, run_id, *args)
+
+    monkeypatch.setattr(Ledger, name, crash)
+    publish = ["publish", "--project-dir", str(s.project.root), "--profiles-dir", str(s.project.root)]
+    starts = [len(s.braze.requests())]
+    if s.project.warehouse.publishes_in_dbt:
+        assert "Crash" in failure_text(s.project.run())
+        monkeypatch.setattr(Ledger, name, original)
+        starts.append(len(s.braze.requests()))
+        assert s.project.run().success
+    else:
+        assert s.project.run().success
+        with pytest.raises(Crash):
+            cli_main(publish)
+        monkeypatch.setattr(Ledger, name, original)
+        starts.append(len(s.braze.requests()))
+        assert cli_main(publish) == 0
+    twice = received_twice(s.braze, starts)
+    assert twice == [0, 0 if step == "logged" and s.project.warehouse.name == "spark" else 1]
+    crashed, last = s.project.history()[-2:]
+    assert (crashed["status"], crashed["requests"], crashed["resent_batches"]) == ("failed", 1, 0)
+    assert (last["status"], last["resent_batches"]) == ("success", twice[1])
+    assert last["requests"] == twice[1]
+    assert s.project.query("select count(*) from cohort_sync_inflight") == [(0,)]
+    assert s.braze.cohorts()["churn_audience"]["user_ids"] == sorted(now)
+    assert s.project.published("churn_audience") == {f"external_id:{m}" for m in now}
+    s.fingerprints.append(fingerprint(s.project, s.braze))
+    s.name += f"[{step}]"
+    s.check_same_as_first_engine()
+
+
+def test_a_request_refused_with_a_401_is_counted_and_never_counted_as_resent(scenario, monkeypatch):
+    """Its note is cleared with the failure: Braze did not apply it."""
+    monkeypatch.setenv("COHORT_SYNC_CONCURRENCY", "1")  # batch 2 waits for batch 1, which is refused
+    s = scenario([CHURN])
+    s.project.set_audience("churn_audience", {"external_id": ids("u", 0, 1500)})
+    s.braze.set_faults([{"endpoint": "users", "times": 1, "status": 401}])
+    assert not s.project.sync()
+    assert s.project.query("select count(*) from cohort_sync_inflight") == [(0,)]
+    s.sync()
+    assert [(r["status"], r["requests"], r["retries"], r["resent_batches"]) for r in s.project.history()] == [
+        ("failed", 2, 0, 0),  # the name call, and batch 1 (401); the run stopped
+        ("success", 2, 0, 0),  # batches 1 and 2
+    ]
+    assert received_twice(s.braze, [0]) == [0]
+    s.check_same_as_first_engine()
+
+
 # DuckDB's case runs through the CLI in test_cli.py: in-process dbt holds its file open.
 @pytest.mark.parametrize("warehouse", ["postgres", "spark"], indirect=True)
 def test_relations_of_another_version_are_named_by_the_schema_check(make_engine_project):

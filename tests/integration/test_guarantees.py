@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 import signal
+import socket
 import subprocess
 import time
 from datetime import datetime, timedelta
@@ -125,6 +126,133 @@ def test_sigkill_at_random_points_then_a_full_run_converges(big, braze):
     assert_converged(project, braze, audience)
     resent = project.query("select sum(resent_batches) from cohort_sync_run_history")[0][0]
     assert resent >= 1  # each run after a kill counted the batches it sent again
+
+
+def users_applied(requests: list[dict]) -> list[str]:
+    """Digests of the batches the endpoint applied, in order."""
+    return [r["digest"] for r in requests if r.get("endpoint") == "users" and 200 <= r.get("status", 0) < 300]
+
+
+def received_twice(braze, starts: list[int]) -> list[int]:
+    """Per run (each starting at its index in the endpoint's requests): the batches
+    it delivered that an earlier run had delivered already."""
+    requests = braze.requests()
+    seen: set[str] = set()
+    twice = []
+    for start, end in zip(starts, [*starts[1:], len(requests)], strict=True):
+        applied = set(users_applied(requests[start:end]))
+        twice.append(len(applied & seen))
+        seen |= applied
+    return twice
+
+
+def test_resent_batches_are_exactly_the_batches_braze_received_twice_across_kills(big, braze, monkeypatch):
+    project, audience = big
+    monkeypatch.setenv("COHORT_SYNC_CONCURRENCY", "3")
+    # One start every 250 ms: requests wait for the rate limiter (none of them is in flight
+    # then), and a kill soon after one reaches the endpoint is long before the next leaves.
+    monkeypatch.setenv("COHORT_SYNC_MAX_REQUESTS_PER_HOUR", "14400")
+    braze.set_faults([{"endpoint": "users", "probability": 1.0, "latency_ms": 500}])
+    rng = random.Random(20261201)
+    starts: list[int] = []
+    dead: list[tuple[str, int]] = []  # each killed run, and its notes of requests in flight
+
+    def received(since: int) -> int:
+        return sum(1 for r in braze.requests()[since:] if "fault" in r)
+
+    for _ in range(4):
+        starts.append(len(braze.requests()))
+        target = rng.randint(1, 4)
+        process = subprocess.Popen(project.command("cohort-sync", "publish"), cwd=project.root,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 60
+        while received(starts[-1]) < target:
+            assert time.monotonic() < deadline and process.poll() is None
+            time.sleep(0.002)
+        time.sleep(rng.uniform(0, 0.05))
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        [(run_id,)] = project.query("select run_id from cohort_sync_lock")
+        dead.append((run_id, project.query(
+            "select count(*) from cohort_sync_inflight where run_id = ?", [run_id])[0][0]))
+        deadline = time.monotonic() + 15  # the requests it left at the endpoint are applied, late
+        while received(0) != sum(1 for r in braze.requests() if r["endpoint"] == "users" and "status" in r):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    assert all(left for _, left in dead), "a kill found nothing in flight; the test proves nothing"
+
+    starts.append(len(braze.requests()))
+    final = project.cli("cohort-sync", "publish")
+    assert final.returncode == 0, final.stdout + final.stderr
+    assert_converged(project, braze, audience)
+
+    rows = project.history()
+    final_row = rows[-1]
+    runs = [run_id for run_id, _ in dead] + [final_row["run_id"]]
+    twice = received_twice(braze, starts)
+    assert sum(twice) >= len(dead)  # each kill left a request at the endpoint, delivered again later
+    by_run = {run_id: [row for row in rows if row["run_id"] == run_id] for run_id in runs}
+    assert all(len(recorded) == 1 for recorded in by_run.values()), by_run  # each run recorded once
+    assert [by_run[run_id][0]["resent_batches"] for run_id in runs] == twice
+
+    # A killed run is recorded, by the run after it, from what it left behind.
+    for run_id, left in dead:
+        [row] = by_run[run_id]
+        logged = project.query(
+            "select count(*), coalesce(sum(added), 0), coalesce(sum(removed), 0) "
+            "from cohort_sync_delivery_log where run_id = ?", [run_id])[0]
+        assert (row["status"], row["requests"], row["added"], row["removed"], row["retries"]) == (
+            "interrupted", logged[0] + left, logged[1], logged[2], 0)
+        assert row["started_at"] <= row["finished_at"] and "recorded by run" in row["error"]
+    sent_last = braze.requests()[starts[-1]:]
+    assert final_row["requests"] == len(users_applied(sent_last)) and final_row["retries"] == 0
+
+
+def test_a_lost_acknowledgement_is_counted_as_resent_by_the_next_run(make_project, braze, monkeypatch):
+    monkeypatch.setenv("COHORT_SYNC_MAX_ATTEMPTS", "1")
+    monkeypatch.setenv("COHORT_SYNC_CONCURRENCY", "1")  # batch 2 waits for batch 1, which fails
+    project = make_project([COHORT])
+    audience = ids("u", 0, 1_500)
+    project.set_audience("big_audience", {"external_id": audience})
+    plan(project)
+    braze.set_faults([{"endpoint": "users", "times": 1, "drop": "after"}])  # applied, the answer lost
+    assert project.cli("cohort-sync", "publish").returncode == 1
+    starts = [0, len(braze.requests())]
+    assert project.cli("cohort-sync", "publish").returncode == 0
+    assert_converged(project, braze, audience)
+    assert received_twice(braze, starts) == [0, 1]
+    assert [(r["status"], r["requests"], r["retries"], r["resent_batches"]) for r in project.history()] == [
+        ("failed", 2, 0, 0),  # the name call, and batch 1, applied but its answer lost; batch 2 never left
+        ("success", 2, 0, 1),  # batch 1 again, and batch 2
+    ]
+
+
+def test_a_refused_connection_and_a_401_count_their_attempts_and_nothing_is_resent(make_project, braze, monkeypatch,
+                                                                                    keys):
+    monkeypatch.setenv("COHORT_SYNC_MAX_ATTEMPTS", "3")
+    project = make_project([COHORT])
+    audience = ids("u", 0, 1_500)
+    project.set_audience("big_audience", {"external_id": audience})
+    plan(project)
+    with socket.socket() as closed:  # a port nothing listens on: every attempt is refused
+        closed.bind(("127.0.0.1", 0))
+        monkeypatch.setenv("BRAZE_REST_ENDPOINT", f"http://127.0.0.1:{closed.getsockname()[1]}")
+        refused = project.cli("cohort-sync", "publish")
+    assert refused.returncode == 1 and "ConnectionError" in refused.stdout
+    monkeypatch.setenv("BRAZE_REST_ENDPOINT", braze.url)
+    monkeypatch.setenv("BRAZE_DATA_IMPORT_KEY", "IMPORTKEY-wrong")
+    for _ in range(3):
+        assert project.cli("cohort-sync", "publish").returncode == 1
+    monkeypatch.setenv("BRAZE_DATA_IMPORT_KEY", keys["data_import_key"])
+    good = project.cli("cohort-sync", "publish")
+    assert good.returncode == 0, good.stdout + good.stderr
+    assert_converged(project, braze, audience)
+    assert [(r["status"], r["requests"], r["retries"], r["resent_batches"]) for r in project.history()] == [
+        ("failed", 1, 2, 0),  # the name call, tried 3 times
+        *[("failed", 1, 0, 0)] * 3,  # the name call, answered 401
+        ("success", 3, 0, 0),  # nothing reached Braze before: nothing is sent again
+    ]
+    assert [r["status"] for r in braze.requests()] == [401, 401, 401, 201, 201, 201]
 
 
 def test_sigkill_between_the_name_call_and_the_first_batch(make_project, braze, monkeypatch):
@@ -308,7 +436,9 @@ def test_when_the_retry_cap_is_reached_what_was_acknowledged_stays_recorded(make
     result = project.cli("cohort-sync", "publish")
     assert result.returncode == 1
     row = next(r for r in project.history() if r["cohort_id"] == "a_audience")
-    assert (row["status"], row["added"], row["requests"], row["members_after"]) == ("failed", 1_000, 2, 1_000)
+    # requests: the name call, batch 1, and batch 2 that gave up (3 attempts: 2 retries)
+    assert (row["status"], row["added"], row["requests"], row["retries"], row["members_after"]) == (
+        "failed", 1_000, 3, 2, 1_000)
     assert "gave up on the batch for cohort 'a_audience' after 3 attempt(s)" in row["error"]
     assert "HTTP 503" in row["error"]
     assert len(project.published("a_audience")) == 1_000 == len(held(braze, "a_audience"))
@@ -321,6 +451,7 @@ def test_when_the_retry_cap_is_reached_what_was_acknowledged_stays_recorded(make
 def test_concurrent_requests_record_every_acknowledged_batch_when_one_fails(make_project, braze, monkeypatch):
     monkeypatch.setenv("COHORT_SYNC_CONCURRENCY", "4")
     monkeypatch.setenv("COHORT_SYNC_MAX_ATTEMPTS", "1")
+    monkeypatch.setenv("COHORT_SYNC_CONCURRENCY", "1")  # batch 2 waits for batch 1, which fails
     project = make_project([COHORT])
     audience = ids("u", 0, 8_000)
     project.set_audience("big_audience", {"external_id": audience})
