@@ -39,14 +39,14 @@ engines:
 demo: $(DEMO_STAMP)
 	$(BIN)/python demo/run_demo.py
 
-# Two workers (2 cores here), each test file on one worker, so a file's
-# scenarios keep their order (test_engines compares each engine with the
-# DuckDB run before it) and the 1M-member Spark sync overlaps the rest.
+# Two workers (2 cores here). The engines of a scenario stay on one worker,
+# in order (test_engines compares each engine with the DuckDB run before
+# it: see tests/conftest.py); the 1M-member Spark sync overlaps the rest.
 TEST_WORKERS ?= 2
 
 test: $(TEST_STAMP) engines
 	$(BIN)/ruff check scripts tests demo benchmarks
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --durations=15
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup --durations=15
 
 # Not part of `make test` (a smoke run of it is); writes benchmarks/results/.
 bench: $(TEST_STAMP)
