@@ -114,12 +114,10 @@ def make_engine_project(tmp_path: Path, braze_env: dict[str, str], warehouse):
     return make
 
 
-
 def pytest_itemcollected(item: pytest.Item) -> None:
     """Under `make test`'s workers (pytest-xdist, --dist loadgroup): the engines
     of one scenario run on one worker, in order, so each is compared with the
     DuckDB run before it (test_engines.py); every other test goes wherever a
-    worker is free. (Marked as collected: xdist reads the groups before
-    other collection hooks run.)"""
+    worker is free."""
     if "warehouse" in getattr(item, "fixturenames", ()):
         item.add_marker(pytest.mark.xdist_group(f"{item.path.name}::{item.originalname}"))
