@@ -105,9 +105,10 @@ class CohortPlan:
 class HistoryRow:
     """One row of cohort_sync_run_history: one cohort in one run.
 
-    status: success, failed, blocked, not_due, dry_run, or interrupted (the
-    run died before recording the cohort; the next run that takes the lock
-    records it, once, from what the dead run left).
+    status: success, failed, blocked, not_due, dry_run, skipped (the run
+    stopped, after a 401 on another cohort, before attempting it), or
+    interrupted (the run died before recording the cohort; the next run
+    that takes the lock records it, once, from what the dead run left).
 
     The counters, for the cohort in this run:
 

@@ -7,7 +7,8 @@ blocks it (unless allowed for this run), call the name endpoint if Braze
 does not know the cohort under its name, then send the cohort's pending
 batches, noting each request in flight before sending it and recording its
 acknowledgement before sending the next. A cohort that fails is recorded as
-failed and the others still run; a 401 stops the run. One run at a time
+failed and the others still run; a 401 stops the run, and the cohorts it
+did not attempt are recorded as skipped (or not_due). One run at a time
 holds the target's publisher lock. Once the lock is released, each
 cohort's recipients are notified of its outcome (see notify.py).
 """
@@ -140,6 +141,16 @@ def publish(
     lock = _RunLock(ledger, summary.run_id, options.lock_ttl_seconds, clock)
     not_due: list[HistoryRow] = []
     cohorts: list[CohortPlan] = []
+    queue: list[CohortPlan] = []  # the cohorts this run considers, in order
+    reached = 0  # how many of them it got to
+    stopped_after: str | None = None  # what stopped the run before the end of the queue
+    members: dict[str, int] | None = None
+
+    def member_count(cohort_id: str) -> int:
+        nonlocal members
+        members = ledger.member_counts() if members is None else members
+        return members.get(cohort_id, 0)
+
     if not options.dry_run:
         summary.interrupted = lock.acquire(entry_point)
     try:
@@ -152,10 +163,9 @@ def publish(
             )
         # The manual trigger: --cohort (and --now), or var cohort_sync_publish_now in the plan.
         only = options.only or {cohort.cohort_id for cohort in cohorts if cohort.publish_now}
-        members: dict[str, int] | None = None
-        for cohort in cohorts:
-            if only and cohort.cohort_id not in only:
-                continue
+        queue = [cohort for cohort in cohorts if not only or cohort.cohort_id in only]
+        for cohort in queue:
+            reached += 1
             if cohort.action == "keep":
                 log.warning(
                     "cohort '%s' is no longer declared: its Braze members are kept; to remove them, "
@@ -163,15 +173,26 @@ def publish(
                     cohort.cohort_id,
                 )
                 continue
-            forced = options.now or cohort.publish_now
-            if not forced and not cohort.schedule.is_due(cohort.last_success, clock()):
-                members = ledger.member_counts() if members is None else members
-                not_due.append(_not_due(cohort, summary, members.get(cohort.cohort_id, 0), clock))
+            if not _due(cohort, options, clock):
+                not_due.append(_not_due(cohort, summary, member_count(cohort.cohort_id), clock))
                 continue
             if not _run_cohort(ledger, client, cohort, summary, options, lock, clock):
+                stopped_after = f"a 401 on cohort '{cohort.cohort_id}'"
                 break
+    except BaseException:
+        if reached:
+            stopped_after = stopped_after or f"a publisher error on cohort '{queue[reached - 1].cohort_id}'"
+        raise
     finally:
-        ledger.write_history(*not_due)  # in one statement: most ticks of a frequent scheduler
+        skipped = []
+        for cohort in queue[reached:] if stopped_after else ():
+            if cohort.action == "keep":
+                continue
+            if not _due(cohort, options, clock):
+                not_due.append(_not_due(cohort, summary, member_count(cohort.cohort_id), clock))
+            else:
+                skipped.append(_skipped(cohort, summary, member_count(cohort.cohort_id), clock, stopped_after))
+        ledger.write_history(*not_due, *skipped)  # in one statement: most ticks of a frequent scheduler
         if not options.dry_run:
             lock.release()
             recipients = {cohort.cohort_id: cohort.notify for cohort in cohorts if cohort.notify}
@@ -199,6 +220,26 @@ def _notify(
     except Exception as exc:  # noqa: BLE001 - the sync is already recorded
         log.error("could not record %d notification(s) in cohort_sync_notification_log: %s", len(records), exc)
     return records
+
+
+def _due(cohort: CohortPlan, options: PublishOptions, clock: Callable[[], datetime]) -> bool:
+    """Whether the cohort publishes in this run: its schedule calls for it, or the manual trigger."""
+    return options.now or cohort.publish_now or cohort.schedule.is_due(cohort.last_success, clock())
+
+
+def _skipped(
+    cohort: CohortPlan, summary: RunSummary, members: int, clock: Callable[[], datetime], stopped_after: str
+) -> HistoryRow:
+    """The history row of a cohort due in this run that the run stopped before attempting."""
+    now = clock()
+    row = HistoryRow(
+        run_id=summary.run_id, cohort_id=cohort.cohort_id, cohort_name=cohort.cohort_name,
+        entry_point=summary.entry_point, started_at=now, finished_at=now, status="skipped",
+        members_after=members, error=f"not attempted: the run stopped after {stopped_after}",
+    )
+    summary.rows.append(row)
+    log.error("cohort '%s' skipped: %s", cohort.cohort_id, row.error)
+    return row
 
 
 def _not_due(cohort: CohortPlan, summary: RunSummary, members: int, clock: Callable[[], datetime]) -> HistoryRow:

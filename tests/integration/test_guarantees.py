@@ -7,6 +7,7 @@ scheduler, so a publisher can be killed and two can overlap.
 from __future__ import annotations
 
 import random
+import re
 import signal
 import socket
 import subprocess
@@ -409,7 +410,39 @@ def test_a_401_stops_the_whole_run_naming_the_likely_key(make_project, braze, mo
     assert "run stopped" in result.stderr and "BRAZE_DATA_IMPORT_KEY" in result.stderr
     assert "IMPORTKEY-rotated" not in result.stdout + result.stderr
     assert len(braze.requests()) == 1  # the second cohort was not attempted
-    assert [(r["cohort_id"], r["status"]) for r in project.history()] == [("a_audience", "failed")]
+    reason = "not attempted: the run stopped after a 401 on cohort 'a_audience'"
+    assert [(r["cohort_id"], r["status"], r["requests"]) for r in project.history()] == [
+        ("a_audience", "failed", 1), ("b_audience", "skipped", 0)]
+    assert project.history()[1]["error"] == reason
+    assert re.search(r"^b_audience +skipped +0 +0 +0 +0 +0 +0 +not attempted: the run stopped", result.stdout, re.M)
+    assert f"b_audience (skipped): {reason}" in result.stdout
+
+
+def test_after_a_401_in_dbt_run_the_cohorts_not_attempted_are_skipped_or_not_due(make_project, braze, monkeypatch):
+    project = make_project([
+        {"model": "a_audience", "name": "A"},
+        {"model": "b_audience", "name": "B"},
+        {"model": "c_audience", "name": "C", "schedule": "once"},
+    ])
+    for name in ("a", "b", "c"):
+        project.set_audience(f"{name}_audience", {"external_id": ids(name, 0, 10)})
+    first = project.cli("dbt", "run")
+    assert first.returncode == 0, first.stdout
+    for name in ("a", "b"):
+        project.set_audience(f"{name}_audience", {"external_id": ids(name, 0, 12)})
+    monkeypatch.setenv("BRAZE_DATA_IMPORT_KEY", "IMPORTKEY-rotated")
+    stopped = project.cli("dbt", "run")
+    assert stopped.returncode == 1  # the publish model fails, after recording every cohort
+    reason = "not attempted: the run stopped after a 401 on cohort 'a_audience'"
+    rows = project.history()[3:]
+    assert [(r["cohort_id"], r["status"], r["error"] if r["status"] != "failed" else None) for r in rows] == [
+        ("a_audience", "failed", None), ("b_audience", "skipped", reason), ("c_audience", "not_due", None)]
+    assert f"b_audience (skipped): {reason}" in stopped.stdout
+    # The import history's accepted values admit the new status.
+    tested = project.cli("dbt", "build", "--select", "cohort_sync_import_history", "--vars", PLAN_ONLY)
+    assert tested.returncode == 0, tested.stdout
+    assert project.query("select status from cohort_sync_import_history where cohort_id = 'b_audience' "
+                         "order by started_at") == [("success",), ("skipped",)]
 
 
 def test_a_400_fails_its_cohort_only_and_the_others_still_run(make_project, braze):
