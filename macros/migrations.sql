@@ -16,8 +16,9 @@
   - create: create these state tables if missing (with the current columns);
   - spark_event_logs: on Spark, turn plain tables of an earlier version
     into event logs behind views, keeping their rows (nothing elsewhere);
-  - add_columns: add these columns, with a default for existing rows,
-    where they are missing.
+  - add_columns: add these columns where they are missing, with a default
+    for the rows already there (on Spark the column is added without one:
+    see spark__add_state_columns).
 
   To change a state table: change state_table_columns() (what a new
   warehouse gets) and append a step here (what an existing one needs).
@@ -26,16 +27,20 @@
 #}
 {% macro state_migrations() %}
   {%- set string = dbt.type_string() -%}
+  {%- set bigint = dbt.type_bigint() -%}
   {{ return([
-    {'name': '0001_state_tables', 'since': '0.1.0',
+    {'name': '0001_state_tables',
      'create': ['cohort_sync_published_state', 'cohort_sync_published_cohorts', 'cohort_sync_delivery_log',
                 'cohort_sync_run_history', 'cohort_sync_inflight', 'cohort_sync_lock']},
-    {'name': '0002_spark_event_logs', 'since': '0.1.0',
+    {'name': '0002_plan_ids_and_resent_counts',
+     'add_columns': {'cohort_sync_delivery_log': [('plan_id', string, 'null')],
+                     'cohort_sync_run_history': [('resent_batches', bigint, '0')]}},
+    {'name': '0003_spark_event_logs',
      'spark_event_logs': ['cohort_sync_published_state', 'cohort_sync_published_cohorts',
                           'cohort_sync_inflight', 'cohort_sync_lock']},
-    {'name': '0003_notification_log', 'since': '0.1.0',
+    {'name': '0004_notification_log',
      'create': ['cohort_sync_notification_log']},
-    {'name': '0004_run_history_package_version', 'since': '0.2.0',
+    {'name': '0005_run_history_package_version',
      'add_columns': {'cohort_sync_run_history': [('package_version', string, "'0.1.0'")]}},
   ]) }}
 {% endmacro %}
@@ -54,11 +59,9 @@
 {% macro migrate_state_tables() %}
   {%- if execute -%}
     {%- set record = cohort_sync.state_relation('cohort_sync_schema_migrations') -%}
-    {%- do adapter.create_schema(record) -%}
     {%- do cohort_sync.lock_for_migration() -%}
-    {#- tables that are missing (a new warehouse, or one dropped by hand) are
-        created with the current columns: cheap, dbt has the relations cached -#}
-    {%- do cohort_sync.create_state_tables(cohort_sync.state_table_columns().keys() | list) -%}
+    {%- do adapter.create_schema(record) -%}
+    {%- do cohort_sync.create_state_tables(['cohort_sync_schema_migrations']) -%}
     {%- call statement('cohort_sync_applied_steps', fetch_result=True) -%}
       select distinct step from {{ record }}
     {%- endcall -%}
@@ -72,6 +75,8 @@
       {%- endcall -%}
       {%- do done.append(step.name) -%}
     {%- endfor -%}
+    {#- a state table dropped by hand since its step is created again, with the current columns -#}
+    {%- do cohort_sync.create_state_tables(cohort_sync.state_table_columns().keys() | list) -%}
     {#- statements run while the hook renders are not committed by dbt -#}
     {%- do adapter.commit() -%}
     {%- do cohort_sync.lock_for_migration(release=true) -%}
@@ -100,12 +105,15 @@
 
 {#
   Two runs that start at once must not both create or alter: PostgreSQL
-  serialises them on a session-level advisory lock, taken before the
-  record is read and released once the steps are committed (a
-  transaction-scoped one would not do: dbt may run each statement in its
-  own transaction; a run that dies releases it with its connection).
-  DuckDB files take one writer process; on Spark the DDL is idempotent
-  and a column another run added first is skipped.
+  serialises them on a session-level advisory lock, taken before anything
+  is created or read and released once the steps are committed (not a
+  transaction-scoped one: dbt-postgres commits each statement by default;
+  a run that dies releases it with its connection). A DuckDB file takes
+  one writer process. Spark has no such lock: its DDL looks before it
+  acts, but two runs migrating the same schema at once can still both
+  try to add a column, and the second fails (run it again). The session
+  method's one-process metastore cannot run two; on Databricks, run one
+  job at a time against a schema while upgrading.
 #}
 {% macro lock_for_migration(release=false) %}
   {{ return(adapter.dispatch('lock_for_migration', 'cohort_sync')(release)) }}
@@ -141,8 +149,11 @@
 
 {#
   Spark: the columns go to the table that holds the rows (`<name>_events`
-  for an event log, whose view is then rebuilt to show them); Spark's
-  syntax is `add columns (...)`, and rows already there read the default.
+  for an event log, whose view is then rebuilt to show them), in Spark's
+  `add columns (...)`, without a default: Hive-format tables, Spark before
+  3.4 and Delta without its column-defaults feature refuse one, so rows
+  already there read null (the publisher reads such a column with its
+  default: HISTORY_DEFAULTS in scripts/cohort_sync/ledger.py).
 #}
 {% macro spark__add_state_columns(table_name, columns) %}
   {%- set events = table_name in cohort_sync.state_event_keys() -%}
@@ -150,7 +161,7 @@
   {%- set present = adapter.get_columns_in_relation(stored) | map(attribute='name') | map('lower') | list -%}
   {%- for column_name, data_type, default in columns if column_name not in present -%}
     {%- call statement('cohort_sync_add_' ~ column_name) -%}
-      alter table {{ stored }} add columns ({{ column_name }} {{ data_type }} default {{ default }})
+      alter table {{ stored }} add columns ({{ column_name }} {{ data_type }})
     {%- endcall -%}
   {%- endfor -%}
   {%- if events -%}
@@ -162,9 +173,12 @@
 {#
   Spark: an earlier version made the mutable state tables plain tables,
   which take no row deletes. Each becomes an event log of its rows (live,
-  event_seq 1) behind a view of the same name. A crash part-way is
-  repaired by the next run: the copy is made once (`if not exists`), and a
-  dropped table's view is created from its log.
+  event_seq 1) behind a view of the same name. The log may exist already
+  (0.1.0's hook created it empty before refusing the plain table), or hold
+  part of the rows (a crash while copying): only rows whose key it lacks
+  are copied, and the plain table is dropped only once every one of its
+  keys is in the log. A run that dies after the drop leaves the log, whose
+  view the next run creates.
 #}
 {% macro convert_to_event_logs(table_names) %}
   {{ return(adapter.dispatch('convert_to_event_logs', 'cohort_sync')(table_names)) }}
@@ -179,10 +193,33 @@
     {%- set stored = cohort_sync.state_relation(table_name ~ '_events') -%}
     {%- set existing = adapter.get_relation(relation.database, relation.schema, relation.identifier) -%}
     {%- if existing is not none and not existing.is_view -%}
+      {%- set columns = adapter.get_columns_in_relation(relation) | map(attribute='name') | map('lower') | list -%}
+      {#- null-safe key match (<=>: a name call's inflight row has no batch number) -#}
+      {%- set keyed -%}
+        {%- for key in cohort_sync.state_event_keys()[table_name] -%}
+          events.{{ key }} <=> plain.{{ key }}{{ ' and ' if not loop.last }}
+        {%- endfor -%}
+      {%- endset -%}
+      {%- set not_logged -%}
+        from {{ relation }} as plain
+        where not exists (select 1 from {{ stored }} as events where {{ keyed }})
+      {%- endset -%}
+      {%- if adapter.get_relation(stored.database, stored.schema, stored.identifier) is none -%}
+        {%- do cohort_sync.create_state_table(stored, cohort_sync.state_table_columns()[table_name]
+                                                      + cohort_sync.state_event_columns()) -%}
+      {%- endif -%}
       {%- call statement('cohort_sync_copy_' ~ table_name) -%}
-        create table if not exists {{ stored }} as
-        select *, true as is_live, cast(1 as {{ dbt.type_bigint() }}) as event_seq from {{ relation }}
+        insert into {{ stored }} ({{ columns | join(', ') }}, is_live, event_seq)
+        select {% for column in columns %}plain.{{ column }}, {% endfor %}true, 1 {{ not_logged }}
       {%- endcall -%}
+      {%- call statement('cohort_sync_check_' ~ table_name, fetch_result=True) -%}
+        select count(*) {{ not_logged }}
+      {%- endcall -%}
+      {%- set left = load_result('cohort_sync_check_' ~ table_name).table.columns[0].values()[0] -%}
+      {%- if left != 0 -%}
+        {{ exceptions.raise_compiler_error("cohort_sync: " ~ left ~ " rows of " ~ relation ~ " are not in "
+            ~ stored ~ " after copying them; the table is kept. Run again, or copy them by hand (is_live = true, event_seq = 1) and drop it.") }}
+      {%- endif -%}
       {%- do adapter.drop_relation(existing) -%}
     {%- endif -%}
     {%- if existing is none or not existing.is_view -%}

@@ -152,6 +152,9 @@ class HistoryRow:
 
 
 HISTORY_COLUMNS = tuple(f.name for f in fields(HistoryRow))
+#: What a history column added by a migration reads as in rows from before it
+#: (Spark adds columns without a default; the other engines fill it in).
+HISTORY_DEFAULTS = {"package_version": "'0.1.0'", "resent_batches": "0"}
 NOTIFICATION_COLUMNS = tuple(f.name for f in fields(NotificationRecord))
 CHANGE_COLUMNS = Change._fields
 STATE_COLUMNS = (
@@ -711,9 +714,11 @@ class Ledger:
         return [NotificationRecord(*row) for row in rows]
 
     def _history_rows(self, clauses: str, params: list[Any] | None = None) -> list[HistoryRow]:
-        rows = self.engine.query(
-            f"select {', '.join(HISTORY_COLUMNS)} from {self.relations.run_history} {clauses}", params or []
+        columns = ", ".join(
+            f"coalesce({name}, {HISTORY_DEFAULTS[name]}) as {name}" if name in HISTORY_DEFAULTS else name
+            for name in HISTORY_COLUMNS
         )
+        rows = self.engine.query(f"select {columns} from {self.relations.run_history} {clauses}", params or [])
         return [HistoryRow(*row) for row in rows]
 
     # -- writes: transactional, or appends to an event log ------------------------

@@ -12,21 +12,32 @@ target, and opens the warehouse again.
 
 from __future__ import annotations
 
+import json
 import logging
 import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from . import __version__
 from .ledger import Ledger
-from .warehouse import StaleManifestError, Target, WarehouseError, open_ledger, redact_credentials
+from .warehouse import (
+    PACKAGE,
+    StaleManifestError,
+    Target,
+    WarehouseError,
+    manifest_path,
+    open_ledger,
+    redact_credentials,
+)
 
 log = logging.getLogger(__name__)
 
 #: The last step of state_migrations() in macros/migrations.sql: what this
 #: version reads and writes (a unit test keeps the two equal).
-STATE_SCHEMA_STEP = "0004_run_history_package_version"
+STATE_SCHEMA_STEP = "0005_run_history_package_version"
 MIGRATE_MACRO = "cohort_sync.migrate_state_tables"
+MIGRATE_TIMEOUT_SECONDS = 1800
 
 
 class StateBehindError(WarehouseError):
@@ -79,25 +90,54 @@ def run_migrations(target: Target) -> None:
     DuckDB: in a dbt process of its own, because dbt-duckdb keeps the file
     open in the process that ran it. Elsewhere in this process (Spark's
     session method has one JVM per process, and its metastore with it).
+    The state schema is the one the project's last dbt invocation used
+    (var cohort_sync_state_schema may have come from its command line).
     """
     arguments = [
-        "run-operation", MIGRATE_MACRO, "--quiet",
+        "run-operation", MIGRATE_MACRO, "--quiet", "--no-use-colors",
         "--project-dir", str(target.project_dir), "--profiles-dir", str(target.profiles_dir),
         "--profile", target.profile_name, "--target", target.target_name,
     ]
+    schema = state_schema(target.project_dir)
+    if schema:
+        arguments += ["--vars", json.dumps({"cohort_sync_state_schema": schema})]
     if target.adapter_type == "duckdb":
-        dbt = Path(sys.executable).with_name("dbt")
-        done = subprocess.run([str(dbt) if dbt.exists() else "dbt", *arguments], cwd=target.project_dir,
-                              capture_output=True, text=True)
-        ok, reason = done.returncode == 0, (done.stdout + done.stderr).strip()
+        try:
+            done = subprocess.run(
+                [sys.executable, "-c", "from dbt.cli.main import cli; cli()", *arguments],
+                cwd=target.project_dir, capture_output=True, text=True, timeout=MIGRATE_TIMEOUT_SECONDS,
+            )
+        except subprocess.TimeoutExpired:
+            ok, reason = False, f"dbt did not finish within {MIGRATE_TIMEOUT_SECONDS} s"
+        else:
+            ok, reason = done.returncode == 0, (done.stdout + done.stderr).strip()
     else:
         from dbt.cli.main import dbtRunner
 
         result = dbtRunner().invoke(arguments)
         ok, reason = result.success, str(result.exception or "")
-    if not ok:
-        reason = " ".join((reason or "see dbt's log in the project's logs/").split())
-        raise WarehouseError(
-            f"could not migrate the state tables of target '{target.target_name}' "
-            f"(dbt run-operation {MIGRATE_MACRO}): {redact_credentials(reason, target.credentials)[:800]}"
+    if ok:
+        return
+    reason = redact_credentials(" ".join((reason or "see dbt's log in the project's logs/").split()), target.credentials)
+    if "could not find a macro" in reason:  # a dbt package from before 0.2.0
+        raise StateBehindError(
+            f"the project's cohort_sync dbt package has no {MIGRATE_MACRO}: it is older than this "
+            f"cohort-sync ({__version__}). Run `dbt deps` so that the project installs the cohort_sync dbt "
+            "package of this version, then `dbt run`"
         )
+    raise WarehouseError(
+        f"could not migrate the state tables of target '{target.target_name}' "
+        f"(dbt run-operation {MIGRATE_MACRO}): {reason[-800:]}"
+    )
+
+
+def state_schema(project_dir: Path) -> str | None:
+    """The state tables' schema in the project's manifest, if it has one."""
+    try:
+        manifest = json.loads(manifest_path(project_dir).read_text())
+    except (OSError, ValueError):
+        return None
+    for source in manifest.get("sources", {}).values():
+        if source.get("package_name") == PACKAGE and source.get("name") == "published_state":
+            return source.get("schema")
+    return None

@@ -100,10 +100,14 @@ def resolve_target(
     )
 
 
+def manifest_path(project_dir: Path) -> Path:
+    """target/manifest.json of the project (or its target-path)."""
+    return project_dir / _project(project_dir).get("target-path", "target") / "manifest.json"
+
+
 def relations_from_manifest(project_dir: Path) -> Relations:
     """Relation names as dbt rendered them in the last invocation's manifest."""
-    target_path = _project(project_dir).get("target-path", "target")
-    path = project_dir / target_path / "manifest.json"
+    path = manifest_path(project_dir)
     if not path.exists():
         raise WarehouseError(
             f"no manifest at {path}: run `dbt run` (or `dbt build`) in the project first"

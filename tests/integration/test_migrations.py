@@ -1,9 +1,12 @@
 """State tables migrate themselves: a warehouse of the earliest released
-schema (0.1.0, as its first release left it: six state tables, plain
-tables on Spark, no notification log, no schema record), with published
-members and history, is brought to this version by `dbt run` alone on
-DuckDB, PostgreSQL and Spark, or by any `cohort-sync` command; every row
-is kept, and the next publish sends only the delta.
+schema (0.1.0 as its first landing, f02badd, left it: six state tables,
+plain tables on Spark, no notification log, no schema record), with
+published members and history, is brought to this version by `dbt run`
+alone on DuckDB, PostgreSQL and Spark, or by any `cohort-sync` command;
+every row is kept, and the next publish sends only the delta. Two other
+0.1.0 states are upgraded too: the first commit's (no plan ids, no resent
+counts), and a Spark warehouse on which a later 0.1.0's hook had created
+an empty event log before refusing the plain table.
 """
 
 from __future__ import annotations
@@ -18,15 +21,19 @@ import yaml
 
 from cohort_sync import __version__
 from cohort_sync.cli import main as cli_main
+from cohort_sync.engines import DuckDBEngine
+from cohort_sync.ledger import Ledger
 from cohort_sync.migrations import STATE_SCHEMA_STEP
-from tests.sync_project import REPO, SyncProject
+from cohort_sync.warehouse import open_ledger, relations_from_manifest, resolve_target
+from tests.sync_project import BIN, REPO, SyncProject
 from tests.warehouses import PostgresWarehouse, SparkWarehouse
 
 pytestmark = pytest.mark.dbt
 
 CHURN = {"model": "churn_audience", "name": "Churn risk"}
 STEPS = [
-    "0001_state_tables", "0002_spark_event_logs", "0003_notification_log", "0004_run_history_package_version",
+    "0001_state_tables", "0002_plan_ids_and_resent_counts", "0003_spark_event_logs", "0004_notification_log",
+    "0005_run_history_package_version",
 ]
 AT = datetime(2026, 11, 20, 6, 0, 0)
 OLD_RUN = "0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f"
@@ -92,55 +99,93 @@ def insert(table: str, rows: list[tuple]) -> str:
     return f"insert into {{schema}}.{table} values {values}"
 
 
-def build_0_1_0_state(warehouse) -> None:
-    """The state a 0.1.0 publisher left: 100 members published, the name known, one run in history."""
+#: Columns the first commit's state tables lacked (added before the first landing).
+FIRST_COMMIT_LACKS = {"cohort_sync_delivery_log": "plan_id", "cohort_sync_run_history": "resent_batches"}
+
+
+def build_0_1_0_state(warehouse, flavour: str = "first_landing") -> None:
+    """The state a 0.1.0 publisher left: 100 members published, the name known, one run in history.
+
+    flavour: 'first_landing' (f02badd), 'first_commit' (without the columns of
+    FIRST_COMMIT_LACKS), or 'spark_log_started' (first_landing, plus the empty
+    event log that a later 0.1.0's hook created on Spark before refusing the table).
+    """
     types = TYPES[warehouse.name]
+    lacks = FIRST_COMMIT_LACKS if flavour == "first_commit" else {}
     statements = []
     for table, spec in SCHEMA_0_1_0.items():
-        columns = ", ".join(f"{name} {types[kind]}" for name, kind in (c.split() for c in spec.split(", ")))
-        statements.append(f"create table {{schema}}.{table} ({columns})")
+        pairs = [c.split() for c in spec.split(", ") if c.split()[0] != lacks.get(table)]
+        statements.append(f"create table {{schema}}.{table} ({', '.join(f'{n} {types[k]}' for n, k in pairs)})")
+    if flavour == "spark_log_started":
+        spec = SCHEMA_0_1_0["cohort_sync_published_state"] + ", is_live boolean, event_seq b"
+        pairs = [c.split() for c in spec.split(", ")]
+        statements.append("create table {schema}.cohort_sync_published_state_events ("
+                          + ", ".join(f"{n} {types.get(k, k)}" for n, k in pairs) + ")")
+    delivery = [(OLD_RUN, None, "churn_audience", "name", None, 0, 0, 201, AT),
+                (OLD_RUN, "oldplan", "churn_audience", "users", 1, 100, 0, 201, AT)]
+    history = [(OLD_RUN, "churn_audience", "Churn risk", "cli", AT, AT, "success", 100, 0, 2, 0, 0, 100, None)]
+    if lacks:
+        delivery = [row[:1] + row[2:] for row in delivery]
+        history = [row[:11] + row[12:] for row in history]
     statements += [
         insert("cohort_sync_published_state", [
             ("churn_audience", f"external_id:{m}", "external_id", m, None, None, None, OLD_RUN, AT)
             for m in OLD_MEMBERS
         ]),
         insert("cohort_sync_published_cohorts", [("churn_audience", "Churn risk", AT, OLD_RUN, AT)]),
-        insert("cohort_sync_delivery_log", [
-            (OLD_RUN, None, "churn_audience", "name", None, 0, 0, 201, AT),
-            (OLD_RUN, "oldplan", "churn_audience", "users", 1, 100, 0, 201, AT),
-        ]),
-        insert("cohort_sync_run_history", [
-            (OLD_RUN, "churn_audience", "Churn risk", "cli", AT, AT, "success", 100, 0, 2, 0, 0, 100, None),
-        ]),
+        insert("cohort_sync_delivery_log", delivery),
+        insert("cohort_sync_run_history", history),
     ]
     execute(warehouse, statements)
 
 
-def old_project(make_engine_project) -> SyncProject:
+def old_project(make_engine_project, flavour: str = "first_landing") -> SyncProject:
     project = make_engine_project([CHURN])
-    build_0_1_0_state(project.warehouse)
+    build_0_1_0_state(project.warehouse, flavour)
     # Today's audience: three of the published members left, five joined.
     project.set_audience("churn_audience", {"external_id": ids(3, 105)})
     return project
+
+
+def ledger_of(project: SyncProject) -> Ledger:
+    """The publisher's ledger on the project's warehouse (on DuckDB, a connection of
+    the test process, as the in-process dbt runs keep theirs open)."""
+    if project.warehouse.name == "duckdb":
+        engine = DuckDBEngine(duckdb.connect(str(project.warehouse.database)))
+        return Ledger(engine, relations_from_manifest(project.root))
+    return open_ledger(resolve_target(project.root, project.root))
 
 
 def applied_steps(project: SyncProject) -> list[tuple[str, str]]:
     return sorted(project.query("select step, package_version from cohort_sync_schema_migrations"))
 
 
+@pytest.mark.parametrize(("warehouse", "flavour"), [
+    ("duckdb", "first_landing"), ("postgres", "first_landing"), ("spark", "first_landing"),
+    ("duckdb", "first_commit"),  # the first commit ran on DuckDB only
+    ("spark", "spark_log_started"),  # a state that existed on Spark only
+], indirect=["warehouse"])
 def test_dbt_run_alone_upgrades_the_earliest_schema_keeps_every_row_and_then_sends_only_the_delta(
-    make_engine_project, braze
+    make_engine_project, braze, flavour
 ):
-    project = old_project(make_engine_project)
+    project = old_project(make_engine_project, flavour)
     assert project.run().success, "dbt run on the 0.1.0 state"
     assert applied_steps(project) == [(step, __version__) for step in STEPS]  # dbt run alone migrated
     if not project.warehouse.publishes_in_dbt:
         assert cli_main(["publish", "--project-dir", str(project.root), "--profiles-dir", str(project.root)]) == 0
     # Every row kept; the old history row has the new column's default.
     history = project.history()
+    # Spark adds a column without a default (rows before it read null); the others fill it in.
+    old_version = None if project.warehouse.name == "spark" else "0.1.0"
     assert [(h["run_id"], h["status"], h["added"], h["package_version"]) for h in history] == [
-        (OLD_RUN, "success", 100, "0.1.0"), (history[1]["run_id"], "success", 5, __version__),
+        (OLD_RUN, "success", 100, old_version), (history[1]["run_id"], "success", 5, __version__),
     ]
+    assert history[0]["resent_batches"] == 0
+    ledger = ledger_of(project)
+    try:  # what the publisher reads: the defaults, on every engine
+        assert [(r.package_version, r.resent_batches) for r in ledger.history()][-1] == ("0.1.0", 0)
+    finally:
+        ledger.close()
     assert project.query("select count(*) from cohort_sync_delivery_log where run_id = ?", [OLD_RUN]) == [(2,)]
     assert project.query("select cohort_name, created_at from cohort_sync_published_cohorts") == [("Churn risk", AT)]
     # The next publish sent only the delta: no name call, one batch of 5 adds and 3 removes.
@@ -209,3 +254,27 @@ def test_the_python_side_expects_the_last_step_and_every_version_agrees():
     assert yaml.safe_load((REPO / "dbt_project.yml").read_text())["version"] == __version__
     assert f"## {__version__}" in (REPO / "CHANGELOG.md").read_text()
     assert Path(REPO / "pyproject.toml").read_text().count('version = {attr = "cohort_sync.__version__"}') == 1
+
+
+def test_a_dbt_package_from_before_migrations_exits_2_saying_to_run_dbt_deps(tmp_path, braze_env):
+    """The CLI is 0.2.0, the project still installs a 0.1.0 dbt package (no migrate macro)."""
+    old = tmp_path / "cohort_sync_0_1_0"
+    (old / "macros").mkdir(parents=True)
+    (old / "dbt_project.yml").write_text(yaml.safe_dump({"name": "cohort_sync", "version": "0.1.0",
+                                                        "config-version": 2, "macro-paths": ["macros"]}))
+    root = tmp_path / "project"
+    root.mkdir()
+    (root / "dbt_project.yml").write_text(yaml.safe_dump({"name": "shop", "version": "1.0.0",
+                                                         "config-version": 2, "profile": "shop"}))
+    (root / "packages.yml").write_text(yaml.safe_dump({"packages": [{"local": str(old)}]}))
+    (root / "profiles.yml").write_text(yaml.safe_dump({"shop": {"target": "dev", "outputs": {
+        "dev": {"type": "duckdb", "path": str(root / "shop.duckdb")}}}}))
+
+    def run(*command: str) -> subprocess.CompletedProcess:
+        return subprocess.run([str(BIN / command[0]), *command[1:]], cwd=root, capture_output=True, text=True)
+
+    assert run("dbt", "deps").returncode == 0 and run("dbt", "parse").returncode == 0
+    status = run("cohort-sync", "status")
+    assert status.returncode == 2, status.stderr
+    assert "cohort_sync dbt package has no cohort_sync.migrate_state_tables" in status.stderr
+    assert "Run `dbt deps`" in status.stderr and "Traceback" not in status.stderr
