@@ -15,6 +15,7 @@ def model(dbt, session):
     dbt.ref("cohort_sync_changes")
     dbt.ref("cohort_sync_cohorts")
     dbt.ref("cohort_sync_membership")
+    dbt.ref("cohort_sync_rejects")
     dbt.source("cohort_sync", "published_state")
     dbt.source("cohort_sync", "published_cohorts")
     dbt.source("cohort_sync", "delivery_log")
@@ -36,6 +37,7 @@ def model(dbt, session):
         changes=name("cohort_sync_changes"),
         cohorts=name("cohort_sync_cohorts"),
         membership=name("cohort_sync_membership"),
+        rejects=name("cohort_sync_rejects"),
         published_state=name("cohort_sync", "published_state"),
         published_cohorts=name("cohort_sync", "published_cohorts"),
         delivery_log=name("cohort_sync", "delivery_log"),

@@ -30,7 +30,7 @@ from .config import (
 from .ledger import Ledger, LockHeldError, StaleSchemaError
 from .migrations import open_current_ledger
 from .publish import PublishOptions, publish_run
-from .summary import format_notifications, format_run, format_table
+from .summary import format_notifications, format_summary, format_table
 from .warehouse import WarehouseError, resolve_target
 
 log = logging.getLogger("cohort_sync")
@@ -135,7 +135,7 @@ def _publish(args: argparse.Namespace) -> int:
     summary = publish_run(lambda: open_current_ledger(target), entry_point="cli", options=options)
     heading = "dry run: would send" if args.dry_run else "publish run"
     print(f"cohort-sync {heading} {summary.run_id} ({target.adapter_type} target '{target.target_name}')")
-    print(format_run(summary.rows, summary.notifications, summary.interrupted))
+    print(format_summary(summary))
     if summary.stopped:
         print(f"cohort-sync: run stopped: {summary.stopped}", file=sys.stderr)
     return 0 if summary.ok else 1

@@ -9,14 +9,14 @@ from typing import Any
 from .engines import DuckDBEngine
 from .ledger import Ledger, Relations
 from .publish import PublishOptions, publish_run
-from .summary import format_run
+from .summary import format_summary
 
 log = logging.getLogger(__name__)
 
 SUMMARY_COLUMNS = (
     "run_id", "cohort_id", "cohort_name", "status", "added", "removed",
     "requests", "retries", "resent_batches", "members_after", "error",
-)
+)  # and rejected_rows, from cohort_sync_rejects
 
 
 def as_bool(value: Any) -> bool:
@@ -37,14 +37,20 @@ def publish_in_dbt(
     """
     options = PublishOptions.from_env(dry_run=dry_run, full_resync=full_resync)
     summary = publish_run(lambda: Ledger(DuckDBEngine(session, owns_connection=False), relations), entry_point="dbt", options=options)
-    table = format_run(summary.rows, summary.notifications, summary.interrupted)
+    table = format_summary(summary)
     print(f"\ncohort_sync publish run {summary.run_id}{' (dry run)' if dry_run else ''}:\n{table}\n", flush=True)
     if not summary.ok:
         raise RuntimeError(
             f"cohort_sync: publish run {summary.run_id} did not complete"
             f"{': ' + summary.stopped if summary.stopped else ''}\n{table}"
         )
+    columns = ", ".join(f"h.{name}" for name in SUMMARY_COLUMNS)
     return session.sql(
-        f"select {', '.join(SUMMARY_COLUMNS)} from {relations.run_history} "
-        f"where run_id = '{summary.run_id}'"
+        f"""select {columns}, coalesce(r.rejected_rows, 0) as rejected_rows
+            from {relations.run_history} as h
+            left join (
+                select cohort_id, sum(source_rows) as rejected_rows from {relations.rejects} group by cohort_id
+            ) as r on r.cohort_id = h.cohort_id
+            where h.run_id = '{summary.run_id}'
+            order by h.cohort_id"""
     )

@@ -63,6 +63,7 @@ class Relations:
     changes: str
     cohorts: str
     membership: str
+    rejects: str
     published_state: str
     published_cohorts: str
     delivery_log: str
@@ -188,6 +189,7 @@ EXPECTED_COLUMNS: dict[str, tuple[str, ...]] = {
     "changes": ("plan_id", "cohort_id", *CHANGE_COLUMNS),
     "cohorts": PLAN_COLUMNS,
     "membership": (),
+    "rejects": ("cohort_id", "reject_reason", "source_rows"),
     "published_state": STATE_COLUMNS,
     "published_cohorts": COHORT_COLUMNS,
     "delivery_log": DELIVERY_COLUMNS,
@@ -312,6 +314,17 @@ class Ledger:
                        notify=_recipients(row[0], row[11]))
             for row in rows
         ]
+
+    def rejects(self) -> dict[str, list[tuple[str, int]]]:
+        """Audience rows cohort_sync_rejects holds (never sent), per cohort and reason."""
+        rows = self.engine.query(
+            f"select cohort_id, reject_reason, sum(source_rows) from {self.relations.rejects} "
+            "group by cohort_id, reject_reason order by cohort_id, reject_reason"
+        )
+        rejected: dict[str, list[tuple[str, int]]] = {}
+        for cohort_id, reason, count in rows:
+            rejected.setdefault(cohort_id, []).append((reason, int(count)))
+        return rejected
 
     def plan_id(self) -> str | None:
         """The id of the plan in cohort_sync_changes (None when it is empty)."""

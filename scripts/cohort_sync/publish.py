@@ -87,6 +87,8 @@ class RunSummary:
     notifications: list[NotificationRecord] = field(default_factory=list)
     #: Rows this run recorded for a run that died before recording them (status 'interrupted').
     interrupted: list[HistoryRow] = field(default_factory=list)
+    #: Audience rows never sent (cohort_sync_rejects), per cohort of the run: (reason, rows).
+    rejects: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -164,6 +166,8 @@ def publish(
         # The manual trigger: --cohort (and --now), or var cohort_sync_publish_now in the plan.
         only = options.only or {cohort.cohort_id for cohort in cohorts if cohort.publish_now}
         queue = [cohort for cohort in cohorts if not only or cohort.cohort_id in only]
+        summary.rejects = {cohort_id: reasons for cohort_id, reasons in ledger.rejects().items()
+                           if cohort_id in {cohort.cohort_id for cohort in queue}}
         for cohort in queue:
             reached += 1
             if cohort.action == "keep":

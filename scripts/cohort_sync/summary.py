@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from .ledger import HistoryRow
 from .notify import NotificationRecord
+
+if TYPE_CHECKING:
+    from .publish import RunSummary
 
 _COLUMNS = (
     ("cohort", lambda r: r.cohort_id),
@@ -74,17 +78,35 @@ def format_notifications(records: Sequence[NotificationRecord], *, history: bool
     return "\n".join(lines)
 
 
+def format_summary(summary: RunSummary) -> str:
+    """What a publish run prints (the CLI and the dbt model): see format_run."""
+    return format_run(summary.rows, summary.notifications, summary.interrupted, summary.rejects)
+
+
+def format_rejects(rejects: Mapping[str, Sequence[tuple[str, int]]]) -> str:
+    """The audience rows never sent, per cohort and reason."""
+    lines = ["rejected audience rows (never sent; each is in cohort_sync_rejects with its values):"]
+    for cohort_id, reasons in sorted(rejects.items()):
+        total = sum(count for _, count in reasons)
+        lines.append(f"  {cohort_id}: {total:,} ({', '.join(f'{reason} {count:,}' for reason, count in reasons)})")
+    return "\n".join(lines)
+
+
 def format_run(
     rows: Sequence[HistoryRow],
     notifications: Sequence[NotificationRecord] = (),
     interrupted: Sequence[HistoryRow] = (),
+    rejects: Mapping[str, Sequence[tuple[str, int]]] | None = None,
 ) -> str:
-    """The summary table, followed by each cohort's full error, the notifications
-    sent, and the rows recorded for a run that died before recording them."""
+    """The summary table, followed by each cohort's full error, the audience rows
+    rejected, the notifications sent, and the rows recorded for a run that died
+    before recording them."""
     errors = format_errors(rows)
     parts = [format_table(rows)]
     if errors:
         parts.append(errors)
+    if rejects:
+        parts.append(format_rejects(rejects))
     if notifications:
         parts.append(format_notifications(notifications))
     if interrupted:

@@ -23,6 +23,7 @@ MODELS = {
     "changes": "cohort_sync_changes",
     "cohorts": "cohort_sync_cohorts",
     "membership": "cohort_sync_membership",
+    "rejects": "cohort_sync_rejects",
 }
 
 

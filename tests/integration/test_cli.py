@@ -130,6 +130,34 @@ def test_verbose_logs_every_attempt_of_every_request_without_a_key(shop, braze, 
     assert braze.url not in said  # the path only: no host, no URL
 
 
+def test_rejected_rows_are_counted_per_cohort_and_reason_by_the_cli_and_in_dbt_run(make_project, braze):
+    project = make_project([{"model": "churn_audience", "name": "Churn"}, {"model": "clean_audience", "name": "Clean"}])
+    project.set_audience("churn_audience", {
+        "external_id": ["u1", "", None, None, "x" * 600],
+        "alias_name": [None, None, "lonely", None, None],
+        "alias_label": [None, None, None, None, None],
+    })
+    project.set_audience("clean_audience", {"external_id": ["c1"]})
+    expected = [
+        "rejected audience rows (never sent; each is in cohort_sync_rejects with its values):",
+        "  churn_audience: 4 (alias_name_without_alias_label 1, identifier_too_long 1, no_identifier 2)",
+    ]
+    built = project.cli("dbt", "run", "--vars", "{cohort_sync_publish_on_run: false}")
+    assert built.returncode == 0, built.stdout
+    published = project.cli("cohort-sync", "publish")
+    assert published.returncode == 0, published.stdout + published.stderr
+    lines = published.stdout.splitlines()
+    start = lines.index(expected[0])
+    assert lines[start:start + 2] == expected
+    assert not [line for line in lines if line.startswith("  clean_audience:")]  # the clean cohort has none
+    in_dbt = project.cli("dbt", "run")  # the summary of the publish inside dbt run says the same
+    assert in_dbt.returncode == 0, in_dbt.stdout
+    assert "\n".join(expected) in in_dbt.stdout
+    assert project.query("select cohort_id, status, rejected_rows from cohort_sync_publish order by cohort_id") == [
+        ("churn_audience", "success", 4), ("clean_audience", "success", 0)]
+    assert braze.cohorts()["churn_audience"]["user_ids"] == ["u1"]
+
+
 def test_dry_run_prints_the_plan_and_sends_and_records_nothing(shop, braze):
     result = run(shop, "cohort-sync", "publish", "--dry-run")
     assert result.returncode == 0, result.stderr
