@@ -17,10 +17,13 @@
         - webhook: $SLACK_GROWTH_WEBHOOK # the name of an environment variable holding the URL
           when: [failed, blocked]        # default: success, failed, blocked; 'changed' is a
                                          # success that added or removed members
+          repeat_every: 6h               # while it keeps failing, at most one failure
+                                         # notification per period (m, h, d; default 1d)
 
   Returns the validated declarations as dicts with keys cohort_id, name,
   model, package, description, schedule (every, at, weekday, day,
-  timezone) and notify (a list of {email or webhook, when}). A malformed declaration fails compilation with a
+  timezone) and notify (a list of {email or webhook, when, and
+  repeat_every_minutes when set}). A malformed declaration fails compilation with a
   message naming the cohort and the field.
 #}
 {% macro declared_cohorts() %}
@@ -185,8 +188,8 @@
     {%- if true in entry -%}
       {{ exceptions.raise_compiler_error(where ~ "has the setting 'true': YAML reads an unquoted 'on' as true; write 'when' instead") }}
     {%- endif -%}
-    {%- for key in entry if key not in ['email', 'webhook', 'when'] -%}
-      {{ exceptions.raise_compiler_error(where ~ "has an unknown setting '" ~ key ~ "'; allowed are email, webhook, when") }}
+    {%- for key in entry if key not in ['email', 'webhook', 'when', 'repeat_every'] -%}
+      {{ exceptions.raise_compiler_error(where ~ "has an unknown setting '" ~ key ~ "'; allowed are email, webhook, when, repeat_every") }}
     {%- endfor -%}
     {%- set channels = ['email', 'webhook'] | select('in', entry) | list -%}
     {%- if channels | length != 1 -%}
@@ -212,7 +215,16 @@
     {%- for outcome in when if outcome not in outcomes -%}
       {{ exceptions.raise_compiler_error(where ~ "'when' must list outcomes among " ~ outcomes | join(', ') ~ ", got: " ~ outcome) }}
     {%- endfor -%}
-    {%- do recipients.append({channel: address, 'when': when | list}) -%}
+    {%- set recipient = {channel: address, 'when': when | list} -%}
+    {#- repeat_every: while the cohort keeps failing, at most one notification per period (default 1d) -#}
+    {%- if entry.get('repeat_every') is not none -%}
+      {%- set period = modules.re.match('^([1-9][0-9]*)([mhd])$', entry.get('repeat_every') | string | trim | lower) -%}
+      {%- if entry.get('repeat_every') is number or not period -%}
+        {{ exceptions.raise_compiler_error(where ~ "'repeat_every' must be a period such as 30m, 6h or 1d (minutes, hours or days), got: " ~ entry.get('repeat_every')) }}
+      {%- endif -%}
+      {%- do recipient.update({'repeat_every_minutes': period.group(1) | int * {'m': 1, 'h': 60, 'd': 1440}[period.group(2)]}) -%}
+    {%- endif -%}
+    {%- do recipients.append(recipient) -%}
   {%- endfor -%}
   {{ return(recipients) }}
 {% endmacro %}

@@ -22,7 +22,7 @@ from typing import Any
 
 from . import __version__
 from .engines import Engine, causes
-from .notify import NotificationRecord, Recipient, recipients_from_json
+from .notify import NotificationRecord, Recipient, Streak, recipients_from_json
 from .payload import (
     MAX_IDENTIFIERS_PER_REQUEST,
     NAME_REQUEST,
@@ -683,15 +683,25 @@ class Ledger:
         self._append("run_history", HISTORY_COLUMNS, rows)
 
     def record_outcome(
-        self, row: HistoryRow, *, forget: set[tuple[str, int | None]] | None = None, forget_all: bool = False
+        self,
+        row: HistoryRow,
+        *,
+        forget: set[tuple[str, int | None]] | None = None,
+        forget_all: bool = False,
+        notifications: list[NotificationRecord] | tuple = (),
     ) -> None:
-        """Write a published cohort's history row, and forget the notes of
-        earlier runs it settled: all of them (`forget_all`: the cohort is in
-        step with the plan, nothing of theirs is left to send) or those it
-        sent again (`forget`), which it counted; the others stay for the run
-        that sends them. In one transaction (on Spark, the row first)."""
+        """Write a cohort's history row with the notifications it owes (as
+        'pending' records, sent once the run's cohorts are done), and forget
+        the notes of earlier runs it settled: all of them (`forget_all`: the
+        cohort is in step with the plan, nothing of theirs is left to send)
+        or those it sent again (`forget`), which it counted; the others stay
+        for the run that sends them. In one transaction (on Spark, appends
+        in that order: a crash after the row loses its notifications)."""
         with self.engine.transaction():
             self._insert_rows("run_history", HISTORY_COLUMNS, [tuple(getattr(row, n) for n in HISTORY_COLUMNS)])
+            if notifications:
+                self._insert_rows("notification_log", NOTIFICATION_COLUMNS,
+                                  [tuple(getattr(r, n) for n in NOTIFICATION_COLUMNS) for r in notifications])
             if forget_all:
                 self._delete("inflight", "cohort_id = ? and run_id <> ?", [row.cohort_id, row.run_id])
             elif forget:
@@ -716,7 +726,8 @@ class Ledger:
         return self._history_rows(f"{where} order by started_at desc, cohort_id limit {int(limit)}", params)
 
     def notifications(self, run_ids: set[str]) -> list[NotificationRecord]:
-        """The notification log of these runs, oldest first."""
+        """The notifications of these runs, oldest first: each attempt (sent or
+        failed), and each queued one no attempt settled yet (pending)."""
         if not run_ids:
             return []
         rows = self.engine.query(
@@ -724,7 +735,62 @@ class Ledger:
             f"where run_id in ({', '.join('?' for _ in run_ids)}) order by sent_at, cohort_id, channel",
             sorted(run_ids),
         )
-        return [NotificationRecord(*row) for row in rows]
+        records = [NotificationRecord(*row) for row in rows]
+        settled = {_notification_key(r) for r in records if r.status != "pending"}
+        return [r for r in records if r.status != "pending" or _notification_key(r) not in settled]
+
+    def owed_notifications(self, since: datetime) -> list[tuple[NotificationRecord, HistoryRow]]:
+        """The notifications queued since `since` that no attempt settled, oldest
+        first, with the history row each is about: this run's, and those of a
+        run that died before sending them (a run that holds the lock knows no
+        other run is sending them)."""
+        r = self.relations
+        key = ("run_id", "cohort_id", "outcome", "channel", "recipient")
+        history = ", ".join(
+            f"coalesce(h.{name}, {HISTORY_DEFAULTS[name]})" if name in HISTORY_DEFAULTS else f"h.{name}"
+            for name in HISTORY_COLUMNS
+        )
+        rows = self.engine.query(
+            f"""select {', '.join(f'p.{name}' for name in NOTIFICATION_COLUMNS)}, {history}
+                from {r.notification_log} as p
+                join {r.run_history} as h on h.run_id = p.run_id and h.cohort_id = p.cohort_id
+                left join (
+                    select distinct {', '.join(key)} from {r.notification_log}
+                    where status <> 'pending' and sent_at >= ?
+                ) as s on {' and '.join(f's.{name} = p.{name}' for name in key)}
+                where p.status = 'pending' and p.sent_at >= ? and s.run_id is null
+                order by p.sent_at, p.cohort_id, p.channel, p.recipient""",
+            [since, since],
+        )
+        width = len(NOTIFICATION_COLUMNS)
+        return [(NotificationRecord(*row[:width]), HistoryRow(*row[width:])) for row in rows]
+
+    def streak(self, cohort_id: str, last_success: datetime | None, run_id: str) -> Streak:
+        """The cohort's failing streak before this run: the statuses of its failed
+        or blocked rows since its last success, and when each recipient was last
+        notified of a failure since (sent, or queued and not settled)."""
+        params = [last_success] if last_success else []
+        statuses = frozenset(row[0] for row in self.engine.query(
+            f"select distinct status from {self.relations.run_history} "
+            f"where cohort_id = ? and run_id <> ? and status in ('failed', 'blocked')"
+            f"{' and started_at > ?' if last_success else ''}",
+            [cohort_id, run_id, *params],
+        ))
+        if not statuses:
+            return Streak()
+        records = [NotificationRecord(*row) for row in self.engine.query(
+            f"select {', '.join(NOTIFICATION_COLUMNS)} from {self.relations.notification_log} "
+            f"where cohort_id = ? and outcome in ('failed', 'blocked')"
+            f"{' and sent_at > ?' if last_success else ''}",
+            [cohort_id, *params],
+        )]
+        settled = {_notification_key(r) for r in records if r.status != "pending"}
+        notified: dict[tuple[str, str], datetime] = {}
+        for record in records:
+            if record.status == "sent" or (record.status == "pending" and _notification_key(record) not in settled):
+                who = (record.channel, record.recipient)
+                notified[who] = max(record.sent_at, notified.get(who, record.sent_at))
+        return Streak(statuses, notified)
 
     def _history_rows(self, clauses: str, params: list[Any] | None = None) -> list[HistoryRow]:
         columns = ", ".join(
@@ -790,6 +856,11 @@ class Ledger:
                 params,
             )
         return count
+
+
+def _notification_key(record: NotificationRecord) -> tuple[str, str, str, str, str]:
+    """What a sent or failed record shares with the pending record it settles."""
+    return (record.run_id, record.cohort_id, record.outcome, record.channel, record.recipient)
 
 
 def _batch(number: Any) -> int | None:

@@ -3,11 +3,19 @@
 Recipients are declared per cohort (`notify` in cohort_sync_cohorts): an
 email address, sent through the SMTP server of the COHORT_SYNC_SMTP_*
 variables, or a webhook whose URL is in an environment variable, posted a
-JSON summary whose `text` field Slack shows as is. The publisher sends them
-once, after the run's history is written and its lock released, and
-records each attempt in cohort_sync_notification_log. A notification that
-cannot be sent is logged and recorded with its reason; it never fails or
-repeats the sync.
+JSON summary whose `text` field Slack shows as is.
+
+Neither lost nor noisy. The publisher queues a cohort's notifications as
+'pending' records of cohort_sync_notification_log in the transaction that
+writes its history row, sends them before it releases the run lock, and
+settles each with a 'sent' or 'failed' record right after the attempt. A
+run that died in between leaves pending records that the next run (holding
+the lock, so no other run is sending them) sends, once, if they were
+queued within NOTIFY_CATCH_UP. A cohort that keeps failing notifies when
+it starts failing, then at most once per recipient's `repeat_every`, and
+recipients who hear about failures hear when it recovers (owed()). A
+notification that cannot be sent is logged and recorded with its reason;
+it never fails or repeats the sync.
 """
 
 from __future__ import annotations
@@ -19,8 +27,8 @@ import smtplib
 import socket
 import ssl
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, fields
-from datetime import datetime
+from dataclasses import dataclass, field, fields
+from datetime import datetime, timedelta
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from typing import TYPE_CHECKING, Any
@@ -36,6 +44,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DEFAULT_WHEN = frozenset({"success", "failed", "blocked"})  # not_due and dry_run never notify
+FAILING = frozenset({"failed", "blocked"})
+DEFAULT_REPEAT = timedelta(hours=24)  # a cohort that keeps failing: at most one notification a day
+#: How far back a run looks for notifications that a run which died queued and never sent.
+NOTIFY_CATCH_UP = timedelta(hours=24)
 
 
 class NotificationError(Exception):
@@ -49,11 +61,17 @@ class Recipient:
     channel: str  # 'email' or 'webhook'
     address: str  # an email address, or the environment variable holding the webhook URL
     when: frozenset[str] = DEFAULT_WHEN  # outcomes, plus 'changed': a success that changed members
+    repeat_every: timedelta = DEFAULT_REPEAT  # while the cohort keeps failing, at most one notification per
 
     @property
     def label(self) -> str:
         """As recorded and logged: the address, or $VARIABLE (never a webhook URL)."""
         return self.address if self.channel == "email" else f"${self.address}"
+
+    @classmethod
+    def from_label(cls, channel: str, label: str) -> Recipient:
+        """The recipient a notification record names."""
+        return cls(channel, label[1:] if channel == "webhook" else label)
 
     def wants(self, row: HistoryRow) -> bool:
         if row.status in self.when:
@@ -68,9 +86,51 @@ def recipients_from_json(text: str | None) -> tuple[Recipient, ...]:
             channel="email" if "email" in entry else "webhook",
             address=entry.get("email") or entry["webhook"],
             when=frozenset(entry.get("when") or DEFAULT_WHEN),
+            repeat_every=(timedelta(minutes=int(entry["repeat_every_minutes"]))
+                          if entry.get("repeat_every_minutes") else DEFAULT_REPEAT),
         )
         for entry in json.loads(text or "[]")
     )
+
+
+@dataclass(frozen=True)
+class Streak:
+    """The cohort's failing streak before this run: the statuses of its failed
+    or blocked rows since its last success (empty: it is not failing), and
+    when each recipient (channel, label) was last notified of it: a failure
+    notification sent, or queued and not settled yet."""
+
+    statuses: frozenset[str] = frozenset()
+    notified: Mapping[tuple[str, str], datetime] = field(default_factory=dict)
+
+
+def owed(recipients: Iterable[Recipient], row: HistoryRow, streak: Streak, now: datetime) -> list[tuple[Recipient, str]]:
+    """The notifications a cohort's outcome owes, as (recipient, outcome).
+
+    A recipient hears the outcomes in its `when`, except that while the
+    cohort keeps failing (its last outcome before this one was a failure
+    too) a failure is sent only if the recipient was not notified of the
+    streak within its `repeat_every`. The success that ends a streak is a
+    'recovered' notification to recipients who hear about the streak's
+    outcomes (instead of 'success', for those who hear both).
+    """
+    notifications = []
+    seen: set[tuple[str, str]] = set()
+    for recipient in recipients:
+        if (recipient.channel, recipient.label) in seen:  # listed twice: notified once
+            continue
+        seen.add((recipient.channel, recipient.label))
+        if row.status == "success" and recipient.when & streak.statuses:
+            notifications.append((recipient, "recovered"))
+        elif not recipient.wants(row):
+            continue
+        elif row.status in FAILING and streak.statuses:
+            last = streak.notified.get((recipient.channel, recipient.label))
+            if last is None or now - last >= recipient.repeat_every:
+                notifications.append((recipient, row.status))
+        else:
+            notifications.append((recipient, row.status))
+    return notifications
 
 
 @dataclass(frozen=True)
@@ -79,20 +139,22 @@ class NotificationRecord:
 
     run_id: str
     cohort_id: str
-    outcome: str
+    outcome: str  # the cohort's status, or 'recovered'
     channel: str
     recipient: str
-    status: str  # 'sent' or 'failed'
+    status: str  # 'pending' (queued with the history row), then 'sent' or 'failed'
     error: str | None
-    sent_at: datetime
+    sent_at: datetime  # when it was queued, or attempted
 
 
-def summary_text(row: HistoryRow) -> str:
+def summary_text(row: HistoryRow, outcome: str | None = None) -> str:
     """One line for people: what the import did, with its counts."""
     cohort = f"'{row.cohort_name}' ({row.cohort_id})"
     members = f"{row.members_after or 0:,} members in Braze"
     counts = f"{row.added:,} added, {row.removed:,} removed"
-    if row.status == "success":
+    if outcome == "recovered":
+        text = f"cohort {cohort} recovered: synced to Braze again: {counts}, {members}."
+    elif row.status == "success":
         text = f"cohort {cohort} synced to Braze: {counts}, {members}."
     elif row.status == "blocked":
         text = f"cohort {cohort} was blocked and not synced: {row.error}. {members}."
@@ -101,24 +163,25 @@ def summary_text(row: HistoryRow) -> str:
     return f"cohort_sync: {text} Run {row.run_id} ({row.entry_point})."
 
 
-def summary_payload(row: HistoryRow) -> dict[str, Any]:
-    """The webhook's JSON: Slack's `text` (with &, <, > escaped as Slack wants), and the history row's fields."""
+def summary_payload(row: HistoryRow, outcome: str | None = None) -> dict[str, Any]:
+    """The webhook's JSON: Slack's `text` (with &, <, > escaped as Slack wants), the
+    notification's `outcome` (the status, or 'recovered'), and the history row's fields."""
 
     def value(v: Any) -> Any:
         return f"{v.isoformat()}Z" if isinstance(v, datetime) else v
 
-    text = summary_text(row).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-    return {"text": text, **{f.name: value(getattr(row, f.name)) for f in fields(row)}}
+    text = summary_text(row, outcome).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return {"text": text, "outcome": outcome or row.status, **{f.name: value(getattr(row, f.name)) for f in fields(row)}}
 
 
-def email_message(row: HistoryRow, sender: str, to: str) -> EmailMessage:
+def email_message(row: HistoryRow, sender: str, to: str, outcome: str | None = None) -> EmailMessage:
     counts = (
         f" (+{row.added:,} / -{row.removed:,}, {row.members_after or 0:,} members)"
         if row.status == "success" else ""
     )
     message = EmailMessage()
     name = " ".join(row.cohort_name.split())  # no line breaks in a header
-    message["Subject"] = f"[cohort_sync] {name}: {row.status}{counts}"
+    message["Subject"] = f"[cohort_sync] {name}: {outcome or row.status}{counts}"
     message["From"] = sender
     message["To"] = to
     message["Date"] = formatdate(usegmt=True)
@@ -138,7 +201,7 @@ def email_message(row: HistoryRow, sender: str, to: str) -> EmailMessage:
         details.append(("Error", row.error))
     table = "\n".join(f"{label + ':':<15}{text}" for label, text in details)
     message.set_content(
-        f"{summary_text(row)}\n\n{table}\n\n"
+        f"{summary_text(row, outcome)}\n\n{table}\n\n"
         "Every run is in the cohort_sync_import_history model.\n"
     )
     return message
@@ -155,31 +218,30 @@ class Notifier:
 
     def send(self, recipients: Iterable[Recipient], row: HistoryRow, at: datetime) -> list[NotificationRecord]:
         """Notify each recipient that wants this outcome; one record each, sent or failed."""
-        records = []
-        for recipient in recipients:
-            if not recipient.wants(row):
-                continue
-            status, error = "sent", None
-            try:
-                if recipient.channel == "email":
-                    self._email(recipient, row)
-                else:
-                    self._webhook(recipient, row)
-            except (NotificationError, ConfigError) as exc:
-                status, error = "failed", self._redact(str(exc))
-            except Exception as exc:  # noqa: BLE001 - a notification never fails the sync
-                status, error = "failed", self._redact(f"{type(exc).__name__}: {exc}")
-            if error:
-                log.warning("cohort '%s': notification to %s failed: %s", row.cohort_id, recipient.label, error)
-            else:
-                log.info("cohort '%s': notified %s of %s", row.cohort_id, recipient.label, row.status)
-            records.append(NotificationRecord(
-                run_id=row.run_id, cohort_id=row.cohort_id, outcome=row.status, channel=recipient.channel,
-                recipient=recipient.label, status=status, error=error, sent_at=at,
-            ))
-        return records
+        return [self.deliver(recipient, row, row.status, at) for recipient in recipients if recipient.wants(row)]
 
-    def _email(self, recipient: Recipient, row: HistoryRow) -> None:
+    def deliver(self, recipient: Recipient, row: HistoryRow, outcome: str, at: datetime) -> NotificationRecord:
+        """Send one notification of `outcome` (the row's status, or 'recovered'); its record, sent or failed."""
+        status, error = "sent", None
+        try:
+            if recipient.channel == "email":
+                self._email(recipient, row, outcome)
+            else:
+                self._webhook(recipient, row, outcome)
+        except (NotificationError, ConfigError) as exc:
+            status, error = "failed", self._redact(str(exc))
+        except Exception as exc:  # noqa: BLE001 - a notification never fails the sync
+            status, error = "failed", self._redact(f"{type(exc).__name__}: {exc}")
+        if error:
+            log.warning("cohort '%s': notification to %s failed: %s", row.cohort_id, recipient.label, error)
+        else:
+            log.info("cohort '%s': notified %s of %s", row.cohort_id, recipient.label, outcome)
+        return NotificationRecord(
+            run_id=row.run_id, cohort_id=row.cohort_id, outcome=outcome, channel=recipient.channel,
+            recipient=recipient.label, status=status, error=error, sent_at=at,
+        )
+
+    def _email(self, recipient: Recipient, row: HistoryRow, outcome: str) -> None:
         if self._smtp_down:  # one dead server costs one timeout per run, not one per email
             raise NotificationError(f"{self._smtp_down} (the mail server failed earlier in this run; not tried again)")
         if self._smtp is None:
@@ -187,7 +249,7 @@ class Notifier:
             if self._smtp.password:
                 self._secrets.add(self._smtp.password)
         smtp = self._smtp
-        message = email_message(row, smtp.sender, recipient.address)
+        message = email_message(row, smtp.sender, recipient.address, outcome)
         try:
             refused = self._deliver(smtp, message, recipient.address)
         except smtplib.SMTPRecipientsRefused as exc:
@@ -214,7 +276,7 @@ class Notifier:
                 server.login(smtp.user, smtp.password or "")
             return server.send_message(message, to_addrs=[to])
 
-    def _webhook(self, recipient: Recipient, row: HistoryRow) -> None:
+    def _webhook(self, recipient: Recipient, row: HistoryRow, outcome: str) -> None:
         url = self._env.get(recipient.address, "").strip()
         if not url:
             raise NotificationError(f"environment variable {recipient.address} (the webhook URL) is not set")
@@ -229,7 +291,7 @@ class Notifier:
                 self._secrets.add(part)
         timeout = positive_number(self._env, NOTIFY_TIMEOUT_VAR, 10.0, float)
         try:
-            response = requests.post(url, json=summary_payload(row), timeout=timeout, allow_redirects=False)
+            response = requests.post(url, json=summary_payload(row, outcome), timeout=timeout, allow_redirects=False)
         except requests.RequestException as exc:
             # The exception's text quotes the URL (re-encoded): say what happened without it.
             raise NotificationError(f"{recipient.label}: {_failure(exc, timeout)}") from None

@@ -9,8 +9,9 @@ batches, noting each request in flight before sending it and recording its
 acknowledgement before sending the next. A cohort that fails is recorded as
 failed and the others still run; a 401 stops the run, and the cohorts it
 did not attempt are recorded as skipped (or not_due). One run at a time
-holds the target's publisher lock. Once the lock is released, each
-cohort's recipients are notified of its outcome (see notify.py).
+holds the target's publisher lock. Each cohort's history row is written
+with the notifications its outcome owes; once every cohort is done, and
+before the lock is released, those are sent (see notify.py).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from datetime import datetime, timedelta, timezone
 from .client import BrazeAuthError, BrazeClient, BrazeError
 from .config import BrazeSettings, ConfigError
 from .ledger import CohortPlan, HistoryRow, Ledger
-from .notify import NotificationRecord, Notifier, Recipient
+from .notify import NOTIFY_CATCH_UP, NotificationRecord, Notifier, Recipient, owed
 from .payload import NAME_REQUEST, PlannedRequest
 
 log = logging.getLogger(__name__)
@@ -196,33 +197,70 @@ def publish(
                 not_due.append(_not_due(cohort, summary, member_count(cohort.cohort_id), clock))
             else:
                 skipped.append(_skipped(cohort, summary, member_count(cohort.cohort_id), clock, stopped_after))
-        ledger.write_history(*not_due, *skipped)  # in one statement: most ticks of a frequent scheduler
-        if not options.dry_run:
-            lock.release()
-            recipients = {cohort.cohort_id: cohort.notify for cohort in cohorts if cohort.notify}
-            finished = [row for row in summary.rows if row.cohort_id in recipients]  # send() asks who wants each
-            if finished:
-                summary.notifications = _notify(ledger, notifier or Notifier(), recipients, finished, clock)
+        try:
+            ledger.write_history(*not_due, *skipped)  # in one statement: most ticks of a frequent scheduler
+        finally:
+            if not options.dry_run:
+                try:
+                    # Before the lock is released: a run holding it knows that no
+                    # other run is sending the notifications it finds queued.
+                    if any(cohort.notify for cohort in cohorts):
+                        summary.notifications = _notify(ledger, notifier or Notifier(), lock, clock)
+                finally:
+                    lock.release()
     return summary
 
 
-def _notify(
-    ledger: Ledger,
-    notifier: Notifier,
-    recipients: Mapping[str, tuple[Recipient, ...]],
-    finished: list[HistoryRow],
-    clock: Callable[[], datetime],
+def _queue_notifications(
+    ledger: Ledger, cohort: CohortPlan, row: HistoryRow, clock: Callable[[], datetime]
 ) -> list[NotificationRecord]:
-    """Notify each finished cohort's recipients and record the attempts.
+    """The notifications the cohort's outcome owes (see notify.owed), as
+    pending records written with its history row. Never fails the sync."""
+    if not cohort.notify or row.status not in ("success", "failed", "blocked"):
+        return []
+    try:
+        streak = ledger.streak(cohort.cohort_id, cohort.last_success, row.run_id)
+        now = clock()
+        return [
+            NotificationRecord(
+                run_id=row.run_id, cohort_id=row.cohort_id, outcome=outcome, channel=recipient.channel,
+                recipient=recipient.label, status="pending", error=None, sent_at=now,
+            )
+            for recipient, outcome in owed(cohort.notify, row, streak, now)
+        ]
+    except Exception as exc:  # noqa: BLE001 - the sync matters more than its notifications
+        log.error("cohort '%s': could not decide whom to notify (%s); no notification for this run", row.cohort_id, exc)
+        return []
+
+
+def _notify(ledger: Ledger, notifier: Notifier, lock: _RunLock, clock: Callable[[], datetime]) -> list[NotificationRecord]:
+    """Send the notifications queued and not sent yet: this run's, and those a
+    run that died queued within NOTIFY_CATCH_UP. Each attempt is recorded
+    (sent or failed) right after it, so a crash repeats at most the one
+    notification it interrupted.
 
     Nothing here fails the run: the sync is recorded before, and a
     notification or its record that fails is logged.
     """
-    records = [record for row in finished for record in notifier.send(recipients[row.cohort_id], row, clock())]
     try:
-        ledger.write_notifications(*records)
+        queued = ledger.owed_notifications(clock() - NOTIFY_CATCH_UP)
     except Exception as exc:  # noqa: BLE001 - the sync is already recorded
-        log.error("could not record %d notification(s) in cohort_sync_notification_log: %s", len(records), exc)
+        log.error("could not read the notifications to send from cohort_sync_notification_log: %s", exc)
+        return []
+    records = []
+    for pending, row in queued:
+        if row.run_id != lock.run_id:
+            log.warning(
+                "cohort '%s': sending the %s notification to %s that run %s queued and did not send (it died)",
+                row.cohort_id, pending.outcome, pending.recipient, row.run_id,
+            )
+        record = notifier.deliver(Recipient.from_label(pending.channel, pending.recipient), row, pending.outcome, clock())
+        records.append(record)
+        try:
+            ledger.write_notifications(record)
+            lock.keep_alive()
+        except Exception as exc:  # noqa: BLE001 - the sync is already recorded
+            log.error("could not record a notification in cohort_sync_notification_log: %s", exc)
     return records
 
 
@@ -304,6 +342,7 @@ def _run_cohort(ledger, client, cohort, summary, options, lock, clock) -> bool:
         ledger.record_outcome(
             row, forget=resends.again if resends else None,
             forget_all=resends is not None and row.status == "success",
+            notifications=[] if options.dry_run else _queue_notifications(ledger, cohort, row, clock),
         )
     if summary.stopped:
         log.error("run stopped: %s", summary.stopped)
@@ -498,28 +537,41 @@ def _send(
         return [gate for _, gate in tasks.values() if gate.held]
 
     with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="cohort-sync") as pool:
+
+        def refill() -> list[Future]:
+            """Start requests (they wait for the rate limiter) up to `concurrency`."""
+            started = []
+            while failure is None and len(tasks) < concurrency:
+                request = next(upcoming, None)
+                if request is None:
+                    break
+                gate = _Gate()
+                future = pool.submit(
+                    client.update_cohort, cohort_id, request.cohort_changes, batch=request.batch_number,
+                    adds=request.adds, removes=request.removes, kind=request.kind, ready=gate,
+                )
+                tasks[future] = (request, gate)
+                started.append(gate.ready)
+            return started
+
         try:
             while True:
-                while failure is None and len(tasks) < concurrency:
-                    request = next(upcoming, None)
-                    if request is None:
-                        break
-                    gate = _Gate()
-                    future = pool.submit(
-                        client.update_cohort, cohort_id, request.cohort_changes, batch=request.batch_number,
-                        adds=request.adds, removes=request.removes, kind=request.kind, ready=gate,
-                    )
-                    tasks[future] = (request, gate)
+                refill()
                 if not tasks:
                     break
-                events = set(tasks) | {gate.ready for _, gate in tasks.values() if not gate.ready.done()}
                 if not held():
+                    events = set(tasks) | {gate.ready for _, gate in tasks.values() if not gate.ready.done()}
                     done, pending = wait(events, return_when=FIRST_COMPLETED)
                     if pending and failure is None:
                         # Where recording is slow (Spark: seconds per cycle), let the
                         # other requests finish for a while, so one cycle records many.
                         wait(pending, timeout=settle_seconds / 2)
                 collect([future for future in tasks if future.done()])
+                started = refill()
+                if started and failure is None:
+                    # And let the requests started in their place reach the rate
+                    # limiter's go-ahead, so one recording also notes them.
+                    wait(started, timeout=settle_seconds / 2)
                 ready = held()
                 if failure is not None:
                     for gate in ready:
@@ -546,7 +598,7 @@ class _RunLock:
 
     def __init__(self, ledger, run_id, ttl_seconds, clock) -> None:
         self._ledger = ledger
-        self._run_id = run_id
+        self.run_id = run_id
         self._ttl = timedelta(seconds=ttl_seconds)
         self._clock = clock
         self._refreshed: datetime | None = None
@@ -554,7 +606,7 @@ class _RunLock:
     def acquire(self, entry_point: str) -> list[HistoryRow]:
         """Take the lock; the history rows recorded for a run that died holding it."""
         now = self._clock()
-        interrupted = self._ledger.acquire_lock(self._run_id, entry_point, now, now + self._ttl)
+        interrupted = self._ledger.acquire_lock(self.run_id, entry_point, now, now + self._ttl)
         self._refreshed = now
         for row in interrupted:
             log.warning(
@@ -567,9 +619,9 @@ class _RunLock:
     def keep_alive(self) -> None:
         now = self._clock()
         if self._refreshed is not None and now - self._refreshed > self._ttl / 3:
-            self._ledger.refresh_lock(self._run_id, now + self._ttl)
+            self._ledger.refresh_lock(self.run_id, now + self._ttl)
             self._refreshed = now
 
     def release(self) -> None:
         if self._refreshed is not None:
-            self._ledger.release_lock(self._run_id)
+            self._ledger.release_lock(self.run_id)

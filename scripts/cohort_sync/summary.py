@@ -62,25 +62,40 @@ def format_errors(rows: Sequence[HistoryRow]) -> str:
     return "\n".join(f"{row.cohort_id} ({row.status}): {row.error}" for row in rows if row.error)
 
 
-def format_notifications(records: Sequence[NotificationRecord], *, history: bool = False) -> str:
+def format_notifications(
+    records: Sequence[NotificationRecord], *, history: bool = False, run_id: str | None = None
+) -> str:
     """How many notifications went out, and why each failed one did not
-    (with history, across runs: each failure with its time and run)."""
+    (with history, across runs: each failure with its time and run, and those
+    still queued). With run_id: those sent for an earlier run that died
+    before sending them."""
     failed = [record for record in records if record.status == "failed"]
+    pending = [record for record in records if record.status == "pending"]
     lines = [
-        f"notifications{' in these runs' if history else ''}: {len(records) - len(failed)} sent, "
-        f"{len(failed)} failed" + (" (recorded in cohort_sync_notification_log)" if failed else "")
+        f"notifications{' in these runs' if history else ''}: {len(records) - len(failed) - len(pending)} sent, "
+        f"{len(failed)} failed" + (f", {len(pending)} queued, not sent yet" if pending else "")
+        + (" (recorded in cohort_sync_notification_log)" if failed else "")
     ]
+    owed = sorted({record.run_id[:8] for record in records if run_id and record.run_id != run_id})
+    if owed:
+        count = sum(1 for record in records if record.run_id != run_id)
+        lines.append(f"  {count} of them owed by run {', '.join(owed)}, which died before sending them")
     lines += [
         "  " + (f"{r.sent_at:%Y-%m-%d %H:%M:%S} {r.run_id[:8]} " if history else "")
         + f"{r.cohort_id} -> {r.recipient} ({r.channel}): {r.error}"
         for r in failed
+    ]
+    lines += [
+        f"  {r.sent_at:%Y-%m-%d %H:%M:%S} {r.run_id[:8]} {r.cohort_id} -> {r.recipient} ({r.channel}): "
+        f"{r.outcome}, queued; the next run sends it"
+        for r in pending
     ]
     return "\n".join(lines)
 
 
 def format_summary(summary: RunSummary) -> str:
     """What a publish run prints (the CLI and the dbt model): see format_run."""
-    return format_run(summary.rows, summary.notifications, summary.interrupted, summary.rejects)
+    return format_run(summary.rows, summary.notifications, summary.interrupted, summary.rejects, summary.run_id)
 
 
 def format_rejects(rejects: Mapping[str, Sequence[tuple[str, int]]]) -> str:
@@ -97,6 +112,7 @@ def format_run(
     notifications: Sequence[NotificationRecord] = (),
     interrupted: Sequence[HistoryRow] = (),
     rejects: Mapping[str, Sequence[tuple[str, int]]] | None = None,
+    run_id: str | None = None,
 ) -> str:
     """The summary table, followed by each cohort's full error, the audience rows
     rejected, the notifications sent, and the rows recorded for a run that died
@@ -108,7 +124,7 @@ def format_run(
     if rejects:
         parts.append(format_rejects(rejects))
     if notifications:
-        parts.append(format_notifications(notifications))
+        parts.append(format_notifications(notifications, run_id=run_id))
     if interrupted:
         runs = ", ".join(sorted({row.run_id[:8] for row in interrupted}))
         parts.append(

@@ -5,13 +5,13 @@ never exceptions, and never show a secret."""
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import pytest
 
 from cohort_sync.config import ConfigError, SmtpSettings
 from cohort_sync.ledger import HistoryRow
-from cohort_sync.notify import Notifier, Recipient, recipients_from_json, summary_payload
+from cohort_sync.notify import Notifier, Recipient, Streak, owed, recipients_from_json, summary_payload
 from tests.receivers import free_port
 
 AT = datetime(2026, 3, 2, 6, 0, 5)
@@ -206,3 +206,41 @@ def test_recipients_are_read_from_the_cohorts_model_json():
         Recipient("webhook", "HOOK", frozenset({"success", "changed"})),
     )
     assert recipients_from_json("[]") == recipients_from_json(None) == ()
+
+
+def test_a_failing_cohort_notifies_as_it_starts_then_once_per_period_and_when_it_recovers():
+    oncall = Recipient("email", "oncall@example.com", frozenset({"failed", "blocked"}), timedelta(hours=6))
+    growth = email("growth@example.com", "success")
+    blocked_only = email("blocked@example.com", "blocked")
+    failed = history_row("failed", error="Braze answered 400")
+    assert owed([oncall, growth, blocked_only], failed, Streak(), AT) == [(oncall, "failed")]  # it starts failing
+
+    streak = Streak(frozenset({"failed"}), {("email", "oncall@example.com"): AT})
+    assert owed([oncall], failed, streak, AT + timedelta(hours=5, minutes=59)) == []  # it keeps failing
+    assert owed([oncall], failed, streak, AT + timedelta(hours=6)) == [(oncall, "failed")]  # a period later
+    # Not notified of this streak yet (its notification failed, or it was added since): now.
+    assert owed([oncall], failed, Streak(frozenset({"failed"})), AT) == [(oncall, "failed")]
+    # A blocked cohort that was failing: the same streak.
+    assert owed([oncall], history_row("blocked", error="x"), streak, AT + timedelta(hours=1)) == []
+
+    # The success that ends it: 'recovered' to those who hear the streak's outcomes.
+    assert owed([oncall, growth, blocked_only], history_row(), streak, AT) == [(oncall, "recovered"), (growth, "success")]
+    assert owed([oncall, growth], history_row(), Streak(), AT) == [(growth, "success")]  # was not failing
+    assert owed([oncall, oncall], failed, Streak(), AT) == [(oncall, "failed")]  # listed twice: once
+
+
+def test_a_recovery_reads_as_one(webhook, mail_server):
+    Notifier({"HOOK": webhook.url()}).deliver(hook("HOOK"), history_row(), "recovered", AT)
+    [(_, payload)] = webhook.posts
+    assert (payload["outcome"], payload["status"]) == ("recovered", "success")
+    assert payload["text"].startswith("cohort_sync: cohort 'Churn-risk customers' (churn_risk) recovered: synced")
+    record = Notifier(mail_server.env()).deliver(email("a@example.com"), history_row(), "recovered", AT)
+    assert (record.outcome, record.status) == ("recovered", "sent")
+    assert mail_server.received[0].message["Subject"].strip() == (
+        "[cohort_sync] Churn-risk customers: recovered (+1,200 / -35, 4,321 members)")
+
+
+def test_repeat_every_is_read_from_the_cohorts_model_json():
+    [recipient] = recipients_from_json('[{"email": "a@example.com", "when": ["failed"], "repeat_every_minutes": 90}]')
+    assert recipient.repeat_every == timedelta(minutes=90)
+    assert recipients_from_json('[{"email": "a@example.com"}]')[0].repeat_every == timedelta(days=1)

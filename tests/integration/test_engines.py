@@ -138,8 +138,15 @@ def test_notifications_are_sent_and_recorded(scenario, webhook, monkeypatch):
     s.sync()  # nothing changed: the webhook hears nothing
     assert [(p["status"], p["added"], p["members_after"]) for _, p in webhook.posts] == [("success", 3, 3)]
     log = s.project.query(
-        "select outcome, channel, recipient, status, error from cohort_sync_notification_log order by sent_at, channel"
+        "select outcome, channel, recipient, status, error from cohort_sync_notification_log "
+        "where status <> 'pending' order by sent_at, channel"
     )
+    # Each was queued with its cohort's history row, and settled by one attempt.
+    queued = s.project.query(
+        "select outcome, channel, recipient from cohort_sync_notification_log where status = 'pending' "
+        "order by sent_at, channel"
+    )
+    assert queued == [row[:3] for row in log]
     smtp_unset = "SMTP configuration: COHORT_SYNC_SMTP_HOST is not set; COHORT_SYNC_SMTP_FROM is not set"
     assert log == [
         ("success", "email", "o'brien@example.com", "failed", smtp_unset),

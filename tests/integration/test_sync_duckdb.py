@@ -310,6 +310,10 @@ def test_dbt_unit_tests_of_the_diff_pass(make_project):
          "item 0 must be a mapping with 'email' or 'webhook' (the value is not shown: it looks like a URL)"),
         ([{**CHURN, "notify": [{"webhook": "${HOOK"}]}], "'webhook' must name the environment variable"),
         ([{**CHURN, "notify": [{"email": "a@example.com", "cc": "b@example.com"}]}], "has an unknown setting 'cc'"),
+        ([{**CHURN, "notify": [{"email": "a@example.com", "repeat_every": "soon"}]}],
+         "'repeat_every' must be a period such as 30m, 6h or 1d (minutes, hours or days), got: soon"),
+        ([{**CHURN, "notify": [{"email": "a@example.com", "repeat_every": 6}]}],
+         "'repeat_every' must be a period such as 30m, 6h or 1d (minutes, hours or days), got: 6"),
         ([{"name": "No model"}], "cohort_sync_cohorts[0]: field 'model' is required"),
         ([{**CHURN, "cohort_id": ""}], "field 'cohort_id' must not be empty"),
         # dbt's own parse error: it names the missing model, not the cohort
