@@ -484,7 +484,6 @@ def test_when_the_retry_cap_is_reached_what_was_acknowledged_stays_recorded(make
 def test_concurrent_requests_record_every_acknowledged_batch_when_one_fails(make_project, braze, monkeypatch):
     monkeypatch.setenv("COHORT_SYNC_CONCURRENCY", "4")
     monkeypatch.setenv("COHORT_SYNC_MAX_ATTEMPTS", "1")
-    monkeypatch.setenv("COHORT_SYNC_CONCURRENCY", "1")  # batch 2 waits for batch 1, which fails
     project = make_project([COHORT])
     audience = ids("u", 0, 8_000)
     project.set_audience("big_audience", {"external_id": audience})
