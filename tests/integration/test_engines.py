@@ -20,6 +20,7 @@ import pytest
 from cohort_sync.cli import main as cli_main
 from cohort_sync.ledger import Ledger, StaleSchemaError
 from cohort_sync.warehouse import open_ledger, resolve_target
+from tests.endpoint_requests import received_twice
 from tests.sync_project import SyncProject, failure_text
 from tests.warehouses import ENGINES, PostgresWarehouse, SparkOwnProcesses, Warehouse, free_port
 
@@ -391,19 +392,6 @@ def test_a_crash_between_applying_and_logging_a_batch_is_repaired(scenario, monk
     assert s.project.query("select count(*) from cohort_sync_published_state") == [(len(now),)]
     s.fingerprints.append(fingerprint(s.project, s.braze))
     s.check_same_as_first_engine()
-
-
-def received_twice(braze, starts: list[int]) -> list[int]:
-    """Per run (each starting at its index in the endpoint's requests): the batches it
-    delivered that an earlier run had delivered already (by the endpoint's digest)."""
-    requests = braze.requests()
-    seen: set[str] = set()
-    twice = []
-    for start, end in zip(starts, [*starts[1:], len(requests)], strict=True):
-        applied = {r["digest"] for r in requests[start:end] if r["endpoint"] == "users" and r.get("status") == 201}
-        twice.append(len(applied & seen))
-        seen |= applied
-    return twice
 
 
 @pytest.mark.parametrize("step", ["applied", "logged"])

@@ -19,6 +19,7 @@ import pytest
 import requests
 
 from tests.conftest import PARTNER_NAME
+from tests.endpoint_requests import received_twice, users_applied
 
 pytestmark = pytest.mark.dbt
 
@@ -127,24 +128,6 @@ def test_sigkill_at_random_points_then_a_full_run_converges(big, braze):
     assert_converged(project, braze, audience)
     resent = project.query("select sum(resent_batches) from cohort_sync_run_history")[0][0]
     assert resent >= 1  # each run after a kill counted the batches it sent again
-
-
-def users_applied(requests: list[dict]) -> list[str]:
-    """Digests of the batches the endpoint applied, in order."""
-    return [r["digest"] for r in requests if r.get("endpoint") == "users" and 200 <= r.get("status", 0) < 300]
-
-
-def received_twice(braze, starts: list[int]) -> list[int]:
-    """Per run (each starting at its index in the endpoint's requests): the batches
-    it delivered that an earlier run had delivered already."""
-    requests = braze.requests()
-    seen: set[str] = set()
-    twice = []
-    for start, end in zip(starts, [*starts[1:], len(requests)], strict=True):
-        applied = set(users_applied(requests[start:end]))
-        twice.append(len(applied & seen))
-        seen |= applied
-    return twice
 
 
 def test_resent_batches_are_exactly_the_batches_braze_received_twice_across_kills(big, braze, monkeypatch):
