@@ -24,3 +24,17 @@
   {%- endif -%}
   {{ return(size | int) }}
 {% endmacro %}
+
+
+{# Objects per /users/track request, validated against Braze's limit (75 across the request's arrays). #}
+{% macro users_track_batch_size() %}
+  {{ return(adapter.dispatch('users_track_batch_size', 'cohort_sync')()) }}
+{% endmacro %}
+
+{% macro default__users_track_batch_size() %}
+  {%- set size = var('cohort_sync_users_track_batch_size', 75) -%}
+  {%- if size is not number or size < 1 or size > 75 or size != size | int -%}
+    {{ exceptions.raise_compiler_error("cohort_sync: var 'cohort_sync_users_track_batch_size' must be a whole number from 1 to 75 (Braze's limit of objects per /users/track request), got: " ~ size) }}
+  {%- endif -%}
+  {{ return(size | int) }}
+{% endmacro %}

@@ -7,6 +7,11 @@
       cohort_id: churn_risk              # stable id Braze stores (default: model)
       package: my_project                # package of the model (default: the root project)
       description: "..."                 # optional, for people
+      delivery: attribute                # cohort_import (the partner cohort API) or attribute (a
+                                         # boolean profile attribute through /users/track);
+                                         # default: var cohort_sync_delivery, else cohort_import
+      attribute: in_churn_risk           # the attribute's name (attribute delivery only;
+                                         # default: cohort_<cohort_id>)
       schedule: daily                    # when it publishes (default every_run), or a mapping:
       # schedule: {every: weekly, at: "06:30", weekday: monday, timezone: Europe/Paris}
       #   every: every_run | hourly | daily | weekly | monthly | once
@@ -21,8 +26,8 @@
                                          # notification per period (m, h, d; default 1d)
 
   Returns the validated declarations as dicts with keys cohort_id, name,
-  model, package, description, schedule (every, at, weekday, day,
-  timezone) and notify (a list of {email or webhook, when, and
+  model, package, description, delivery, attribute_name (none for
+  cohort_import), schedule (every, at, weekday, day, timezone) and notify (a list of {email or webhook, when, and
   repeat_every_minutes when set}). A malformed declaration fails compilation with a
   message naming the cohort and the field.
 #}
@@ -31,7 +36,9 @@
 {% endmacro %}
 
 {% macro default__declared_cohorts() %}
-  {%- set allowed_fields = ['model', 'name', 'cohort_id', 'package', 'description', 'schedule', 'notify'] -%}
+  {%- set allowed_fields = ['model', 'name', 'cohort_id', 'package', 'description', 'delivery', 'attribute',
+                            'schedule', 'notify'] -%}
+  {%- set default_delivery = cohort_sync.default_delivery() -%}
   {%- set registry = var('cohort_sync_cohorts', []) -%}
   {%- if registry is none -%}
     {%- set registry = [] -%}
@@ -42,6 +49,7 @@
 
   {%- set cohorts = [] -%}
   {%- set seen = {} -%}
+  {%- set attributes = {} -%}
   {%- for entry in registry -%}
     {%- set position = "cohort_sync_cohorts[" ~ loop.index0 ~ "]" -%}
     {%- if entry is not mapping -%}
@@ -69,6 +77,14 @@
       {{ exceptions.raise_compiler_error("cohort_sync: " ~ label ~ ": field 'cohort_id' duplicates " ~ seen[cohort_id] ~ "; each cohort_id must be declared once") }}
     {%- endif -%}
     {%- do seen.update({cohort_id: position}) -%}
+    {%- set delivery = cohort_sync.cohort_delivery(entry, default_delivery, label) -%}
+    {%- set attribute_name = cohort_sync.cohort_attribute(entry, delivery, cohort_id, label) -%}
+    {%- if attribute_name is not none and attribute_name | lower in attributes -%}
+      {{ exceptions.raise_compiler_error("cohort_sync: " ~ label ~ ": field 'attribute' '" ~ attribute_name ~ "' is already the attribute of " ~ attributes[attribute_name | lower] ~ "; each attribute cohort needs its own attribute") }}
+    {%- endif -%}
+    {%- if attribute_name is not none -%}
+      {%- do attributes.update({attribute_name | lower: label}) -%}
+    {%- endif -%}
 
     {%- do cohorts.append({
         'cohort_id': cohort_id,
@@ -76,11 +92,85 @@
         'model': model | trim,
         'package': (entry.get('package') or project_name) | string | trim,
         'description': entry.get('description') or '',
+        'delivery': delivery,
+        'attribute_name': attribute_name,
         'schedule': cohort_sync.cohort_schedule(entry.get('schedule'), label),
         'notify': cohort_sync.cohort_notify(entry.get('notify'), label)
     }) -%}
   {%- endfor -%}
   {{ return(cohorts) }}
+{% endmacro %}
+
+
+{#
+  The project-wide delivery: var cohort_sync_delivery (default
+  cohort_import, the partner cohort import API; attribute is a boolean
+  profile attribute through /users/track, which a REST API key reaches).
+#}
+{% macro default_delivery() %}
+  {%- set delivery = var('cohort_sync_delivery', 'cohort_import') -%}
+  {%- if delivery not in cohort_sync.deliveries() -%}
+    {{ exceptions.raise_compiler_error("cohort_sync: var 'cohort_sync_delivery' must be one of " ~ cohort_sync.deliveries() | join(', ') ~ ", got: " ~ delivery) }}
+  {%- endif -%}
+  {{ return(delivery) }}
+{% endmacro %}
+
+{% macro deliveries() %}
+  {{ return(['cohort_import', 'attribute']) }}
+{% endmacro %}
+
+{# One cohort's delivery, validated. #}
+{% macro cohort_delivery(entry, default, label) %}
+  {%- set delivery = entry.get('delivery') -%}
+  {%- if delivery is none -%}
+    {{ return(default) }}
+  {%- endif -%}
+  {%- if delivery not in cohort_sync.deliveries() -%}
+    {{ exceptions.raise_compiler_error("cohort_sync: " ~ label ~ ": field 'delivery' must be one of " ~ cohort_sync.deliveries() | join(', ') ~ ", got: " ~ delivery) }}
+  {%- endif -%}
+  {{ return(delivery) }}
+{% endmacro %}
+
+{#
+  The custom attribute an attribute cohort sets on each member's profile
+  (true while a member, null once not): the declared `attribute`, or
+  cohort_<cohort_id> with every character other than a letter, digit or
+  underscore written as an underscore. Braze's rules: at most 255
+  characters, no leading $; the package also refuses Braze's identifier
+  and standard profile fields, which are not cohort flags. None for
+  cohort_import.
+#}
+{% macro cohort_attribute(entry, delivery, cohort_id, label) %}
+  {%- set fail = "cohort_sync: " ~ label ~ ": field 'attribute' " -%}
+  {%- set value = entry.get('attribute') -%}
+  {%- if delivery != 'attribute' -%}
+    {%- if value is not none -%}
+      {{ exceptions.raise_compiler_error(fail ~ "applies to delivery: attribute only (this cohort's delivery is " ~ delivery ~ ")") }}
+    {%- endif -%}
+    {{ return(none) }}
+  {%- endif -%}
+  {%- if value is none -%}
+    {%- set value = 'cohort_' ~ modules.re.sub('[^A-Za-z0-9_]', '_', cohort_id) -%}
+  {%- endif -%}
+  {%- if value is not string or value | trim == '' or value != value | trim -%}
+    {{ exceptions.raise_compiler_error(fail ~ "must be a name without surrounding spaces, got: '" ~ value ~ "'") }}
+  {%- endif -%}
+  {%- if value | length > 255 or value.startswith('$') -%}
+    {{ exceptions.raise_compiler_error(fail ~ "must be at most 255 characters and must not start with $ (Braze's rules for attribute names), got: " ~ value) }}
+  {%- endif -%}
+  {%- if value | lower in cohort_sync.braze_reserved_attributes() -%}
+    {{ exceptions.raise_compiler_error(fail ~ "'" ~ value ~ "' is an identifier or standard profile field in Braze, not a cohort flag: choose another name") }}
+  {%- endif -%}
+  {{ return(value) }}
+{% endmacro %}
+
+{% macro braze_reserved_attributes() %}
+  {{ return(['external_id', 'user_alias', 'braze_id', 'email', 'phone', 'first_name', 'last_name', 'country',
+             'language', 'gender', 'dob', 'home_city', 'time_zone', 'email_subscribe', 'push_subscribe',
+             'push_tokens', 'current_location', 'date_of_first_session', 'date_of_last_session',
+             'facebook', 'twitter', 'image_url', 'marked_email_as_spam_at', 'email_open_tracking_disabled',
+             'email_click_tracking_disabled', 'subscription_groups', 'app_id', 'update_existing_only',
+             '_update_existing_only', '_merge_objects']) }}
 {% endmacro %}
 
 
@@ -238,7 +328,7 @@
 
 {#
   The declared cohorts as a select of literals (cohort_id, cohort_name,
-  model_name, the schedule_* columns and notify, the recipients as JSON
+  model_name, delivery, attribute_name, the schedule_* columns and notify, the recipients as JSON
   text), for use as a CTE body.
 #}
 {% macro declared_cohorts_sql() %}
@@ -252,6 +342,8 @@
         cast({{ cohort_sync.quoted_literal(cohort.cohort_id) }} as {{ string }}) as cohort_id,
         cast({{ cohort_sync.quoted_literal(cohort.name) }} as {{ string }}) as cohort_name,
         cast({{ cohort_sync.quoted_literal(cohort.model) }} as {{ string }}) as model_name,
+        cast({{ cohort_sync.quoted_literal(cohort.delivery) }} as {{ string }}) as delivery,
+        cast({{ cohort_sync.quoted_literal(cohort.attribute_name) if cohort.attribute_name else 'null' }} as {{ string }}) as attribute_name,
         cast({{ cohort_sync.quoted_literal(cohort.schedule.every) }} as {{ string }}) as schedule_every,
         cast({{ cohort_sync.quoted_literal(cohort.schedule.at) if cohort.schedule.at else 'null' }} as {{ string }}) as schedule_at,
         cast({{ cohort_sync.quoted_literal(cohort.schedule.weekday) if cohort.schedule.weekday else 'null' }} as {{ string }}) as schedule_weekday,
@@ -264,6 +356,8 @@
         cast(null as {{ string }}) as cohort_id,
         cast(null as {{ string }}) as cohort_name,
         cast(null as {{ string }}) as model_name,
+        cast(null as {{ string }}) as delivery,
+        cast(null as {{ string }}) as attribute_name,
         cast(null as {{ string }}) as schedule_every,
         cast(null as {{ string }}) as schedule_at,
         cast(null as {{ string }}) as schedule_weekday,

@@ -27,7 +27,7 @@ having count(*) > 1
 {% endmacro %}
 
 
-{# Passes when no (cohort, batch) holds more than `limit` identifiers. #}
+{# Passes when no partner cohort import batch (cohort, batch) holds more than `limit` identifiers. #}
 {% test batches_within_limit(model, limit=1000) %}
   {{ return(adapter.dispatch('test_batches_within_limit', 'cohort_sync')(model, limit)) }}
 {% endtest %}
@@ -35,6 +35,21 @@ having count(*) > 1
 {% macro default__test_batches_within_limit(model, limit) %}
 select cohort_id, batch_number, count(*) as identifiers
 from {{ model }}
+where delivery = 'cohort_import'
 group by cohort_id, batch_number
 having count(*) > {{ limit }}
+{% endmacro %}
+
+
+{# Passes when no /users/track batch of the plan holds more than `limit` members (one object each). #}
+{% test track_batches_within_limit(model, limit=75) %}
+  {{ return(adapter.dispatch('test_track_batches_within_limit', 'cohort_sync')(model, limit)) }}
+{% endtest %}
+
+{% macro default__test_track_batches_within_limit(model, limit) %}
+select batch_number, count(distinct member_key) as objects
+from {{ model }}
+where delivery = 'attribute'
+group by batch_number
+having count(distinct member_key) > {{ limit }}
 {% endmacro %}

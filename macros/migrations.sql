@@ -42,13 +42,20 @@
      'create': ['cohort_sync_notification_log']},
     {'name': '0005_run_history_package_version',
      'add_columns': {'cohort_sync_run_history': [('package_version', string, "'0.1.0'")]}},
+    {'name': '0006_users_track_delivery',
+     'add_columns': {'cohort_sync_published_state': [('delivery', string, "'cohort_import'"),
+                                                     ('attribute_name', string, 'null'),
+                                                     ('braze_id', string, 'null'), ('email', string, 'null'),
+                                                     ('phone', string, 'null')],
+                     'cohort_sync_run_history': [('rejected', bigint, '0')]},
+     'create': ['cohort_sync_rejected_changes']},
   ]) }}
 {% endmacro %}
 
 
 {# The version of this dbt package, recorded with each step it applies. #}
 {% macro package_version() %}
-  {{ return('0.2.0') }}
+  {{ return('0.3.0') }}
 {% endmacro %}
 
 
@@ -196,7 +203,7 @@
       {%- set columns = adapter.get_columns_in_relation(relation) | map(attribute='name') | map('lower') | list -%}
       {#- null-safe key match (<=>: a name call's inflight row has no batch number) -#}
       {%- set keyed -%}
-        {%- for key in cohort_sync.state_event_keys()[table_name] -%}
+        {%- for key in cohort_sync.state_event_keys()[table_name] if key in columns -%}
           events.{{ key }} <=> plain.{{ key }}{{ ' and ' if not loop.last }}
         {%- endfor -%}
       {%- endset -%}

@@ -35,7 +35,9 @@
     'cohort_sync_published_state': [
       ('cohort_id', string), ('member_key', string), ('identifier_type', string),
       ('external_id', string), ('alias_name', string), ('alias_label', string),
-      ('device_id', string), ('run_id', string), ('acknowledged_at', timestamp)
+      ('device_id', string), ('run_id', string), ('acknowledged_at', timestamp),
+      ('delivery', string), ('attribute_name', string),
+      ('braze_id', string), ('email', string), ('phone', string)
     ],
     'cohort_sync_published_cohorts': [
       ('cohort_id', string), ('cohort_name', string), ('created_at', timestamp),
@@ -51,7 +53,15 @@
       ('entry_point', string), ('started_at', timestamp), ('finished_at', timestamp),
       ('status', string), ('added', bigint), ('removed', bigint),
       ('requests', bigint), ('retries', bigint), ('resent_batches', bigint),
-      ('members_after', bigint), ('error', string), ('package_version', string)
+      ('members_after', bigint), ('error', string), ('package_version', string),
+      ('rejected', bigint)
+    ],
+    'cohort_sync_rejected_changes': [
+      ('run_id', string), ('plan_id', string), ('cohort_id', string), ('delivery', string),
+      ('attribute_name', string), ('member_key', string), ('should_remove', dbt.type_boolean()),
+      ('identifier_type', string), ('external_id', string), ('alias_name', string),
+      ('alias_label', string), ('braze_id', string), ('email', string), ('phone', string),
+      ('batch_number', bigint), ('error_type', string), ('rejected_at', timestamp)
     ],
     'cohort_sync_inflight': [
       ('run_id', string), ('cohort_id', string), ('request_kind', string),
@@ -114,7 +124,7 @@
 #}
 {% macro state_event_keys() %}
   {{ return({
-    'cohort_sync_published_state': ['cohort_id', 'member_key'],
+    'cohort_sync_published_state': ['cohort_id', 'delivery', 'attribute_name', 'member_key'],
     'cohort_sync_published_cohorts': ['cohort_id'],
     'cohort_sync_inflight': ['run_id', 'cohort_id', 'request_kind', 'batch_number'],
     'cohort_sync_lock': ['lock_name']
@@ -149,20 +159,37 @@
 {% endmacro %}
 
 {#
+  What a column added by a migration step reads as in an event log's rows
+  from before it (Spark adds columns without a default): the views show
+  it, and key on it, with this value.
+#}
+{% macro state_event_defaults() %}
+  {{ return({'delivery': "'cohort_import'", 'attribute_name': "''"}) }}
+{% endmacro %}
+
+{#
   The view of an event log's live rows: the latest event per key, if it is
   not a tombstone. Its columns are the log's own (less is_live and
-  event_seq), so a log an earlier version made gets a view of what it has.
+  event_seq), so a log an earlier version made gets a view of what it has;
+  a key column the log does not have yet is left out of the key.
 #}
 {% macro create_state_view(table_name, replace=false) %}
-  {%- set keys = cohort_sync.state_event_keys()[table_name] -%}
+  {%- set defaults = cohort_sync.state_event_defaults() -%}
   {%- set stored = cohort_sync.state_relation(table_name ~ '_events') -%}
   {%- set columns = [] -%}
   {%- for column in adapter.get_columns_in_relation(stored) if column.name | lower not in ('is_live', 'event_seq') -%}
     {%- do columns.append(column.name | lower) -%}
   {%- endfor -%}
+  {%- set keys = [] -%}
+  {%- for key in cohort_sync.state_event_keys()[table_name] if key in columns -%}
+    {%- do keys.append("coalesce(" ~ key ~ ", " ~ defaults[key] ~ ")" if key in defaults else key) -%}
+  {%- endfor -%}
   {%- call statement('cohort_sync_view_' ~ table_name) -%}
     create {{ 'or replace view' if replace else 'view if not exists' }} {{ cohort_sync.state_relation(table_name) }} as
-    select {{ columns | join(', ') }}
+    select
+      {%- for column in columns %}
+      {{ "coalesce(" ~ column ~ ", " ~ defaults[column] ~ ") as " ~ column if column == 'delivery' else column }}{{ "," if not loop.last }}
+      {%- endfor %}
     from (
       select
         *,

@@ -1,18 +1,40 @@
 {#
   What must change in Braze: each member who entered a declared cohort since
-  the last acknowledged sync (an add) or left it (a remove), numbered into
-  batches of at most var('cohort_sync_batch_size') identifiers per cohort.
-  Removes come first, so a batch that mixes both lists removes before adds.
+  the last acknowledged sync (an add) or left it (a remove), in the form the
+  cohort is delivered in (delivery, attribute_name), numbered into batches:
+
+  - cohort_import: per cohort, at most var('cohort_sync_batch_size')
+    identifiers per batch (a request to the partner cohort endpoint).
+    Removes come first, so a batch that mixes both lists removes before adds.
+  - attribute: across every attribute cohort, by member: a member's
+    changes share a batch, so one /users/track object carries every cohort
+    attribute of the member that changed, and no batch holds more than
+    var('cohort_sync_users_track_batch_size') members (objects).
+    change_number is the member's number.
+
+  A member is held in one form: a cohort whose delivery or attribute
+  changed adds every member in the new form and removes them from the old
+  one (guarded in cohort_sync_cohorts like any mass removal). A change
+  Braze rejected (cohort_sync_rejected_changes) is not planned again: it
+  needs its data fixed, not a retry (var cohort_sync_retry_rejected: true
+  plans those again).
   Every row carries the plan's id (the dbt invocation that built it): the
   publisher records acknowledged batches per plan, so a plan is never sent
-  twice. Rows are stored in (cohort, batch) order, so the publisher's page
-  reads by batch number touch only the pages they need.
+  twice. Rows are stored in (delivery, cohort, batch) order, so the
+  publisher's page reads by batch number touch only the pages they need.
   A cohort no longer declared is left alone (its Braze members are kept)
   unless it is listed in var('cohort_sync_clear_cohorts'): then every member
   is removed (guarded in cohort_sync_cohorts like any mass removal).
 #}
 {%- set batch_size = cohort_sync.batch_size() -%}
+{%- set track_batch_size = cohort_sync.users_track_batch_size() -%}
 {%- set cleared = cohort_sync.cleared_cohorts() -%}
+{%- set retry_rejected = var('cohort_sync_retry_rejected', false) -%}
+{%- if retry_rejected not in [true, false] -%}
+  {{ exceptions.raise_compiler_error("cohort_sync: var 'cohort_sync_retry_rejected' must be true or false, got: " ~ retry_rejected) }}
+{%- endif -%}
+{%- set form = ['cohort_id', 'delivery', 'attribute_name', 'member_key'] -%}
+{%- set members = cohort_sync.member_columns() -%}
 
 with
 
@@ -22,25 +44,17 @@ declared as (
 
 membership as (
     select
-        cohort_id,
-        member_key,
-        identifier_type,
-        external_id,
-        alias_name,
-        alias_label,
-        device_id
+        {{ (form + members) | join(',\n        ') }}
     from {{ ref('cohort_sync_membership') }}
 ),
 
 published as (
     select
         cohort_id,
+        coalesce(delivery, 'cohort_import') as delivery,
+        attribute_name,
         member_key,
-        identifier_type,
-        external_id,
-        alias_name,
-        alias_label,
-        device_id
+        {{ members | join(',\n        ') }}
     from {{ source('cohort_sync', 'published_state') }}
     where cohort_id in (select cohort_id from declared)
     {%- if cleared %}
@@ -49,50 +63,75 @@ published as (
 ),
 
 compared as (
-    -- one full outer join finds both: members not yet in Braze (adds) and
-    -- members Braze holds who left the audience (removes)
+    -- one full outer join finds both: members not yet in Braze in this form
+    -- (adds) and members Braze holds who left the audience, or are held in
+    -- a form the cohort is no longer delivered in (removes)
     select
-        coalesce(membership.cohort_id, published.cohort_id) as cohort_id,
-        coalesce(membership.member_key, published.member_key) as member_key,
-        coalesce(membership.identifier_type, published.identifier_type) as identifier_type,
-        coalesce(membership.external_id, published.external_id) as external_id,
-        coalesce(membership.alias_name, published.alias_name) as alias_name,
-        coalesce(membership.alias_label, published.alias_label) as alias_label,
-        coalesce(membership.device_id, published.device_id) as device_id,
+        {%- for name in form + members %}
+        coalesce(membership.{{ name }}, published.{{ name }}) as {{ name }},
+        {%- endfor %}
         membership.member_key is null as should_remove
     from membership
     full outer join published
         on published.cohort_id = membership.cohort_id
         and published.member_key = membership.member_key
+        and published.delivery = membership.delivery
+        and coalesce(published.attribute_name, '') = coalesce(membership.attribute_name, '')
     where membership.member_key is null
         or published.member_key is null
 ),
 
+rejected as (
+    select distinct
+        cohort_id,
+        delivery,
+        coalesce(attribute_name, '') as attribute_key,
+        member_key,
+        should_remove
+    from {{ source('cohort_sync', 'rejected_changes') }}
+    {%- if retry_rejected %}
+    where 1 = 0
+    {%- endif %}
+),
+
+to_send as (
+    select compared.*
+    from compared
+    left join rejected
+        on rejected.cohort_id = compared.cohort_id
+        and rejected.delivery = compared.delivery
+        and rejected.attribute_key = coalesce(compared.attribute_name, '')
+        and rejected.member_key = compared.member_key
+        and rejected.should_remove = compared.should_remove
+    where rejected.member_key is null
+),
+
 numbered as (
     select
-        compared.*,
-        row_number() over (
-            partition by cohort_id
-            order by should_remove desc, member_key
-        ) as change_number
-    from compared
+        to_send.*,
+        case
+            when delivery = 'attribute' then dense_rank() over (partition by delivery order by member_key)
+            else row_number() over (partition by cohort_id, delivery order by should_remove desc, member_key)
+        end as change_number
+    from to_send
 ),
 
 final as (
     select
         cast({{ cohort_sync.quoted_literal(invocation_id) }} as {{ dbt.type_string() }}) as plan_id,
         cohort_id,
-        {{ cohort_sync.batch_number('change_number', batch_size) }} as batch_number,
+        delivery,
+        attribute_name,
+        case
+            when delivery = 'attribute' then {{ cohort_sync.batch_number('change_number', track_batch_size) }}
+            else {{ cohort_sync.batch_number('change_number', batch_size) }}
+        end as batch_number,
         change_number,
         should_remove,
         member_key,
-        identifier_type,
-        external_id,
-        alias_name,
-        alias_label,
-        device_id
+        {{ members | join(',\n        ') }}
     from numbered
 )
 
 select * from final
-order by cohort_id, batch_number, change_number
+order by delivery, cohort_id, batch_number, change_number

@@ -6,7 +6,11 @@
   - action: 'publish' (declared), 'clear' (no longer declared, listed in
     var cohort_sync_clear_cohorts: every member is removed) or 'keep' (no
     longer declared: its Braze members are kept, and a test warns);
-  - name_status: 'new' and 'renamed' cohorts go through the name endpoint;
+  - delivery, attribute_name: how the cohort is delivered (cohort_import,
+    or attribute: the profile attribute set through /users/track);
+  - name_status: 'new' and 'renamed' cohort_import cohorts go through the
+    name endpoint; 'unused' for attribute cohorts, which have no name in
+    Braze;
   - notify: the cohort's notification recipients, as JSON text (see
     cohort_notify in macros/declared_cohorts.sql);
   - publish_now: listed in var cohort_sync_publish_now (the manual
@@ -51,19 +55,30 @@ braze_names as (
 published_members as (
     select
         cohort_id,
+        max(coalesce(delivery, 'cohort_import')) as delivery,
+        max(attribute_name) as attribute_name,
         count(*) as members
     from {{ source('cohort_sync', 'published_state') }}
     group by cohort_id
 ),
 
+{#- moved: removes from a form the cohort is no longer delivered in (its
+    delivery or attribute changed), for the guard's message #}
 planned as (
     select
-        cohort_id,
-        sum(case when should_remove then 0 else 1 end) as planned_adds,
-        sum(case when should_remove then 1 else 0 end) as planned_removes,
-        max(batch_number) as planned_batches
-    from {{ ref('cohort_sync_changes') }}
-    group by cohort_id
+        changes.cohort_id,
+        sum(case when changes.should_remove then 0 else 1 end) as planned_adds,
+        sum(case when changes.should_remove then 1 else 0 end) as planned_removes,
+        sum(case
+            when changes.should_remove
+                and (changes.delivery <> declared.delivery
+                    or coalesce(changes.attribute_name, '') <> coalesce(declared.attribute_name, ''))
+                then 1 else 0
+        end) as planned_moves,
+        count(distinct {{ dbt.concat(["changes.delivery", "':'", "cast(changes.batch_number as " ~ string ~ ")"]) }}) as planned_batches
+    from {{ ref('cohort_sync_changes') }} as changes
+    left join declared on declared.cohort_id = changes.cohort_id
+    group by changes.cohort_id
 ),
 
 {#- A cohort no longer declared has a row while Braze holds members of it:
@@ -79,6 +94,8 @@ combined as (
         known.cohort_id,
         coalesce(declared.cohort_name, braze_names.cohort_name) as cohort_name,
         declared.model_name,
+        coalesce(declared.delivery, published_members.delivery) as delivery,
+        case when declared.cohort_id is not null then declared.attribute_name else published_members.attribute_name end as attribute_name,
         braze_names.cohort_name as braze_cohort_name,
         case
             when declared.cohort_id is not null then 'publish'
@@ -88,6 +105,7 @@ combined as (
             else 'keep'
         end as action,
         case
+            when coalesce(declared.delivery, published_members.delivery) = 'attribute' then 'unused'
             when braze_names.cohort_id is null then 'new'
             when braze_names.cohort_name = coalesce(declared.cohort_name, braze_names.cohort_name) then 'known'
             else 'renamed'
@@ -95,6 +113,7 @@ combined as (
         coalesce(published_members.members, 0) as published_members,
         coalesce(planned.planned_adds, 0) as planned_adds,
         coalesce(planned.planned_removes, 0) as planned_removes,
+        coalesce(planned.planned_moves, 0) as planned_moves,
         coalesce(planned.planned_batches, 0) as planned_batches,
         coalesce(declared.schedule_every, 'every_run') as schedule_every,
         declared.schedule_at,
@@ -128,7 +147,8 @@ judged as (
                     "cast(published_members as " ~ string ~ ")",
                     "' members ('",
                     "cast(round(100.0 * planned_removes / published_members, 1) as " ~ string ~ ")",
-                    "'%), more than the " ~ ('%g' | format(max_share * 100)) ~ "% limit'"]) }}
+                    "'%), more than the " ~ ('%g' | format(max_share * 100)) ~ "% limit'",
+                    "case when planned_moves > 0 then '; its delivery or attribute changed, so the run moves its members to the new form and removes them from the old one' else '' end"]) }}
         end as guard_reason
     from combined
 ),
@@ -138,6 +158,8 @@ final as (
         cohort_id,
         cohort_name,
         model_name,
+        delivery,
+        attribute_name,
         braze_cohort_name,
         action,
         name_status,

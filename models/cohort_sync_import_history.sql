@@ -20,6 +20,7 @@ final as (
         requests,
         retries,
         resent_batches,
+        coalesce(rejected, 0) as rejected,
         error
     from history
 )

@@ -1,38 +1,22 @@
-{# Who is in which cohort now: one row per cohort and member. #}
+{# Who is in which cohort now, and in which form Braze holds it (delivery, attribute): one row per cohort and member. #}
+{%- set columns = ['cohort_id', 'delivery', 'attribute_name', 'member_key'] + cohort_sync.member_columns() %}
+
 with
 
 accepted as (
     select
-        cohort_id,
-        member_key,
-        identifier_type,
-        external_id,
-        alias_name,
-        alias_label,
-        device_id
+        {{ columns | join(',\n        ') }}
     from {{ ref('cohort_sync_audience_rows') }}
     where reject_reason is null
 ),
 
 final as (
     select
-        cohort_id,
-        member_key,
-        identifier_type,
-        external_id,
-        alias_name,
-        alias_label,
-        device_id,
+        {{ columns | join(',\n        ') }},
         count(*) as source_rows
     from accepted
     group by
-        cohort_id,
-        member_key,
-        identifier_type,
-        external_id,
-        alias_name,
-        alias_label,
-        device_id
+        {{ columns | join(',\n        ') }}
 )
 
 select * from final

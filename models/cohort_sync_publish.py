@@ -24,6 +24,7 @@ def model(dbt, session):
     dbt.source("cohort_sync", "lock")
     dbt.source("cohort_sync", "notification_log")
     dbt.source("cohort_sync", "schema_migrations")
+    dbt.source("cohort_sync", "rejected_changes")
 
     from cohort_sync.dbt_model import as_bool, publish_in_dbt
     from cohort_sync.ledger import Relations
@@ -46,5 +47,6 @@ def model(dbt, session):
         lock=name("cohort_sync", "lock"),
         notification_log=name("cohort_sync", "notification_log"),
         schema_migrations=name("cohort_sync", "schema_migrations"),
+        rejected_changes=name("cohort_sync", "rejected_changes"),
     )
     return publish_in_dbt(session, relations, dry_run=as_bool(dry_run), full_resync=as_bool(full_resync))

@@ -1,14 +1,15 @@
 {# Audience rows that cannot be sent, with the reason; never sent, never dropped silently. #}
+{%- set identifiers = cohort_sync.identifier_columns() %}
+
 with
 
 rejected as (
     select
         cohort_id,
         reject_reason,
-        raw_external_id,
-        raw_alias_name,
-        raw_alias_label,
-        raw_device_id
+        {%- for name in identifiers %}
+        raw_{{ name }}{{ "," if not loop.last }}
+        {%- endfor %}
     from {{ ref('cohort_sync_audience_rows') }}
     where reject_reason is not null
 ),
@@ -17,19 +18,17 @@ final as (
     select
         cohort_id,
         reject_reason,
-        raw_external_id as external_id,
-        raw_alias_name as alias_name,
-        raw_alias_label as alias_label,
-        raw_device_id as device_id,
+        {%- for name in identifiers %}
+        raw_{{ name }} as {{ name }},
+        {%- endfor %}
         count(*) as source_rows
     from rejected
     group by
         cohort_id,
         reject_reason,
-        raw_external_id,
-        raw_alias_name,
-        raw_alias_label,
-        raw_device_id
+        {%- for name in identifiers %}
+        raw_{{ name }}{{ "," if not loop.last }}
+        {%- endfor %}
 )
 
 select * from final

@@ -15,7 +15,7 @@ log = logging.getLogger(__name__)
 
 SUMMARY_COLUMNS = (
     "run_id", "cohort_id", "cohort_name", "status", "added", "removed",
-    "requests", "retries", "resent_batches", "members_after", "error",
+    "requests", "retries", "resent_batches", "rejected", "members_after", "error",
 )  # and rejected_rows, from cohort_sync_rejects
 
 

@@ -25,11 +25,16 @@ from .engines import Engine, causes
 from .notify import NotificationRecord, Recipient, Streak, recipients_from_json
 from .payload import (
     MAX_IDENTIFIERS_PER_REQUEST,
-    NAME_REQUEST,
+    MAX_TRACK_OBJECTS,
+    TRACK_CHANGE_COLUMNS,
     Change,
     PlannedRequest,
+    RequestPart,
+    TrackChange,
     compose_cohort_changes,
+    name_request,
     request_for,
+    track_request,
 )
 from .schedule import Schedule
 
@@ -44,6 +49,7 @@ STATE_TABLES = (
     "lock",
     "notification_log",
     "schema_migrations",
+    "rejected_changes",
 )
 LOCK_NAME = "publisher"
 
@@ -72,6 +78,7 @@ class Relations:
     lock: str
     notification_log: str
     schema_migrations: str
+    rejected_changes: str
 
     def events(self, table: str) -> str:
         """The append-only event log behind a state table's view (Spark): `<name>_events`."""
@@ -95,18 +102,22 @@ class CohortPlan:
     last_success: datetime | None = None  # start of the cohort's last successful sync
     publish_now: bool = False  # var cohort_sync_publish_now: the manual trigger in dbt
     notify: tuple[Recipient, ...] = ()  # who hears when an import completes or fails
+    delivery: str = "cohort_import"  # or 'attribute': a profile attribute through /users/track
+    attribute_name: str | None = None
 
     @property
     def needs_name(self) -> bool:
-        """New or renamed cohorts go through the name endpoint first."""
-        return self.braze_cohort_name != self.cohort_name
+        """New or renamed cohort import cohorts go through the name endpoint first
+        (an attribute cohort has no name in Braze)."""
+        return self.delivery == "cohort_import" and self.braze_cohort_name != self.cohort_name
 
 
 @dataclass
 class HistoryRow:
     """One row of cohort_sync_run_history: one cohort in one run.
 
-    status: success, failed, blocked, not_due, dry_run, skipped (the run
+    status: success, partial (delivered, except the changes Braze rejected:
+    see rejected), failed, blocked, not_due, dry_run, skipped (the run
     stopped, after a 401 on another cohort, before attempting it), or
     interrupted (the run died before recording the cohort; the next run
     that takes the lock records it, once, from what the dead run left).
@@ -132,6 +143,8 @@ class HistoryRow:
       number: exact while the plan is the one the earlier run published.)
     - added, removed: identifiers of requests Braze acknowledged in this
       run, as the delivery log holds them (dry_run: that would be sent).
+    - rejected: changes Braze rejected (objects a /users/track response
+      named in its errors), recorded in cohort_sync_rejected_changes.
     - members_after: the cohort's members in the published state after the run.
     """
 
@@ -147,6 +160,7 @@ class HistoryRow:
     requests: int = 0
     retries: int = 0
     resent_batches: int = 0
+    rejected: int = 0
     members_after: int | None = None
     error: str | None = None
     package_version: str = __version__  # the cohort-sync that wrote the row ('0.1.0' before 0.2.0)
@@ -155,12 +169,22 @@ class HistoryRow:
 HISTORY_COLUMNS = tuple(f.name for f in fields(HistoryRow))
 #: What a history column added by a migration reads as in rows from before it
 #: (Spark adds columns without a default; the other engines fill it in).
-HISTORY_DEFAULTS = {"package_version": "'0.1.0'", "resent_batches": "0"}
+HISTORY_DEFAULTS = {"package_version": "'0.1.0'", "resent_batches": "0", "rejected": "0"}
+#: Statuses of a cohort that synced (its schedule counts it; partial: Braze
+#: rejected some changes, which need their data fixed, not a retry).
+SYNCED = ("success", "partial")
 NOTIFICATION_COLUMNS = tuple(f.name for f in fields(NotificationRecord))
 CHANGE_COLUMNS = Change._fields
-STATE_COLUMNS = (
+#: What the published state holds of a member, as the plan has it.
+MEMBER_COLUMNS = (
     "cohort_id", "member_key", "identifier_type", "external_id", "alias_name", "alias_label",
-    "device_id", "run_id", "acknowledged_at",
+    "device_id", "delivery", "attribute_name", "braze_id", "email", "phone",
+)
+STATE_COLUMNS = (*MEMBER_COLUMNS, "run_id", "acknowledged_at")
+REJECTED_COLUMNS = (
+    "run_id", "plan_id", "cohort_id", "delivery", "attribute_name", "member_key", "should_remove",
+    "identifier_type", "external_id", "alias_name", "alias_label", "braze_id", "email", "phone",
+    "batch_number", "error_type", "rejected_at",
 )
 COHORT_COLUMNS = ("cohort_id", "cohort_name", "created_at", "run_id", "acknowledged_at")
 DELIVERY_COLUMNS = (
@@ -181,12 +205,12 @@ EVENT_COLUMNS = ("is_live", "event_seq")
 PLAN_COLUMNS = (
     "cohort_id", "cohort_name", "action", "guard_status", "guard_reason",
     "schedule_every", "schedule_at", "schedule_weekday", "schedule_day", "schedule_timezone",
-    "publish_now", "notify",
+    "publish_now", "notify", "delivery", "attribute_name",
 )
 #: What the publisher reads or writes in each relation: what `dbt run` with
 #: the same version of the package builds (membership only has to exist).
 EXPECTED_COLUMNS: dict[str, tuple[str, ...]] = {
-    "changes": ("plan_id", "cohort_id", *CHANGE_COLUMNS),
+    "changes": ("plan_id", "cohort_id", *CHANGE_COLUMNS, "delivery", "attribute_name", "braze_id", "email", "phone"),
     "cohorts": PLAN_COLUMNS,
     "membership": (),
     "rejects": ("cohort_id", "reject_reason", "source_rows"),
@@ -198,6 +222,7 @@ EXPECTED_COLUMNS: dict[str, tuple[str, ...]] = {
     "lock": LOCK_COLUMNS,
     "notification_log": NOTIFICATION_COLUMNS,
     "schema_migrations": ("step", "package_version", "applied_at"),
+    "rejected_changes": REJECTED_COLUMNS,
 }
 
 
@@ -302,18 +327,34 @@ class Ledger:
             left join (
                 select cohort_id, max(started_at) as last_success
                 from {r.run_history}
-                where status = 'success'
+                where status in ({", ".join(f"'{status}'" for status in SYNCED)})
                 group by cohort_id
             ) as h on h.cohort_id = c.cohort_id
             order by c.cohort_id
             """
         )
-        return [  # row: PLAN_COLUMNS, then Braze's name and creation time, then the last success
-            CohortPlan(*row[:5], braze_cohort_name=row[12], braze_created_at=row[13], last_success=row[14],
-                       schedule=Schedule.from_columns(*row[5:10]), publish_now=bool(row[10]),
-                       notify=_recipients(row[0], row[11]))
-            for row in rows
-        ]
+        plans = []
+        for row in rows:  # PLAN_COLUMNS, then Braze's name and creation time, then the last success
+            c = dict(zip(PLAN_COLUMNS, row, strict=False))
+            plans.append(CohortPlan(
+                c["cohort_id"], c["cohort_name"], c["action"], c["guard_status"], c["guard_reason"],
+                braze_cohort_name=row[-3], braze_created_at=row[-2], last_success=row[-1],
+                schedule=Schedule.from_columns(*(c[f"schedule_{n}"] for n in ("every", "at", "weekday", "day", "timezone"))),
+                publish_now=bool(c["publish_now"]), notify=_recipients(c["cohort_id"], c["notify"]),
+                delivery=c["delivery"] or "cohort_import", attribute_name=c["attribute_name"],
+            ))
+        return plans
+
+    def endpoint_families(self) -> set[str]:
+        """The Braze endpoint families the plan needs: 'cohort_import' (partner
+        keys) and 'users_track' (the REST API key), from the deliveries of the
+        cohorts to publish and of the changes planned."""
+        r = self.relations
+        rows = self.engine.query(
+            f"select distinct delivery from {r.cohorts} where action <> 'keep' "
+            f"union select distinct delivery from {r.changes}"
+        )
+        return {"users_track" if row[0] == "attribute" else "cohort_import" for row in rows if row[0]}
 
     def rejects(self) -> dict[str, list[tuple[str, int]]]:
         """Audience rows cohort_sync_rejects holds (never sent), per cohort and reason."""
@@ -331,26 +372,28 @@ class Ledger:
         rows = self.engine.query(f"select plan_id from {self.relations.changes} limit 1")
         return rows[0][0] if rows else None
 
-    def acknowledged_batches(self, plan_id: str | None, cohort_id: str) -> set[int]:
-        """Batch numbers of the plan already acknowledged for the cohort."""
+    def acknowledged_batches(self, plan_id: str | None, cohort_id: str, kind: str = "users") -> set[int]:
+        """Batch numbers of the plan already acknowledged for the cohort, in requests of `kind`."""
         if plan_id is None:
             return set()
         rows = self.engine.query(
             f"""select batch_number from {self.relations.delivery_log}
-                where plan_id = ? and cohort_id = ? and request_kind = 'users'""",
-            [plan_id, cohort_id],
+                where plan_id = ? and cohort_id = ? and request_kind = ?""",
+            [plan_id, cohort_id, kind],
         )
         return {int(row[0]) for row in rows}
 
     def pending_requests(self, plan_id: str | None, cohort_id: str) -> Iterator[PlannedRequest]:
-        """The cohort's batches not yet acknowledged for the plan, as requests, a page at a time.
+        """The cohort's partner cohort import batches not yet acknowledged for
+        the plan, as requests, a page at a time.
 
         The warehouse renders each batch's identifier lists as JSON, so no
         member row crosses into Python.
         """
         done = self.acknowledged_batches(plan_id, cohort_id)
         last = self.engine.query(
-            f"select max(batch_number) from {self.relations.changes} where cohort_id = ?", [cohort_id]
+            f"select max(batch_number) from {self.relations.changes} where cohort_id = ? and delivery = 'cohort_import'",
+            [cohort_id],
         )[0][0]
         alias = self.engine.json_object({"alias_name": "alias_name", "alias_label": "alias_label"})
         lists = ", ".join(
@@ -369,7 +412,7 @@ class Ledger:
                         sum(case when should_remove then 1 else 0 end),
                         {lists}
                     from {self.relations.changes}
-                    where cohort_id = ? and batch_number between ? and ?
+                    where cohort_id = ? and delivery = 'cohort_import' and batch_number between ? and ?
                     group by batch_number
                     order by batch_number""",
                 [cohort_id, numbers[0], numbers[-1]],
@@ -381,8 +424,52 @@ class Ledger:
                 if adds + removes > MAX_IDENTIFIERS_PER_REQUEST:
                     raise ValueError(f"batch {number} of cohort '{cohort_id}' holds {adds + removes} identifiers")
                 yield PlannedRequest(
-                    "users", int(number), adds, removes, compose_cohort_changes(fragments[:3], fragments[3:])
+                    "users", int(number), (RequestPart(cohort_id, adds, removes),),
+                    compose_cohort_changes(fragments[:3], fragments[3:]),
                 )
+
+    def track_cohorts(self) -> set[str]:
+        """The cohorts with attribute changes in the plan (attribute cohorts, and
+        cohorts moving from an attribute to another form)."""
+        rows = self.engine.query(f"select distinct cohort_id from {self.relations.changes} where delivery = 'attribute'")
+        return {row[0] for row in rows}
+
+    def pending_track_requests(self, plan_id: str | None, cohort_ids: set[str]) -> Iterator[PlannedRequest]:
+        """The attribute changes of these cohorts not yet acknowledged for the
+        plan, as /users/track requests: one per batch of the plan (a member's
+        changes share a batch), holding the changes of every cohort of
+        `cohort_ids` whose part of the batch Braze has not acknowledged, read a
+        page of batches at a time."""
+        if not cohort_ids:
+            return
+        ids = sorted(cohort_ids)
+        marks = ", ".join("?" for _ in ids)
+        done = set()
+        if plan_id is not None:
+            done = {(cohort_id, int(number)) for cohort_id, number in self.engine.query(
+                f"""select cohort_id, batch_number from {self.relations.delivery_log}
+                    where plan_id = ? and request_kind = 'track' and cohort_id in ({marks})""",
+                [plan_id, *ids],
+            )}
+        last = self.engine.query(
+            f"select max(batch_number) from {self.relations.changes} where delivery = 'attribute' and cohort_id in ({marks})",
+            ids,
+        )[0][0]
+        page = self.engine.page_batches
+        for first in range(1, int(last or 0) + 1, page):
+            rows = self.engine.query(
+                f"""select {', '.join(TRACK_CHANGE_COLUMNS)} from {self.relations.changes}
+                    where delivery = 'attribute' and cohort_id in ({marks}) and batch_number between ? and ?
+                    order by batch_number, member_key, cohort_id""",
+                [*ids, first, first + page - 1],
+            )
+            batches: dict[int, list[TrackChange]] = {}
+            for row in rows:
+                change = TrackChange(int(row[0]), *row[1:])
+                if (change.cohort_id, change.batch_number) not in done:
+                    batches.setdefault(change.batch_number, []).append(change)
+            for number in sorted(batches):
+                yield track_request("track", number, batches[number])
 
     def pending_summary(self, plan_id: str | None, cohort_id: str) -> tuple[int, int, int]:
         """(adds, removes, batches) of the plan not yet acknowledged for the cohort."""
@@ -392,102 +479,169 @@ class Ledger:
             select
                 coalesce(sum(case when should_remove then 0 else 1 end), 0),
                 coalesce(sum(case when should_remove then 1 else 0 end), 0),
-                count(distinct batch_number)
-            from {r.changes}
-            where cohort_id = ? and batch_number not in (
-                select batch_number from {r.delivery_log}
-                where plan_id = ? and cohort_id = ? and request_kind = 'users')
+                count(distinct case when delivery = 'attribute' then batch_number end),
+                count(distinct case when delivery <> 'attribute' then batch_number end)
+            from {r.changes} as c
+            where cohort_id = ? and not exists (
+                select 1 from {r.delivery_log} as d
+                where d.plan_id = ? and d.cohort_id = c.cohort_id and d.batch_number = c.batch_number
+                    and d.request_kind = case when c.delivery = 'attribute' then 'track' else 'users' end)
             """,
-            [cohort_id, plan_id or "", cohort_id],
+            [cohort_id, plan_id or ""],
         )[0]
-        return int(row[0]), int(row[1]), int(row[2])
+        return int(row[0]), int(row[1]), int(row[2]) + int(row[3])
 
     def record_name(
         self, run_id: str, cohort: CohortPlan, created_at: datetime, status: int, at: datetime
     ) -> None:
+        request = name_request(cohort.cohort_id)
         with self.engine.transaction():
             self._delete("published_cohorts", "cohort_id = ?", [cohort.cohort_id])
             self._insert_rows(
                 "published_cohorts", COHORT_COLUMNS,
                 [(cohort.cohort_id, cohort.cohort_name, created_at, run_id, at)],
             )
-            self._log_acknowledged(run_id, None, cohort.cohort_id, [(NAME_REQUEST, status)], at)
-            self._clear_inflight(run_id, cohort.cohort_id, [NAME_REQUEST])
+            self._log_acknowledged(run_id, None, [(request, status, {})], at)
+            self._clear_inflight(run_id, [request])
 
     def settle(
         self,
         run_id: str,
         plan_id: str | None,
-        cohort_id: str,
-        acknowledged: list[tuple[PlannedRequest, int]],
+        acknowledged: list[tuple[PlannedRequest, Any]],
         sending: list[PlannedRequest],
         at: datetime,
         abandoned: list[PlannedRequest] | tuple = (),
-    ) -> None:
+    ) -> list[dict[str, tuple[int, int]]]:
         """Apply the acknowledged requests, log them, clear their in-flight
         notes and those of the `abandoned` requests (failed before Braze
         could apply them), and note the requests about to be sent: in one
         transaction, or on Spark as appends in that order (a crash between
         two repeats the batch, which changes nothing).
 
-        A batch of the plan is applied from the plan itself (by plan id and
-        batch number); if the plan no longer holds what was sent, the run
-        stops without logging the batch (transactional engines also record
-        nothing of it; on Spark its removals may already be appended, which
-        the next plan, built from that state, accounts for).
+        `acknowledged` holds (request, ack) pairs: the ack's status, and for
+        /users/track its `errors`, the objects Braze rejected. Those objects'
+        changes are recorded in cohort_sync_rejected_changes with Braze's
+        reason and not applied; every other change of the request is.
+
+        A batch of the plan is applied from the plan itself (by plan id,
+        cohort and batch number); if the plan no longer holds what was sent,
+        the run stops without logging the batch (transactional engines also
+        record nothing of it; on Spark its removals may already be appended,
+        which the next plan, built from that state, accounts for).
+
+        Returns, per acknowledged request, the changes Braze rejected per
+        cohort, as (adds, removes).
         """
-        r = self.relations
-        batches = [request for request, _ in acknowledged if request.kind == "users"]
+        rejected = [rejected_objects(q, ack) for q, ack in acknowledged]
+        counts = [rejected_counts(q, objects) for (q, _), objects in zip(acknowledged, rejected, strict=True)]
         with self.engine.transaction():
-            if batches:
-                numbers = ", ".join(str(int(request.batch_number)) for request in sorted(batches))
-                where = f"cohort_id = ? and plan_id = ? and batch_number in ({numbers})"
-                plan = f"select {{}} from {r.changes} where {{}}should_remove and {where}"
-                removes = sum(request.removes for request in batches)
-                adds = sum(request.adds for request in batches)
-                removed = added = 0
-                if removes and self.engine.transactional:
-                    removed = self._delete(
-                        "published_state",
-                        f"cohort_id = ? and member_key in ({plan.format('member_key', '')})",
-                        [cohort_id, cohort_id, plan_id],
-                    )
-                elif removes:
-                    # Tombstones from the plan itself, live or not: after a crash
-                    # between these appends and the log, repeating them is harmless.
-                    removed = self._insert_select(
-                        "published_state", STATE_COLUMNS,
-                        plan.format(", ".join(STATE_COLUMNS[:-2]) + ", ?, ?", ""),
-                        [run_id, at, cohort_id, plan_id], live=False,
-                    )
-                if adds:
-                    added = self._insert_select(
-                        "published_state", STATE_COLUMNS,
-                        plan.format(", ".join(STATE_COLUMNS[:-2]) + ", ?, ?", "not "),
-                        [run_id, at, cohort_id, plan_id],
-                    )
-                if (added, removed) != (adds, removes):
-                    raise RuntimeError(
-                        f"cohort '{cohort_id}': the plan changed while it was being published "
-                        f"(expected {adds} adds and {removes} removes, found {added} and {removed}); "
-                        "run dbt again"
-                    )
+            for delivery, kind in (("cohort_import", "users"), ("attribute", "track")):
+                batches = [(q, objects) for (q, _), objects in zip(acknowledged, rejected, strict=True) if q.kind == kind]
+                if batches:
+                    self._apply_batches(run_id, plan_id, delivery, batches, at)
+            rows = [row for (q, _), objects in zip(acknowledged, rejected, strict=True)
+                    for row in _rejected_rows(run_id, plan_id if q.kind == "track" else None, q, objects, at)]
+            if rows:
+                self._insert_rows("rejected_changes", REJECTED_COLUMNS, rows)
             if acknowledged:
-                self._log_acknowledged(run_id, plan_id if batches else None, cohort_id, acknowledged, at)
-                self._clear_inflight(run_id, cohort_id, [request for request, _ in acknowledged])
+                self._log_acknowledged(
+                    run_id, plan_id,
+                    [(q, ack.status, c) for (q, ack), c in zip(acknowledged, counts, strict=True)], at,
+                )
+                self._clear_inflight(run_id, [q for q, _ in acknowledged])
             if abandoned:
-                self._clear_inflight(run_id, cohort_id, list(abandoned))
+                self._clear_inflight(run_id, list(abandoned))
             if sending:
-                self._insert_inflight(run_id, cohort_id, sending, at)
+                self._insert_inflight(run_id, sending, at)
+        return counts
+
+    def _apply_batches(
+        self, run_id: str, plan_id: str | None, delivery: str,
+        batches: list[tuple[PlannedRequest, dict[int, str]]], at: datetime,
+    ) -> None:
+        """Apply acknowledged batches of the plan to the published state, less
+        the objects Braze rejected (by index: {index: reason})."""
+        pairs: dict[str, set[int]] = {}
+        excluded: dict[int, list[str]] = {}
+        adds = removes = 0
+        for request, objects in batches:
+            for part in request.parts:
+                pairs.setdefault(part.cohort_id, set()).add(int(request.batch_number))
+            counts = rejected_counts(request, objects)
+            adds += request.adds - sum(a for a, _ in counts.values())
+            removes += request.removes - sum(r for _, r in counts.values())
+            if objects:
+                excluded[int(request.batch_number)] = sorted({request.objects[i].member_key for i in objects})
+        clauses = " or ".join(
+            f"(cohort_id = ? and batch_number in ({', '.join(str(n) for n in sorted(numbers))}))"
+            for _, numbers in sorted(pairs.items())
+        )
+        where = f"plan_id = ? and delivery = ? and ({clauses})"
+        params: list[Any] = [plan_id, delivery, *sorted(pairs)]
+        for number, keys in sorted(excluded.items()):
+            where += f" and not (batch_number = {number} and member_key in ({', '.join('?' for _ in keys)}))"
+            params += keys
+        r = self.relations
+        plan = f"select {{}} from {r.changes} where {{}}should_remove and {where}"
+        member = ", ".join(MEMBER_COLUMNS)
+        removed = added = 0
+        if removes and self.engine.transactional:
+            removed = self.engine.execute(
+                f"""delete from {r.published_state} as held where exists (
+                        select 1 from {r.changes} as c
+                        where c.should_remove and {where}
+                            and c.cohort_id = held.cohort_id and c.member_key = held.member_key
+                            and c.delivery = coalesce(held.delivery, 'cohort_import')
+                            and coalesce(c.attribute_name, '') = coalesce(held.attribute_name, ''))""",
+                params,
+            )
+        elif removes:
+            # Tombstones from the plan itself, live or not: after a crash
+            # between these appends and the log, repeating them is harmless.
+            removed = self._insert_select(
+                "published_state", STATE_COLUMNS, plan.format(f"{member}, ?, ?", ""),
+                [run_id, at, *params], live=False,
+            )
+        if adds:
+            added = self._insert_select(
+                "published_state", STATE_COLUMNS, plan.format(f"{member}, ?, ?", "not "), [run_id, at, *params],
+            )
+        if (added, removed) != (adds, removes):
+            raise RuntimeError(
+                f"cohorts {', '.join(sorted(pairs))}: the plan changed while it was being published "
+                f"(expected {adds} adds and {removes} removes, found {added} and {removed}); run dbt again"
+            )
 
     def resync_requests(self, cohort_id: str, run_id: str) -> Iterator[PlannedRequest]:
-        """Every member Braze should hold (not added by this run), as add requests."""
+        """Every member Braze should hold in the cohort import (not added by this run), as add requests."""
         for number, chunk in enumerate(self.current_members(cohort_id, run_id, MAX_IDENTIFIERS_PER_REQUEST), 1):
-            yield request_for("resync", number, chunk)
+            yield request_for("resync", number, cohort_id, chunk)
+
+    def track_resync_requests(self, cohort: CohortPlan, run_id: str) -> Iterator[PlannedRequest]:
+        """Every member whose attribute Braze should hold true (not set by this
+        run), as /users/track requests of `MAX_TRACK_OBJECTS` objects."""
+        columns = ", ".join("0" if name == "batch_number" else "false" if name == "should_remove" else name
+                            for name in TRACK_CHANGE_COLUMNS)
+        number, after = 0, ""
+        while True:
+            rows = self.engine.query(
+                f"""select {columns} from {self.relations.published_state}
+                    where cohort_id = ? and delivery = 'attribute' and attribute_name = ? and run_id <> ?
+                        and member_key > ?
+                    order by member_key limit {MAX_TRACK_OBJECTS}""",
+                [cohort.cohort_id, cohort.attribute_name, run_id, after],
+            )
+            if rows:
+                number += 1
+                yield track_request("track_resync", number, [TrackChange(number, *row[1:]) for row in rows])
+            if len(rows) < MAX_TRACK_OBJECTS:
+                break
+            after = rows[-1][4]
 
     def current_members(self, cohort_id: str, run_id: str, size: int) -> Iterator[list[Change]]:
-        """Members Braze should hold (not added by this run), in lists of `size`,
-        read by member key a page of `page_batches` lists at a time."""
+        """Members Braze should hold in the cohort import (not added by this run),
+        in lists of `size`, read by member key a page of `page_batches` lists at a time."""
         columns = ", ".join(
             "0" if name == "batch_number" else "false" if name == "should_remove" else name
             for name in CHANGE_COLUMNS
@@ -497,7 +651,8 @@ class Ledger:
         while True:
             rows = self.engine.query(
                 f"""select {columns} from {self.relations.published_state}
-                    where cohort_id = ? and run_id <> ? and member_key > ?
+                    where cohort_id = ? and coalesce(delivery, 'cohort_import') = 'cohort_import'
+                        and run_id <> ? and member_key > ?
                     order by member_key limit {int(page)}""",
                 [cohort_id, run_id, after],
             )
@@ -509,15 +664,15 @@ class Ledger:
 
     # -- the outbox of requests in flight -------------------------------------
 
-    def note_sending(self, run_id: str, cohort_id: str, requests: list[PlannedRequest], at: datetime) -> None:
+    def note_sending(self, run_id: str, requests: list[PlannedRequest], at: datetime) -> None:
         """Note requests about to be sent; their acknowledgement clears the notes."""
         with self.engine.transaction():
-            self._insert_inflight(run_id, cohort_id, requests, at)
+            self._insert_inflight(run_id, requests, at)
 
-    def clear_notes(self, run_id: str, cohort_id: str, requests: list[PlannedRequest]) -> None:
+    def clear_notes(self, run_id: str, requests: list[PlannedRequest]) -> None:
         """Clear the notes of requests that failed before Braze could apply them."""
         with self.engine.transaction():
-            self._clear_inflight(run_id, cohort_id, requests)
+            self._clear_inflight(run_id, requests)
 
     def unconfirmed(self, cohort_id: str, run_id: str) -> set[tuple[str, int | None]]:
         """(kind, batch number) of the cohort's requests that other runs noted in
@@ -542,15 +697,22 @@ class Ledger:
         }
         return {(kind, _batch(number)) for run, kind, number in notes if (run, kind, _batch(number)) not in logged}
 
-    def _insert_inflight(self, run_id, cohort_id, requests: list[PlannedRequest], at) -> None:
+    def _insert_inflight(self, run_id, requests: list[PlannedRequest], at) -> None:
+        """A note per cohort each request carries (a /users/track request may carry several)."""
         self._insert_rows(
             "inflight", INFLIGHT_COLUMNS,
-            [(run_id, cohort_id, q.kind, q.batch_number, q.identifiers, at) for q in requests],
+            [(run_id, part.cohort_id, q.kind, q.batch_number, part.adds + part.removes, at)
+             for q in requests for part in q.parts],
         )
 
-    def _clear_inflight(self, run_id: str | None, cohort_id: str, requests: list[PlannedRequest]) -> None:
+    def _clear_inflight(self, run_id: str | None, requests: list[PlannedRequest]) -> None:
         """Clear the in-flight notes of these requests (null-safe: a name call has no batch)."""
-        self._delete_notes("run_id = ?", [run_id], cohort_id, {(q.kind, q.batch_number) for q in requests})
+        keys: dict[str, set[tuple[str, int | None]]] = {}
+        for q in requests:
+            for cohort_id in q.cohort_ids:
+                keys.setdefault(cohort_id, set()).add((q.kind, q.batch_number))
+        for cohort_id, cohort_keys in sorted(keys.items()):
+            self._delete_notes("run_id = ?", [run_id], cohort_id, cohort_keys)
 
     def _delete_notes(self, runs: str, params: list[Any], cohort_id: str, keys: set[tuple[str, int | None]]) -> None:
         """Delete the cohort's notes of the runs `runs` matches whose (kind, batch) is in `keys`."""
@@ -562,11 +724,18 @@ class Ledger:
                 [*params, cohort_id, kind],
             )
 
-    def _log_acknowledged(self, run_id, plan_id, cohort_id, acknowledged: list[tuple[PlannedRequest, int]], at) -> None:
+    def _log_acknowledged(
+        self, run_id, plan_id, acknowledged: list[tuple[PlannedRequest, int, dict[str, tuple[int, int]]]], at
+    ) -> None:
+        """A delivery log row per cohort each request carries, with what Braze
+        took of it (its changes less those rejected). Only batches of the plan
+        ('users', 'track') carry the plan's id."""
         self._insert_rows(
             "delivery_log", DELIVERY_COLUMNS,
-            [(run_id, plan_id, cohort_id, q.kind, q.batch_number, q.adds, q.removes, status, at)
-             for q, status in acknowledged],
+            [(run_id, plan_id if q.kind in ("users", "track") else None, part.cohort_id, q.kind, q.batch_number,
+              part.adds - rejected.get(part.cohort_id, (0, 0))[0],
+              part.removes - rejected.get(part.cohort_id, (0, 0))[1], status, at)
+             for q, status, rejected in acknowledged for part in q.parts],
         )
 
     # -- the run lock -------------------------------------------------------------
@@ -856,6 +1025,47 @@ class Ledger:
                 params,
             )
         return count
+
+
+def rejected_objects(request: PlannedRequest, ack: Any) -> dict[int, str]:
+    """The objects of a /users/track request that Braze's response named in its
+    `errors` (index: Braze's reason): not delivered, the others were."""
+    errors = getattr(ack, "errors", None) or ()
+    found: dict[int, str] = {}
+    for error in errors:
+        if error.input_array != "attributes" or not 0 <= error.index < len(request.objects):
+            raise ValueError(
+                f"Braze's answer to {request.kind} batch {request.batch_number} names object "
+                f"{error.input_array}[{error.index}], which the request (of {len(request.objects)} attribute "
+                "objects) does not have; nothing of it was recorded"
+            )
+        found[error.index] = str(error.type or "rejected by Braze")
+    return found
+
+
+def rejected_counts(request: PlannedRequest, objects: dict[int, str]) -> dict[str, tuple[int, int]]:
+    """Per cohort, the (adds, removes) of the request's rejected objects."""
+    counts: dict[str, list[int]] = {}
+    for index in objects:
+        for cohort_id, _, should_remove in request.objects[index].changes:
+            counts.setdefault(cohort_id, [0, 0])[1 if should_remove else 0] += 1
+    return {cohort_id: (adds, removes) for cohort_id, (adds, removes) in counts.items()}
+
+
+def _rejected_rows(run_id, plan_id, request: PlannedRequest, objects: dict[int, str], at) -> list[tuple]:
+    """cohort_sync_rejected_changes rows: one per change of each rejected object."""
+    rows = []
+    for index, reason in sorted(objects.items()):
+        obj = request.objects[index]
+        kind, value, label = obj.identifier
+        identifiers = {name: None for name in ("external_id", "alias_name", "alias_label", "braze_id", "email", "phone")}
+        identifiers["alias_name" if kind == "alias" else kind] = value
+        if kind == "alias":
+            identifiers["alias_label"] = label
+        for cohort_id, attribute_name, should_remove in obj.changes:
+            rows.append((run_id, plan_id, cohort_id, "attribute", attribute_name, obj.member_key, should_remove,
+                         kind, *identifiers.values(), request.batch_number, reason, at))
+    return rows
 
 
 def _notification_key(record: NotificationRecord) -> tuple[str, str, str, str, str]:

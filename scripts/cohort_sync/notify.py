@@ -74,9 +74,11 @@ class Recipient:
         return cls(channel, label[1:] if channel == "webhook" else label)
 
     def wants(self, row: HistoryRow) -> bool:
-        if row.status in self.when:
+        """partial (delivered, but Braze rejected some changes) is news to those
+        who hear successes and to those who hear failures."""
+        if row.status in self.when or (row.status == "partial" and self.when & {"success", "failed"}):
             return True
-        return row.status == "success" and "changed" in self.when and bool(row.added or row.removed)
+        return row.status in ("success", "partial") and "changed" in self.when and bool(row.added or row.removed)
 
 
 def recipients_from_json(text: str | None) -> tuple[Recipient, ...]:

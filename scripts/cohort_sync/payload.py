@@ -1,4 +1,15 @@
-"""Request bodies for the user cohort endpoint, built from planned changes."""
+"""Requests to Braze, built from planned changes, one kind per endpoint:
+
+- the partner cohort import: 'name' (the cohort's name), 'users' (a batch
+  of the plan: the `cohort_changes` array, rendered in the warehouse) and
+  'resync' (every member again);
+- /users/track: 'track' (a batch of the plan: one attribute object per
+  member, carrying each cohort attribute of the member that changed) and
+  'track_resync'.
+
+Every request names the cohorts it carries, with their counts (its parts),
+which is all the publish loop and the ledger need to know of it.
+"""
 
 from __future__ import annotations
 
@@ -7,21 +18,75 @@ from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
 MAX_IDENTIFIERS_PER_REQUEST = 1000
+MAX_TRACK_OBJECTS = 75
 IDENTIFIER_KEYS = ("user_ids", "aliases", "device_ids")
+COHORT_IMPORT_KINDS = ("name", "users", "resync")
+TRACK_KINDS = ("track", "track_resync")
+
+
+class RequestPart(NamedTuple):
+    """What one request carries for one cohort."""
+
+    cohort_id: str
+    adds: int
+    removes: int
+
+
+class TrackObject(NamedTuple):
+    """One object of a /users/track request: a member and its cohort changes,
+    (cohort_id, attribute_name, should_remove) each. Braze names rejected
+    objects by their index in the request."""
+
+    member_key: str
+    identifier: tuple[str, str | None, str | None]  # (identifier_type, value, alias label)
+    changes: tuple[tuple[str, str, bool], ...]
 
 
 class PlannedRequest(NamedTuple):
-    """One request to send: its batch number, counts, and `cohort_changes` as JSON text."""
+    """One request to send: its kind, batch number, the cohorts it carries,
+    and its body as JSON text (for 'users' and 'resync', the `cohort_changes`
+    array; for /users/track, the whole body)."""
 
-    kind: str  # 'name', 'users' (a batch of the plan) or 'resync'
+    kind: str
     batch_number: int | None  # None for the name call
-    adds: int
-    removes: int
-    cohort_changes: str
+    parts: tuple[RequestPart, ...]
+    body: str
+    objects: tuple[TrackObject, ...] = ()  # /users/track: in the body's order
+
+    @property
+    def adds(self) -> int:
+        return sum(part.adds for part in self.parts)
+
+    @property
+    def removes(self) -> int:
+        return sum(part.removes for part in self.parts)
 
     @property
     def identifiers(self) -> int:
         return self.adds + self.removes
+
+    @property
+    def cohort_ids(self) -> tuple[str, ...]:
+        return tuple(part.cohort_id for part in self.parts)
+
+    @property
+    def track(self) -> bool:
+        return self.kind in TRACK_KINDS
+
+    @property
+    def family(self) -> str:
+        """The endpoint family, whose rate limit the request is under."""
+        return "users_track" if self.track else "cohort_import"
+
+    def describe(self) -> str:
+        """For the per-attempt log line: the batch and its counts (never an identifier)."""
+        if self.kind == "name":
+            return "name call"
+        label = "resync_batch" if self.kind.endswith("resync") else "batch"
+        counts = f"{label}={self.batch_number} adds={self.adds} removes={self.removes}"
+        if self.track:
+            return f"{counts} objects={len(self.objects)} cohorts={','.join(self.cohort_ids)}"
+        return counts
 
 
 def compose_cohort_changes(
@@ -110,10 +175,79 @@ def count_changes(changes: Iterable[Change]) -> tuple[int, int]:
     return adds, removes
 
 
-NAME_REQUEST = PlannedRequest("name", None, 0, 0, "")
+def name_request(cohort_id: str) -> PlannedRequest:
+    """The cohort's name call (it changes no member)."""
+    return PlannedRequest("name", None, (RequestPart(cohort_id, 0, 0),), "")
 
 
-def request_for(kind: str, number: int, changes: Sequence[Change]) -> PlannedRequest:
+def request_for(kind: str, number: int, cohort_id: str, changes: Sequence[Change]) -> PlannedRequest:
     """A request built in Python from change rows (the full resync path)."""
     adds, removes = count_changes(changes)
-    return PlannedRequest(kind, number, adds, removes, json.dumps(build_cohort_changes(changes)))
+    return PlannedRequest(kind, number, (RequestPart(cohort_id, adds, removes),),
+                          json.dumps(build_cohort_changes(changes)))
+
+
+class TrackChange(NamedTuple):
+    """One attribute change of the plan (or of a resync), as the publisher reads it."""
+
+    batch_number: int
+    cohort_id: str
+    attribute_name: str
+    should_remove: bool
+    member_key: str
+    identifier_type: str
+    external_id: str | None
+    alias_name: str | None
+    alias_label: str | None
+    braze_id: str | None
+    email: str | None
+    phone: str | None
+
+
+TRACK_CHANGE_COLUMNS = TrackChange._fields
+
+
+def track_identifier(change: TrackChange) -> dict[str, Any]:
+    """The member's identifier in a /users/track object."""
+    kind = change.identifier_type
+    if kind == "alias" and change.alias_name and change.alias_label:
+        return {"user_alias": {"alias_name": change.alias_name, "alias_label": change.alias_label}}
+    value = {"external_id": change.external_id, "braze_id": change.braze_id,
+             "email": change.email, "phone": change.phone}.get(kind)
+    if not value:
+        raise ValueError(f"change {change.member_key!r} has no usable {kind!r} identifier for /users/track")
+    return {kind: value}
+
+
+def track_request(kind: str, number: int, changes: Iterable[TrackChange]) -> PlannedRequest:
+    """A /users/track request: one attributes object per member, in member key
+    order, each carrying `"_update_existing_only": true` (cohort membership
+    never creates a user) and each cohort attribute that changed: true for an
+    add, null (which removes it) for a remove. Should one attribute be both
+    (a cohort's old attribute is another cohort's new one), true wins.
+    """
+    members: dict[str, list[TrackChange]] = {}
+    for change in changes:
+        members.setdefault(change.member_key, []).append(change)
+    if len(members) > MAX_TRACK_OBJECTS:
+        raise ValueError(f"a /users/track request may hold at most {MAX_TRACK_OBJECTS} objects, got {len(members)}")
+    bodies, objects = [], []
+    counts: dict[str, list[int]] = {}
+    for member_key in sorted(members):
+        rows = members[member_key]
+        body = {**track_identifier(rows[0]), "_update_existing_only": True}
+        for row in rows:
+            if body.get(row.attribute_name) is not True:
+                body[row.attribute_name] = None if row.should_remove else True
+            counts.setdefault(row.cohort_id, [0, 0])[1 if row.should_remove else 0] += 1
+        first = rows[0]
+        value = {"external_id": first.external_id, "alias": first.alias_name, "braze_id": first.braze_id,
+                 "email": first.email, "phone": first.phone}.get(first.identifier_type)
+        objects.append(TrackObject(
+            member_key, (first.identifier_type, value, first.alias_label if first.identifier_type == "alias" else None),
+            tuple((row.cohort_id, row.attribute_name, bool(row.should_remove)) for row in rows),
+        ))
+        bodies.append(body)
+    parts = tuple(RequestPart(cohort_id, adds, removes) for cohort_id, (adds, removes) in sorted(counts.items()))
+    return PlannedRequest(kind, number, parts, json.dumps({"attributes": bodies}, separators=(",", ":")),
+                          tuple(objects))

@@ -1,17 +1,22 @@
-"""The publish loop: one code path behind `dbt run` and `cohort-sync publish`.
+"""The publish loop: one code path behind `dbt run` and `cohort-sync publish`,
+for every kind of request (payload.py).
 
 For each cohort of cohort_sync_cohorts to publish: record it as not_due
 if its schedule does not call for this run (unless triggered by hand:
 --cohort/--now, or var cohort_sync_publish_now); skip it if its guard
-blocks it (unless allowed for this run), call the name endpoint if Braze
-does not know the cohort under its name, then send the cohort's pending
-batches, noting each request in flight before sending it and recording its
-acknowledgement before sending the next. A cohort that fails is recorded as
-failed and the others still run; a 401 stops the run, and the cohorts it
-did not attempt are recorded as skipped (or not_due). One run at a time
-holds the target's publisher lock. Each cohort's history row is written
-with the notifications its outcome owes; once every cohort is done, and
-before the lock is released, those are sent (see notify.py).
+blocks it (unless allowed for this run); then send its partner cohort
+import requests (the name call if Braze does not know the cohort under its
+name, then its pending batches). The attribute changes of every cohort
+published in the run go out after, together, as /users/track requests that
+each carry one object per member with every cohort attribute of the member
+that changed. Every request, of either kind, goes through _send: noted in
+flight before it is sent, its acknowledgement recorded before the next
+ones. A cohort that fails is recorded as failed and the others still run;
+a 401 stops the run, and the cohorts it did not attempt are recorded as
+skipped (or not_due). One run at a time holds the target's publisher lock.
+Each cohort's history row is written with the notifications its outcome
+owes; once every cohort is done, and before the lock is released, those
+are sent (see notify.py).
 """
 
 from __future__ import annotations
@@ -28,9 +33,9 @@ from datetime import datetime, timedelta, timezone
 
 from .client import BrazeAuthError, BrazeClient, BrazeError
 from .config import BrazeSettings, ConfigError
-from .ledger import CohortPlan, HistoryRow, Ledger
+from .ledger import SYNCED, CohortPlan, HistoryRow, Ledger, rejected_counts, rejected_objects
 from .notify import NOTIFY_CATCH_UP, NotificationRecord, Notifier, Recipient, owed
-from .payload import NAME_REQUEST, PlannedRequest
+from .payload import PlannedRequest, name_request
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +98,7 @@ class RunSummary:
 
     @property
     def ok(self) -> bool:
+        """Exit status 0: no cohort failed, was blocked, or had changes Braze rejected (partial)."""
         return self.stopped is None and all(row.status in ("success", "dry_run", "not_due") for row in self.rows)
 
     @property
@@ -105,15 +111,21 @@ def publish_run(
 ) -> RunSummary:
     """Read the Braze settings, then open the warehouse, publish, and close both.
 
-    Settings come first, so a missing or malformed one stops the run before
-    any request and before any warehouse write; then relations older than
-    this version (StaleSchemaError) stop it before the lock is taken.
+    The endpoint and every Braze variable that is set are validated first,
+    before the warehouse is opened; relations older than this version
+    (StaleSchemaError) stop the run before the lock is taken; then the
+    settings the plan's deliveries need
+    (the partner variables for cohort import, the REST API key for
+    /users/track): a missing or malformed one stops the run before any
+    request and before any warehouse write.
     """
-    settings = None if options.dry_run else BrazeSettings.from_env()
+    if not options.dry_run:
+        BrazeSettings.from_env(families=())  # the endpoint, and every variable set, before the warehouse
     ledger = open_ledger()
     client = None
     try:
         ledger.check_schema()
+        settings = None if options.dry_run else BrazeSettings.from_env(families=ledger.endpoint_families())
         client = BrazeClient(settings, pool_size=options.concurrency) if settings else None
         return publish(ledger, client, entry_point=entry_point, options=options)
     finally:
@@ -148,6 +160,7 @@ def publish(
     reached = 0  # how many of them it got to
     stopped_after: str | None = None  # what stopped the run before the end of the queue
     members: dict[str, int] | None = None
+    deferred: list[_Deferred] = []  # cohorts whose attribute changes go out together, after the others
 
     def member_count(cohort_id: str) -> int:
         nonlocal members
@@ -169,6 +182,7 @@ def publish(
         queue = [cohort for cohort in cohorts if not only or cohort.cohort_id in only]
         summary.rejects = {cohort_id: reasons for cohort_id, reasons in ledger.rejects().items()
                            if cohort_id in {cohort.cohort_id for cohort in queue}}
+        tracked = ledger.track_cohorts()
         for cohort in queue:
             reached += 1
             if cohort.action == "keep":
@@ -181,14 +195,25 @@ def publish(
             if not _due(cohort, options, clock):
                 not_due.append(_not_due(cohort, summary, member_count(cohort.cohort_id), clock))
                 continue
-            if not _run_cohort(ledger, client, cohort, summary, options, lock, clock):
+            if not _run_cohort(ledger, client, cohort, summary, options, lock, clock, deferred, tracked):
                 stopped_after = f"a 401 on cohort '{cohort.cohort_id}'"
                 break
+        if deferred and not stopped_after and not _run_track(ledger, client, deferred, summary, options, lock, clock):
+            stopped_after = "a 401 on /users/track"
     except BaseException:
         if reached:
             stopped_after = stopped_after or f"a publisher error on cohort '{queue[reached - 1].cohort_id}'"
         raise
     finally:
+        for waiting in deferred:  # their /users/track requests were never sent
+            if waiting.row.status == "running":
+                waiting.row.status = "skipped" if stopped_after else "failed"
+                waiting.row.error = (f"its attribute changes were not sent: the run stopped after {stopped_after}"
+                                     if stopped_after else "publisher error (see the traceback)")
+                try:
+                    _finish(ledger, waiting.cohort, waiting.row, waiting.resends, options, clock)
+                except Exception as exc:  # noqa: BLE001 - the lock must still be released below
+                    log.error("cohort '%s': could not record its history row: %s", waiting.cohort.cohort_id, exc)
         skipped = []
         for cohort in queue[reached:] if stopped_after else ():
             if cohort.action == "keep":
@@ -216,7 +241,7 @@ def _queue_notifications(
 ) -> list[NotificationRecord]:
     """The notifications the cohort's outcome owes (see notify.owed), as
     pending records written with its history row. Never fails the sync."""
-    if not cohort.notify or row.status not in ("success", "failed", "blocked"):
+    if not cohort.notify or row.status not in ("success", "partial", "failed", "blocked"):
         return []
     try:
         streak = ledger.streak(cohort.cohort_id, cohort.last_success, row.run_id)
@@ -300,8 +325,22 @@ def _not_due(cohort: CohortPlan, summary: RunSummary, members: int, clock: Calla
     return row
 
 
-def _run_cohort(ledger, client, cohort, summary, options, lock, clock) -> bool:
-    """Publish (or plan) one cohort and write its history row; False stops the run."""
+@dataclass
+class _Deferred:
+    """A cohort whose attribute changes wait for the run's /users/track requests."""
+
+    cohort: CohortPlan
+    row: HistoryRow
+    resends: _Resends
+
+
+def _run_cohort(ledger, client, cohort, summary, options, lock, clock, deferred, tracked) -> bool:
+    """Publish (or plan) one cohort and write its history row; False stops the run.
+
+    A cohort with attribute changes (or an attribute cohort in a full
+    resync) sends its partner cohort import requests, if any, here, and is
+    deferred: its row is written once the run's /users/track requests are done.
+    """
     row = HistoryRow(
         run_id=summary.run_id,
         cohort_id=cohort.cohort_id,
@@ -312,6 +351,7 @@ def _run_cohort(ledger, client, cohort, summary, options, lock, clock) -> bool:
     summary.rows.append(row)
     blocked = cohort.guard_status == "blocked" and cohort.cohort_id not in options.allow_removals
     resends: _Resends | None = None
+    waits = False
     try:
         if options.dry_run:
             _plan_cohort(ledger, cohort, row, blocked)
@@ -326,6 +366,9 @@ def _run_cohort(ledger, client, cohort, summary, options, lock, clock) -> bool:
         else:
             resends = _Resends(ledger.unconfirmed(cohort.cohort_id, row.run_id))
             _publish_cohort(ledger, client, cohort, row, options, lock, clock, resends)
+            if cohort.cohort_id in tracked or (options.full_resync and cohort.delivery == "attribute"):
+                row.status, waits = "running", True
+                deferred.append(_Deferred(cohort, row, resends))
     except BrazeAuthError as exc:
         row.status, row.error = "failed", str(exc)
         summary.stopped = str(exc)
@@ -333,17 +376,65 @@ def _run_cohort(ledger, client, cohort, summary, options, lock, clock) -> bool:
         row.status, row.error = "failed", str(exc)
         log.error("cohort '%s' failed: %s", cohort.cohort_id, exc)
     finally:
-        row.finished_at = clock()
-        row.members_after = ledger.members(cohort.cohort_id)
-        if row.status == "running":  # an unexpected error: record it, then let it propagate
-            row.status, row.error = "failed", "publisher error (see the traceback)"
-        # The notes of earlier runs are settled with the row: once the cohort is
-        # in step with the plan, all of them; else those this run sent again.
-        ledger.record_outcome(
-            row, forget=resends.again if resends else None,
-            forget_all=resends is not None and row.status == "success",
-            notifications=[] if options.dry_run else _queue_notifications(ledger, cohort, row, clock),
-        )
+        if not waits:
+            _finish(ledger, cohort, row, resends, options, clock)
+    if summary.stopped:
+        log.error("run stopped: %s", summary.stopped)
+        return False
+    return True
+
+
+def _finish(ledger, cohort, row, resends, options, clock) -> None:
+    """Write the cohort's history row, with the notifications it owes."""
+    row.finished_at = clock()
+    row.members_after = ledger.members(cohort.cohort_id)
+    if row.status == "running":  # an unexpected error: record it, then let it propagate
+        row.status, row.error = "failed", "publisher error (see the traceback)"
+    # The notes of earlier runs are settled with the row: once the cohort is
+    # in step with the plan, all of them; else those this run sent again.
+    ledger.record_outcome(
+        row, forget=resends.again if resends else None,
+        forget_all=resends is not None and row.status in SYNCED,
+        notifications=[] if options.dry_run else _queue_notifications(ledger, cohort, row, clock),
+    )
+
+
+def _run_track(ledger, client, deferred: list[_Deferred], summary, options, lock, clock) -> bool:
+    """Send the attribute changes of the deferred cohorts, together, through
+    /users/track, then write their history rows; False stops the run (a 401).
+
+    A cohort whose changes Braze rejected in part is 'partial' (the rest is
+    delivered). When a request fails, the cohorts with changes still to
+    send fail; those that got every change through succeed.
+    """
+    stream = _Stream({d.cohort.cohort_id: d.row for d in deferred}, {d.cohort.cohort_id: d.resends for d in deferred})
+    plan_id = ledger.plan_id()
+    failure: BaseException | None = None
+    try:
+        _send(ledger, client, stream, plan_id, ledger.pending_track_requests(plan_id, set(stream.rows)),
+              options.concurrency, lock, clock)
+        if options.full_resync:
+            for waiting in deferred:
+                if waiting.cohort.delivery == "attribute":
+                    _send(ledger, client, stream, None, ledger.track_resync_requests(waiting.cohort, summary.run_id),
+                          options.concurrency, lock, clock)
+                    log.info("cohort '%s': full resync set its attribute on every current member again",
+                             waiting.cohort.cohort_id)
+    except BrazeAuthError as exc:
+        failure, summary.stopped = exc, str(exc)
+    except (BrazeError, ValueError) as exc:
+        failure = exc
+        log.error("/users/track failed: %s", exc)
+    for waiting in deferred:
+        row = waiting.row
+        if failure is not None and (summary.stopped or sum(ledger.pending_summary(plan_id, row.cohort_id)[:2])):
+            row.status, row.error = "failed", f"/users/track: {failure}"
+        else:
+            row.status = "partial" if row.rejected else "success"
+            row.error = stream.rejections(row.cohort_id)
+            if row.rejected:
+                log.error("cohort '%s': %s", row.cohort_id, row.error)
+        _finish(ledger, waiting.cohort, row, waiting.resends, options, clock)
     if summary.stopped:
         log.error("run stopped: %s", summary.stopped)
         return False
@@ -384,6 +475,54 @@ class _Resends:
             row.resent_batches += 1
 
 
+@dataclass
+class _Stream:
+    """The cohorts one _send serves: each one's history row (its counters) and
+    resends; a request counts for every cohort it carries."""
+
+    rows: dict[str, HistoryRow]
+    resends: dict[str, _Resends]
+    reasons: dict[str, dict[str, int]] = field(default_factory=dict)  # Braze's rejections per cohort
+
+    @property
+    def run_id(self) -> str:
+        return next(iter(self.rows.values())).run_id
+
+    def failed(self, request: PlannedRequest, exc: BrazeError) -> None:
+        for cohort_id in request.cohort_ids:
+            row = self.rows[cohort_id]
+            row.requests += 1
+            row.retries += exc.attempts - 1
+            if exc.maybe_applied:
+                self.resends[cohort_id].sent(request, row)
+
+    def acknowledged(self, request: PlannedRequest, ack) -> None:
+        objects = rejected_objects(request, ack)
+        rejected = rejected_counts(request, objects)
+        for index, reason in objects.items():
+            for cohort_id in {change[0] for change in request.objects[index].changes}:
+                tally = self.reasons.setdefault(cohort_id, {})
+                tally[reason] = tally.get(reason, 0) + 1
+        for part in request.parts:
+            row = self.rows[part.cohort_id]
+            rejected_adds, rejected_removes = rejected.get(part.cohort_id, (0, 0))
+            row.requests += 1
+            row.retries += ack.retries
+            row.added += part.adds - rejected_adds
+            row.removed += part.removes - rejected_removes
+            row.rejected += rejected_adds + rejected_removes
+            self.resends[part.cohort_id].sent(request, row)
+
+    def rejections(self, cohort_id: str) -> str | None:
+        """Braze's reasons for the cohort's rejected changes, for its history row."""
+        tally = self.reasons.get(cohort_id)
+        if not tally:
+            return None
+        reasons = ", ".join(f"{reason} ({count})" for reason, count in sorted(tally.items()))
+        return (f"Braze rejected {self.rows[cohort_id].rejected} change(s), not delivered and not retried "
+                f"(cohort_sync_rejected_changes): {reasons}")
+
+
 def _publish_cohort(
     ledger: Ledger,
     client: BrazeClient,
@@ -394,6 +533,7 @@ def _publish_cohort(
     clock: Callable[[], datetime],
     resends: _Resends,
 ) -> None:
+    """The cohort's partner cohort import requests: its name call and its batches."""
     run_id, cohort_id = row.run_id, cohort.cohort_id
     if resends.earlier:
         log.warning(
@@ -404,33 +544,46 @@ def _publish_cohort(
 
     if cohort.needs_name:
         created_at = cohort.braze_created_at or clock()
+        request = name_request(cohort_id)
         try:
             ack = client.name_cohort(
                 cohort_id, cohort.cohort_name, created_at.replace(tzinfo=timezone.utc),
-                ready=lambda: ledger.note_sending(run_id, cohort_id, [NAME_REQUEST], clock()),
+                ready=lambda: ledger.note_sending(run_id, [request], clock()),
             )
         except BrazeError as exc:
             row.requests += 1
             row.retries += exc.attempts - 1
             if exc.maybe_applied:
-                resends.sent(NAME_REQUEST, row)
+                resends.sent(request, row)
             else:  # Braze did not apply it: no later run counts it as sent again
-                ledger.clear_notes(run_id, cohort_id, [NAME_REQUEST])
+                ledger.clear_notes(run_id, [request])
             raise
         ledger.record_name(run_id, cohort, created_at, ack.status, clock())
         row.requests += 1
         row.retries += ack.retries
-        resends.sent(NAME_REQUEST, row)
+        resends.sent(request, row)
         log.info("cohort '%s' named '%s' in Braze", cohort_id, cohort.cohort_name)
 
+    stream = _Stream({cohort_id: row}, {cohort_id: resends})
     plan_id = ledger.plan_id()
-    _send(ledger, client, row, plan_id, ledger.pending_requests(plan_id, cohort_id),
-          options.concurrency, lock, clock, resends)
-    if options.full_resync:
-        _send(ledger, client, row, None, ledger.resync_requests(cohort_id, run_id),
-              options.concurrency, lock, clock, resends)
+    _send(ledger, client, stream, plan_id, ledger.pending_requests(plan_id, cohort_id),
+          options.concurrency, lock, clock)
+    if options.full_resync and cohort.delivery == "cohort_import":
+        _send(ledger, client, stream, None, ledger.resync_requests(cohort_id, run_id),
+              options.concurrency, lock, clock)
         log.info("cohort '%s': full resync re-sent every current member", cohort_id)
     row.status = "success"
+
+
+def _transmit(client: BrazeClient, request: PlannedRequest, ready: Callable[[], None]):
+    """Send one request to its endpoint (in a worker thread)."""
+    if request.track:
+        return client.track(request.body, detail=request.describe(), ready=ready)
+    part = request.parts[0]
+    return client.update_cohort(
+        part.cohort_id, request.body, batch=request.batch_number, adds=request.adds,
+        removes=request.removes, kind=request.kind, ready=ready,
+    )
 
 
 class _Gate:
@@ -465,15 +618,14 @@ class _Gate:
 def _send(
     ledger: Ledger,
     client: BrazeClient,
-    row: HistoryRow,
+    stream: _Stream,
     plan_id: str | None,
     requests: Iterable[PlannedRequest],
     concurrency: int,
     lock: _RunLock,
     clock: Callable[[], datetime],
-    resends: _Resends,
 ) -> None:
-    """Send requests with up to `concurrency` in flight.
+    """Send requests of any kind with up to `concurrency` in flight.
 
     Worker threads only talk HTTP. Each waits for the rate limiter, then
     for this thread to note its request in flight, then sends it: a note is
@@ -488,10 +640,9 @@ def _send(
     request fails, no other is sent; those in flight are awaited and those
     acknowledged are recorded before the error propagates.
     """
-    cohort_id = row.cohort_id
     upcoming = iter(requests)
     tasks: dict[Future, tuple[PlannedRequest, _Gate]] = {}
-    acknowledged: list[tuple[PlannedRequest, int]] = []
+    acknowledged: list[tuple[PlannedRequest, object]] = []
     abandoned: list[PlannedRequest] = []  # failed, and Braze did not apply them
     failure: BaseException | None = None
 
@@ -505,22 +656,19 @@ def _send(
                 continue
             except BrazeError as exc:  # raised once the others are recorded
                 failure = failure or exc
-                row.requests += 1
-                row.retries += exc.attempts - 1
-                if exc.maybe_applied:
-                    resends.sent(request, row)
-                else:
+                stream.failed(request, exc)
+                if not exc.maybe_applied:
                     abandoned.append(request)
                 continue
             except BaseException as exc:  # noqa: BLE001 - raised once the others are recorded
                 failure = failure or exc
                 continue
-            acknowledged.append((request, ack.status))
-            row.requests += 1
-            row.retries += ack.retries
-            row.added += request.adds
-            row.removed += request.removes
-            resends.sent(request, row)
+            try:
+                stream.acknowledged(request, ack)
+            except ValueError as exc:  # an answer that does not fit the request: nothing of it is recorded
+                failure = failure or exc
+                continue
+            acknowledged.append((request, ack))
 
     settle_seconds = 0.0
 
@@ -528,7 +676,7 @@ def _send(
         nonlocal settle_seconds
         if acknowledged or sending or abandoned:
             started = time.perf_counter()
-            ledger.settle(row.run_id, plan_id, cohort_id, acknowledged, sending, clock(), abandoned)
+            ledger.settle(stream.run_id, plan_id, acknowledged, sending, clock(), abandoned)
             settle_seconds = time.perf_counter() - started
             acknowledged.clear()
             abandoned.clear()
@@ -546,10 +694,7 @@ def _send(
                 if request is None:
                     break
                 gate = _Gate()
-                future = pool.submit(
-                    client.update_cohort, cohort_id, request.cohort_changes, batch=request.batch_number,
-                    adds=request.adds, removes=request.removes, kind=request.kind, ready=gate,
-                )
+                future = pool.submit(_transmit, client, request, gate)
                 tasks[future] = (request, gate)
                 started.append(gate.ready)
             return started
@@ -577,11 +722,12 @@ def _send(
                     for gate in ready:
                         gate.open(cancel=True)
                     ready = []
-                settle([request for request, gate in tasks.values() if gate in ready])
+                leaving = [(request, gate) for request, gate in tasks.values() if gate in ready]
+                settle([request for request, _ in leaving])
                 # Requests held together (while a slow recording ran) leave in
                 # batch order, spaced as the rate limiter spaced them.
-                for position, gate in enumerate(ready):
-                    gate.open(delay=position * client.spacing)
+                for position, (request, gate) in enumerate(leaving):
+                    gate.open(delay=position * client.spacing_for(request.family))
                 lock.keep_alive()
         finally:
             for _, gate in tasks.values():

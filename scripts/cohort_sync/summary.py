@@ -19,6 +19,7 @@ _COLUMNS = (
     ("requests", lambda r: r.requests),
     ("retries", lambda r: r.retries),
     ("resent", lambda r: r.resent_batches),
+    ("rejected", lambda r: r.rejected),
     ("members", lambda r: "" if r.members_after is None else r.members_after),
     ("error", lambda r: first_line(r.error)[:60] + ("..." if len(first_line(r.error)) > 60 else "")),
 )
@@ -36,7 +37,7 @@ def format_table(rows: Sequence[HistoryRow], *, history: bool = False) -> str:
     widths = [
         max([len(title)] + [len(line[i]) for line in cells]) for i, (title, _) in enumerate(columns)
     ]
-    numeric = {"added", "removed", "requests", "retries", "resent", "members"}
+    numeric = {"added", "removed", "requests", "retries", "resent", "rejected", "members"}
 
     def render(values: Sequence[str]) -> str:
         parts = [
