@@ -45,6 +45,10 @@ FAMILY_VARS = {
     COHORT_IMPORT: (PARTNER_NAME_VAR, PARTNER_API_KEY_VAR, DATA_IMPORT_KEY_VAR),
     USERS_TRACK: (REST_API_KEY_VAR,),
 }
+_FIELDS = {
+    PARTNER_NAME_VAR: "partner_name", PARTNER_API_KEY_VAR: "partner_api_key",
+    DATA_IMPORT_KEY_VAR: "data_import_key", REST_API_KEY_VAR: "rest_api_key",
+}
 
 _CLUSTER = re.compile(r"^(?P<region>[a-z]{2,4})-(?P<number>\d{2})$")
 _PARTNER_NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")
@@ -107,6 +111,10 @@ class BrazeSettings:
         """Every key that is set, to redact from any message."""
         keys = (self.partner_api_key, self.data_import_key, self.rest_api_key)
         return tuple(key for key in keys if key is not None)
+
+    def missing(self, family: str) -> list[str]:
+        """The variables this endpoint family needs that were not set."""
+        return [name for name in FAMILY_VARS[family] if getattr(self, _FIELDS[name]) is None]
 
     @classmethod
     def from_env(

@@ -29,9 +29,10 @@ Retry-After) to requests beyond that rate, enforced over a sliding
 10-second window, as Braze's hourly limit would.
 
 A fault rule: {"endpoint": "users"|"cohorts"|"track"|"any", "times": N (or
-"probability": p), "status": 503, "retry_after": 1, "body": "...",
-"latency_ms": 100, "drop": "before"|"after"}. "drop": "after" applies the
-request and then closes the connection without answering (a lost ack).
+"probability": p), "status": 503, "retry_after": 1, "headers": {...},
+"body": "...", "latency_ms": 100, "drop": "before"|"after"}. "drop":
+"after" applies the request and then closes the connection without
+answering (a lost ack).
 """
 
 from __future__ import annotations
@@ -821,6 +822,7 @@ def _handler_for(braze: LocalBraze) -> type[BaseHTTPRequestHandler]:
             if fault and fault.get("status"):
                 if fault.get("retry_after") is not None:
                     headers["Retry-After"] = str(fault["retry_after"])
+                headers.update(fault.get("headers", {}))
                 body = fault.get("body")
                 if body is not None:
                     self._send(fault["status"], None, headers, raw=body.encode(), content_type="text/html")

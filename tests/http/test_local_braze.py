@@ -427,14 +427,14 @@ def test_every_track_answer_carries_the_rate_headers_unless_disabled(keys, track
 def test_track_faults_are_injected_like_the_cohort_endpoints(track, braze):
     braze.set_faults([
         {"endpoint": "users", "times": 1, "status": 500},
-        {"endpoint": "track", "times": 1, "status": 503, "retry_after": 2},
+        {"endpoint": "track", "times": 1, "status": 503, "retry_after": 2, "headers": {"X-Ratelimit-Retry-After": "2"}},
         {"endpoint": "any", "times": 1, "status": 502, "body": "<html>Bad gateway</html>"},
         {"endpoint": "track", "times": 1, "drop": "before"},
         {"endpoint": "track", "times": 1, "drop": "after"},
     ])
     body = {"attributes": [{"external_id": "u1", "visits": {"inc": 1}}]}
     first = track(body)
-    assert (first.status_code, first.headers["Retry-After"]) == (503, "2")
+    assert (first.status_code, first.headers["Retry-After"], first.headers["X-Ratelimit-Retry-After"]) == (503, "2", "2")
     second = track(body)
     assert (second.status_code, second.text) == (502, "<html>Bad gateway</html>")
     for _ in range(2):
@@ -444,4 +444,4 @@ def test_track_faults_are_injected_like_the_cohort_endpoints(track, braze):
     assert by_external_id(braze)["u1"]["attributes"] == {"visits": 2}  # the lost ack was applied
     faults = [e["fault"] for e in braze.requests() if "fault" in e]
     assert [e["endpoint"] for e in braze.requests() if "fault" in e] == ["track"] * 4
-    assert faults[0] == {"status": 503, "retry_after": 2}
+    assert faults[0] == {"status": 503, "retry_after": 2, "headers": {"X-Ratelimit-Retry-After": "2"}}
