@@ -27,6 +27,7 @@ def keys() -> dict[str, str]:
     return {
         "partner_api_key": "PARTNERKEY-" + secrets.token_hex(12),
         "data_import_key": "IMPORTKEY-" + secrets.token_hex(12),
+        "rest_api_key": "RESTKEY-" + secrets.token_hex(12),
     }
 
 
@@ -43,6 +44,7 @@ def braze_env(braze: LocalBraze, keys: dict[str, str], monkeypatch: pytest.Monke
         "BRAZE_PARTNER_NAME": PARTNER_NAME,
         "BRAZE_PARTNER_API_KEY": keys["partner_api_key"],
         "BRAZE_DATA_IMPORT_KEY": keys["data_import_key"],
+        "BRAZE_REST_API_KEY": keys["rest_api_key"],
         "COHORT_SYNC_MAX_RETRY_SECONDS": "20",
     }
     for name, value in env.items():

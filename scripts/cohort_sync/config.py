@@ -9,7 +9,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from email.utils import parseaddr
 from urllib.parse import urlsplit
@@ -18,11 +18,14 @@ ENDPOINT_VAR = "BRAZE_REST_ENDPOINT"
 PARTNER_NAME_VAR = "BRAZE_PARTNER_NAME"
 PARTNER_API_KEY_VAR = "BRAZE_PARTNER_API_KEY"
 DATA_IMPORT_KEY_VAR = "BRAZE_DATA_IMPORT_KEY"
+REST_API_KEY_VAR = "BRAZE_REST_API_KEY"
 ALLOW_INSECURE_VAR = "COHORT_SYNC_ALLOW_INSECURE_HTTP"
 TIMEOUT_VAR = "COHORT_SYNC_HTTP_TIMEOUT_SECONDS"
 MAX_ATTEMPTS_VAR = "COHORT_SYNC_MAX_ATTEMPTS"
 MAX_RETRY_SECONDS_VAR = "COHORT_SYNC_MAX_RETRY_SECONDS"
 MAX_REQUESTS_PER_HOUR_VAR = "COHORT_SYNC_MAX_REQUESTS_PER_HOUR"
+USERS_TRACK_PER_3S_VAR = "COHORT_SYNC_USERS_TRACK_MAX_REQUESTS_PER_3S"
+USERS_TRACK_PER_HOUR_VAR = "COHORT_SYNC_USERS_TRACK_MAX_REQUESTS_PER_HOUR"
 SMTP_HOST_VAR = "COHORT_SYNC_SMTP_HOST"
 SMTP_PORT_VAR = "COHORT_SYNC_SMTP_PORT"
 SMTP_SECURITY_VAR = "COHORT_SYNC_SMTP_SECURITY"
@@ -31,6 +34,21 @@ SMTP_PASSWORD_VAR = "COHORT_SYNC_SMTP_PASSWORD"
 SMTP_FROM_VAR = "COHORT_SYNC_SMTP_FROM"
 NOTIFY_TIMEOUT_VAR = "COHORT_SYNC_NOTIFY_TIMEOUT_SECONDS"
 SMTP_PORTS = {"starttls": 587, "ssl": 465, "none": 25}
+
+# The endpoint families a run may talk to, and the variables each needs
+# besides BRAZE_REST_ENDPOINT: the partner cohort import API needs the keys
+# Braze issues to technology partners; /users/track needs only the
+# workspace's REST API key.
+COHORT_IMPORT = "cohort_import"
+USERS_TRACK = "users_track"
+FAMILY_VARS = {
+    COHORT_IMPORT: (PARTNER_NAME_VAR, PARTNER_API_KEY_VAR, DATA_IMPORT_KEY_VAR),
+    USERS_TRACK: (REST_API_KEY_VAR,),
+}
+_FIELDS = {
+    PARTNER_NAME_VAR: "partner_name", PARTNER_API_KEY_VAR: "partner_api_key",
+    DATA_IMPORT_KEY_VAR: "data_import_key", REST_API_KEY_VAR: "rest_api_key",
+}
 
 _CLUSTER = re.compile(r"^(?P<region>[a-z]{2,4})-(?P<number>\d{2})$")
 _PARTNER_NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")
@@ -69,39 +87,68 @@ def is_loopback(host: str) -> bool:
 
 @dataclass(frozen=True)
 class BrazeSettings:
-    """Everything the publisher needs to talk to Braze."""
+    """Everything the publisher needs to talk to Braze.
+
+    A key is None when its variable is unset and no requested endpoint
+    family needs it (see from_env).
+    """
 
     rest_endpoint: str
-    partner_name: str
-    partner_api_key: str = field(repr=False)
-    data_import_key: str = field(repr=False)
+    partner_name: str | None = None
+    partner_api_key: str | None = field(default=None, repr=False)
+    data_import_key: str | None = field(default=None, repr=False)
+    rest_api_key: str | None = field(default=None, repr=False)
     timeout_seconds: float = 30.0
     max_attempts: int = 6
     max_retry_seconds: float = 300.0
-    max_requests_per_hour: float = 250_000.0
+    max_requests_per_hour: float = 250_000.0  # the cohort import family's
+    users_track_requests_per_window: int = 3000
+    users_track_window_seconds: float = 3.0
+    users_track_requests_per_hour: float | None = None
 
     @property
-    def secrets(self) -> tuple[str, str]:
-        return (self.partner_api_key, self.data_import_key)
+    def secrets(self) -> tuple[str, ...]:
+        """Every key that is set, to redact from any message."""
+        keys = (self.partner_api_key, self.data_import_key, self.rest_api_key)
+        return tuple(key for key in keys if key is not None)
+
+    def missing(self, family: str) -> list[str]:
+        """The variables this endpoint family needs that were not set."""
+        return [name for name in FAMILY_VARS[family] if getattr(self, _FIELDS[name]) is None]
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> BrazeSettings:
-        """Read and validate the settings; one ConfigError lists every problem."""
+    def from_env(
+        cls, environ: Mapping[str, str] | None = None, *, families: Iterable[str] = (COHORT_IMPORT,)
+    ) -> BrazeSettings:
+        """Read and validate the settings; one ConfigError lists every problem.
+
+        `families`: the endpoint families the run will call, among
+        "cohort_import" and "users_track" (FAMILY_VARS); only their
+        variables are required, but every variable that is set is validated.
+        """
+        families = tuple(families)
+        unknown = sorted(set(families) - set(FAMILY_VARS))
+        if unknown:
+            raise ValueError(f"unknown endpoint families {unknown}: expected some of {sorted(FAMILY_VARS)}")
+        needed = {ENDPOINT_VAR, *(name for family in families for name in FAMILY_VARS[family])}
         env = os.environ if environ is None else environ
         problems: list[str] = []
 
-        def required(name: str) -> str:
+        def read(name: str) -> str | None:
             value = env.get(name, "").strip()
             if not value:
-                problems.append(f"{name} is not set")
-            elif any(ch.isspace() for ch in value):
+                if name in needed:
+                    problems.append(f"{name} is not set")
+                return None
+            if any(ch.isspace() for ch in value):
                 problems.append(f"{name} must not contain whitespace")
             return value
 
-        endpoint_raw = required(ENDPOINT_VAR)
-        partner_name = required(PARTNER_NAME_VAR)
-        partner_api_key = required(PARTNER_API_KEY_VAR)
-        data_import_key = required(DATA_IMPORT_KEY_VAR)
+        endpoint_raw = read(ENDPOINT_VAR)
+        partner_name = read(PARTNER_NAME_VAR)
+        partner_api_key = read(PARTNER_API_KEY_VAR)
+        data_import_key = read(DATA_IMPORT_KEY_VAR)
+        rest_api_key = read(REST_API_KEY_VAR)
 
         endpoint = ""
         if endpoint_raw:
@@ -118,6 +165,8 @@ class BrazeSettings:
         max_attempts = _number(env, MAX_ATTEMPTS_VAR, 6, int, problems)
         max_retry_seconds = _number(env, MAX_RETRY_SECONDS_VAR, 300.0, float, problems)
         max_requests_per_hour = _number(env, MAX_REQUESTS_PER_HOUR_VAR, 250_000.0, float, problems)
+        users_track_per_window = _number(env, USERS_TRACK_PER_3S_VAR, 3000, int, problems)
+        users_track_per_hour = _number(env, USERS_TRACK_PER_HOUR_VAR, None, float, problems)
 
         if problems:
             raise ConfigError("Braze configuration: " + "; ".join(problems))
@@ -126,10 +175,13 @@ class BrazeSettings:
             partner_name=partner_name,
             partner_api_key=partner_api_key,
             data_import_key=data_import_key,
+            rest_api_key=rest_api_key,
             timeout_seconds=timeout,
             max_attempts=max_attempts,
             max_retry_seconds=max_retry_seconds,
             max_requests_per_hour=max_requests_per_hour,
+            users_track_requests_per_window=users_track_per_window,
+            users_track_requests_per_hour=users_track_per_hour,
         )
 
 

@@ -77,3 +77,77 @@ def test_retry_and_timeout_settings():
 def test_rate_limit_setting_defaults_to_brazes_hourly_limit():
     assert BrazeSettings.from_env(GOOD).max_requests_per_hour == 250_000
     assert BrazeSettings.from_env({**GOOD, "COHORT_SYNC_MAX_REQUESTS_PER_HOUR": "3600"}).max_requests_per_hour == 3600
+
+
+REST_ONLY = {"BRAZE_REST_ENDPOINT": "iad-01", "BRAZE_REST_API_KEY": "rest-SECRET-3"}
+
+
+def test_users_track_needs_only_the_endpoint_and_the_rest_api_key():
+    settings = BrazeSettings.from_env(REST_ONLY, families=["users_track"])
+    assert settings.rest_api_key == "rest-SECRET-3"
+    assert (settings.partner_name, settings.partner_api_key, settings.data_import_key) == (None, None, None)
+    assert settings.secrets == ("rest-SECRET-3",)
+    assert "SECRET" not in repr(settings)
+
+
+def test_the_default_family_is_the_cohort_import_api():
+    with pytest.raises(ConfigError) as error:
+        BrazeSettings.from_env(REST_ONLY)
+    message = str(error.value)
+    assert all(f"{name} is not set" in message for name in
+               ("BRAZE_PARTNER_NAME", "BRAZE_PARTNER_API_KEY", "BRAZE_DATA_IMPORT_KEY"))
+    assert "BRAZE_REST_API_KEY" not in message
+    assert BrazeSettings.from_env(GOOD).rest_api_key is None
+
+
+def test_both_families_need_every_variable_and_one_error_names_them_all():
+    with pytest.raises(ConfigError) as error:
+        BrazeSettings.from_env({"BRAZE_PARTNER_NAME": "cohort_sync"}, families=("cohort_import", "users_track"))
+    message = str(error.value)
+    for name in ("BRAZE_REST_ENDPOINT", "BRAZE_PARTNER_API_KEY", "BRAZE_DATA_IMPORT_KEY", "BRAZE_REST_API_KEY"):
+        assert f"{name} is not set" in message
+    assert "BRAZE_PARTNER_NAME" not in message
+    both = BrazeSettings.from_env({**GOOD, **REST_ONLY}, families=("cohort_import", "users_track"))
+    assert both.secrets == ("partner-SECRET-1", "import-SECRET-2", "rest-SECRET-3")
+
+
+def test_a_variable_that_is_set_is_validated_even_when_no_family_needs_it():
+    env = {**REST_ONLY, "BRAZE_PARTNER_NAME": "bad/name", "BRAZE_PARTNER_API_KEY": "with space-SECRET"}
+    with pytest.raises(ConfigError) as error:
+        BrazeSettings.from_env(env, families=["users_track"])
+    message = str(error.value)
+    assert "BRAZE_PARTNER_NAME must contain only" in message
+    assert "BRAZE_PARTNER_API_KEY must not contain whitespace" in message
+    assert "SECRET" not in message
+    with pytest.raises(ConfigError, match="BRAZE_REST_API_KEY must not contain whitespace"):
+        BrazeSettings.from_env({**GOOD, "BRAZE_REST_API_KEY": "a b"})
+
+
+def test_an_unknown_family_is_a_programming_error():
+    with pytest.raises(ValueError, match="unknown endpoint families"):
+        BrazeSettings.from_env(REST_ONLY, families=["users_export"])
+
+
+def test_users_track_rate_limits_default_to_brazes_and_are_configurable():
+    default = BrazeSettings.from_env(REST_ONLY, families=["users_track"])
+    assert (default.users_track_requests_per_window, default.users_track_window_seconds,
+            default.users_track_requests_per_hour) == (3000, 3.0, None)
+    assert default.max_requests_per_hour == 250_000
+    configured = BrazeSettings.from_env(
+        {**REST_ONLY, "COHORT_SYNC_USERS_TRACK_MAX_REQUESTS_PER_3S": "500",
+         "COHORT_SYNC_USERS_TRACK_MAX_REQUESTS_PER_HOUR": "90000"}, families=["users_track"])
+    assert (configured.users_track_requests_per_window, configured.users_track_requests_per_hour) == (500, 90_000)
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "problem"),
+    [
+        ("COHORT_SYNC_USERS_TRACK_MAX_REQUESTS_PER_3S", "0", "must be a positive whole number"),
+        ("COHORT_SYNC_USERS_TRACK_MAX_REQUESTS_PER_3S", "2.5", "must be a positive whole number"),
+        ("COHORT_SYNC_USERS_TRACK_MAX_REQUESTS_PER_HOUR", "-1", "must be a positive number"),
+        ("COHORT_SYNC_USERS_TRACK_MAX_REQUESTS_PER_HOUR", "lots", "must be a positive number"),
+    ],
+)
+def test_users_track_rate_limits_must_be_positive(name, value, problem):
+    with pytest.raises(ConfigError, match=f"{name} {problem}"):
+        BrazeSettings.from_env({**REST_ONLY, name: value}, families=["users_track"])
