@@ -344,9 +344,74 @@ def test_dbt_build_with_every_data_and_unit_test_passes(make_engine_project):
     result = project.dbt("build", "--exclude", "cohort_sync_publish")
     assert result.success, failure_text(result)
     kinds = [getattr(r.node.resource_type, "value", r.node.resource_type) for r in result.result.results]
-    # the hooks (on-run-start, on-run-end), two audiences and six package models, its 15 unit tests and its data tests
+    # the hooks (on-run-start, on-run-end), two audiences and six package models, its 18 unit tests and its data tests
     assert kinds.count("operation") == 2 and kinds.count("model") == 8, kinds
-    assert kinds.count("unit_test") == 15 and kinds.count("test") > 30, kinds
+    assert kinds.count("unit_test") == 18 and kinds.count("test") > 30, kinds
+
+
+def profile_flags(braze) -> dict[str, list[str]]:
+    """Per cohort attribute, the profiles (external id, alias or email) where it is true."""
+    flags: dict[str, list[str]] = {}
+    for profile in braze.profiles():
+        alias = profile.get("user_alias")
+        who = profile.get("external_id") or (f"{alias['alias_name']}|{alias['alias_label']}" if alias else profile.get("email"))
+        for name, value in profile["attributes"].items():
+            if value is True:
+                flags.setdefault(name, []).append(who)
+    return {name: sorted(people) for name, people in sorted(flags.items())}
+
+
+def test_attribute_cohorts_through_users_track(scenario, braze, monkeypatch):
+    """The REST path on every engine, with a REST API key only: two attribute
+    cohorts sharing members, then changes in one object per member, a
+    partial rejection, and a partner cohort switched to an attribute."""
+    for name in ("BRAZE_PARTNER_NAME", "BRAZE_PARTNER_API_KEY", "BRAZE_DATA_IMPORT_KEY"):
+        monkeypatch.delenv(name)
+    buyers, anonymous = ids("u", 0, 200), [f"anon{n}" for n in range(30)]
+    braze.seed_profiles([{"external_id": m} for m in buyers + ids("new", 0, 5)]
+                        + [{"user_alias": {"alias_name": a, "alias_label": "crm"}} for a in anonymous]
+                        + [{"email": "ann@example.com"}])
+    s = scenario([
+        {"model": "buyers", "name": "Buyers", "delivery": "attribute"},
+        {"model": "visitors", "name": "Visitors", "delivery": "attribute", "attribute": "visited"},
+    ])
+    s.project.set_audience("buyers", {"external_id": buyers})
+    s.project.set_audience("visitors", {
+        "external_id": buyers[:10] + [None] * 31, "alias_name": [None] * 10 + anonymous + [None],
+        "alias_label": [None] * 10 + ["crm"] * 30 + [None], "email": [None] * 40 + [" Ann@Example.com"]})
+    s.sync()
+    assert profile_flags(braze) == {"cohort_buyers": sorted(buyers),
+                                    "visited": sorted(buyers[:10] + [f"{a}|crm" for a in anonymous] + ["ann@example.com"])}
+    # 200 + 31 objects (the 10 shared buyers are one object each): 231 in 4 requests
+    assert sorted((r["objects"] for r in s.requests() if r["endpoint"] == "track"), reverse=True) == [75, 75, 75, 6]
+
+    sent = len(s.requests())
+    now = buyers[5:] + ids("new", 0, 5)
+    s.project.set_audience("buyers", {"external_id": now})
+    s.sync()
+    [request] = s.requests(sent)
+    assert (request["endpoint"], request["objects"]) == ("track", 10)
+    assert profile_flags(braze)["cohort_buyers"] == sorted(now)
+
+    braze.set_track_rejects(["new00001"], "invalid external_id")
+    s.project.set_audience("buyers", {"external_id": now[:-5] + ids("new", 2, 5)})
+    assert not s.project.sync()  # partial: exit 1
+    last = s.project.history()[-1]["run_id"]
+    history = {row["cohort_id"]: row for row in s.project.history() if row["run_id"] == last}
+    assert (history["buyers"]["status"], history["buyers"]["removed"], history["buyers"]["rejected"]) == ("partial", 1, 1)
+    assert s.project.query("select member_key, should_remove from cohort_sync_rejected_changes") == [
+        ("external_id:new00001", True)]
+    braze.set_track_rejects([], "")
+
+    s.project.declare([
+        {"model": "buyers", "name": "Buyers", "delivery": "attribute"},
+        {"model": "visitors", "name": "Visitors", "delivery": "attribute", "attribute": "seen"},
+    ])
+    s.sync()  # the attribute renamed: 41 members move from visited to seen
+    flags = profile_flags(braze)
+    assert "visited" not in flags and len(flags["seen"]) == 41
+    assert s.project.query("select count(*) from cohort_sync_published_state where attribute_name = 'visited'") == [(0,)]
+    s.check_same_as_first_engine()
 
 
 class Crash(Exception):

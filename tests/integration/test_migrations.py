@@ -6,7 +6,9 @@ alone on DuckDB, PostgreSQL and Spark, or by any `cohort-sync` command;
 every row is kept, and the next publish sends only the delta. Two other
 0.1.0 states are upgraded too: the first commit's (no plan ids, no resent
 counts), and a Spark warehouse on which a later 0.1.0's hook had created
-an empty event log before refusing the plain table.
+an empty event log before refusing the plain table. And the schema of the
+previous release, 0.2.0, with rows in it, is brought to this one on every
+engine.
 """
 
 from __future__ import annotations
@@ -33,8 +35,11 @@ pytestmark = pytest.mark.dbt
 CHURN = {"model": "churn_audience", "name": "Churn risk"}
 STEPS = [
     "0001_state_tables", "0002_plan_ids_and_resent_counts", "0003_spark_event_logs", "0004_notification_log",
-    "0005_run_history_package_version",
+    "0005_run_history_package_version", "0006_users_track_delivery",
 ]
+STEPS_0_2_0 = STEPS[:5]
+#: The state-table macros of 0.2.0 as released, installed as the cohort_sync dbt package.
+PACKAGE_0_2_0 = Path(__file__).resolve().parents[1] / "fixtures" / "cohort_sync_0_2_0"
 AT = datetime(2026, 11, 20, 6, 0, 0)
 OLD_RUN = "0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f"
 
@@ -278,3 +283,43 @@ def test_a_dbt_package_from_before_migrations_exits_2_saying_to_run_dbt_deps(tmp
     assert status.returncode == 2, status.stderr
     assert "cohort_sync dbt package has no cohort_sync.migrate_state_tables" in status.stderr
     assert "Run `dbt deps`" in status.stderr and "Traceback" not in status.stderr
+
+
+def install_package(project: SyncProject, path: Path) -> None:
+    project.root.joinpath("packages.yml").write_text(yaml.safe_dump({"packages": [{"local": str(path)}]}))
+    assert project.dbt("deps").success
+
+
+@pytest.mark.parametrize("warehouse", ["duckdb", "postgres", "spark"], indirect=True)
+def test_the_0_2_0_schema_with_rows_in_it_is_upgraded_by_dbt_run_and_then_sends_only_the_delta(
+    make_engine_project, braze
+):
+    """0.2.0's own migration builds its schema over a warehouse with members,
+    history and a notification; this version's `dbt run` adds step 0006: the
+    members are held as partner cohort members, every row is kept."""
+    project = old_project(make_engine_project)
+    install_package(project, PACKAGE_0_2_0)
+    assert project.dbt("run-operation", "cohort_sync.migrate_state_tables").success
+    assert applied_steps(project) == [(step, "0.2.0") for step in STEPS_0_2_0]
+    execute(project.warehouse, [insert("cohort_sync_notification_log", [
+        (OLD_RUN, "churn_audience", "success", "email", "team@example.com", "sent", None, AT)])])
+
+    install_package(project, REPO)
+    assert project.sync(), "dbt run and publish on the 0.2.0 state"
+    assert applied_steps(project) == sorted([(step, "0.2.0") for step in STEPS_0_2_0]
+                                            + [("0006_users_track_delivery", __version__)])
+    # Every row kept; the members read as partner cohort members.
+    assert project.query(
+        "select delivery, attribute_name, count(*) from cohort_sync_published_state group by delivery, attribute_name"
+    ) == [("cohort_import", None, 102)]
+    assert project.query("select count(*) from cohort_sync_notification_log") == [(1,)]
+    history = project.history()
+    assert [(h["run_id"], h["status"]) for h in history] == [(OLD_RUN, "success"), (history[1]["run_id"], "success")]
+    ledger = ledger_of(project)
+    try:  # the new counter reads 0 in rows from before it, on every engine
+        assert [row.rejected for row in ledger.history()] == [0, 0]
+    finally:
+        ledger.close()
+    [request] = [r for r in braze.requests() if "fault" not in r]
+    assert (request["endpoint"], request["adds"], request["removes"]) == ("users", 5, 3)
+    assert project.published("churn_audience") == {f"external_id:{m}" for m in ids(3, 105)}
