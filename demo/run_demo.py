@@ -1,19 +1,22 @@
 """`make demo`: the whole job, end to end, on DuckDB against the local endpoint.
 
 1. Starts the local Braze-compatible endpoint on 127.0.0.1 (a free port),
-   with throwaway keys made for this run.
+   with throwaway keys made for this run, and gives it the demo's
+   customers as the users a Braze workspace would already know.
 2. Builds the demo project from scratch (`dbt seed`, `dbt build`): the
    audiences, the cohort_sync models and tests, then the publish model.
 3. Moves the demo's clock a week forward (a week of new orders and events
    arrives) and runs `dbt build` again: only the difference is sent.
-4. After each run, prints each cohort as the endpoint holds it and checks
-   it equals the audience models exactly.
+4. After each run, prints each cohort as the endpoint holds it (three
+   partner cohorts, and one profile attribute set through /users/track)
+   and checks it equals the audience models exactly.
 
 Any real BRAZE_* settings in your environment are ignored here.
 """
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import secrets
@@ -29,6 +32,9 @@ DEMO = Path(__file__).resolve().parent
 BIN = Path(sys.executable).parent
 DATABASE = DEMO / "demo.duckdb"
 WEEK_ONE, WEEK_TWO = "2026-11-01", "2026-11-08"
+#: The attribute cohort: the profile attribute, and its audience read back (external id, else email).
+ATTRIBUTE = ("recent_buyer", "select distinct coalesce(nullif(trim(external_id), ''), lower(trim(email))) "
+                             "from recent_buyers")
 
 # How each demo audience is read back independently of cohort_sync's models.
 AUDIENCES = {
@@ -70,6 +76,29 @@ def held_by_endpoint(cohort: dict) -> dict[str, set]:
     }
 
 
+def known_users() -> list[dict]:
+    """The demo's customers, as the profiles a Braze workspace holds (a guest checkout by email only)."""
+    with (DEMO / "seeds" / "customers.csv").open() as seed:
+        return [{"external_id": row["external_id"] or None, "email": row["email"]} for row in csv.DictReader(seed)]
+
+
+def show_and_check_attribute(braze: LocalBraze, requests_before: int) -> bool:
+    attribute, sql = ATTRIBUTE
+    holders = {profile["external_id"] or profile["email"] for profile in braze.profiles()
+               if profile["attributes"].get(attribute) is True}
+    with duckdb.connect(str(DATABASE), read_only=True) as con:
+        expected = {row[0] for row in con.execute(sql).fetchall()}
+    sent = [r for r in braze.requests()[requests_before:] if r.get("endpoint") == "track"]
+    match = holders == expected
+    sample = ", ".join(sorted(holders)[:4])
+    print(f"- recent_buyers: profile attribute {attribute!r} (segment \"{attribute} is true\")")
+    print(f"    {len(holders)} profiles ({sample}{', ...' if len(holders) > 4 else ''})")
+    print(f"    this run: {len(sent)} /users/track request(s), {sum(r.get('objects', 0) for r in sent)} object(s),"
+          f" {sum(r.get('created', 0) for r in sent)} profile(s) created")
+    print(f"    equals the audience model: {'yes' if match else 'NO'}")
+    return match
+
+
 def show_and_check(braze: LocalBraze, title: str, requests_before: int) -> bool:
     held = braze.cohorts()
     sent = braze.requests()[requests_before:]
@@ -91,21 +120,24 @@ def show_and_check(braze: LocalBraze, title: str, requests_before: int) -> bool:
         print(f"    {len(members)} {kind} ({sample}{', ...' if len(members) > 4 else ''})")
         print(f"    this run: {len(calls)} request(s), {adds} added, {removes} removed")
         print(f"    equals the audience model: {'yes' if match else 'NO'}")
-    return ok
+    return show_and_check_attribute(braze, requests_before) and ok
 
 
 def main() -> int:
     for path in (DATABASE, DATABASE.with_suffix(".duckdb.wal")):
         path.unlink(missing_ok=True)
     keys = {"partner_api_key": "demo-partner-" + secrets.token_hex(8),
-            "data_import_key": "demo-import-" + secrets.token_hex(8)}
+            "data_import_key": "demo-import-" + secrets.token_hex(8),
+            "rest_api_key": "demo-rest-" + secrets.token_hex(8)}
     with LocalBraze(partner_name="cohort_sync_demo", **keys) as braze:
+        braze.seed_profiles(known_users())
         env = {
-            **os.environ,
+            **{name: value for name, value in os.environ.items() if not name.startswith("BRAZE_")},
             "BRAZE_REST_ENDPOINT": braze.url,
             "BRAZE_PARTNER_NAME": "cohort_sync_demo",
             "BRAZE_PARTNER_API_KEY": keys["partner_api_key"],
             "BRAZE_DATA_IMPORT_KEY": keys["data_import_key"],
+            "BRAZE_REST_API_KEY": keys["rest_api_key"],
             "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
         }
         print(f"local Braze-compatible endpoint on {braze.url}")
@@ -128,9 +160,10 @@ def main() -> int:
             env=env, check=True,
         )
     if first_ok and second_ok:
-        print("\ndemo OK: after both runs Braze's cohorts equal the audiences; run 2 sent only the difference.")
+        print("\ndemo OK: after both runs Braze's cohorts and profile attributes equal the audiences; "
+              "run 2 sent only the difference.")
         return 0
-    print("\ndemo FAILED: the endpoint's cohorts differ from the audiences", file=sys.stderr)
+    print("\ndemo FAILED: the endpoint's cohorts or profile attributes differ from the audiences", file=sys.stderr)
     return 1
 
 

@@ -25,6 +25,7 @@ from .config import (
     DATA_IMPORT_KEY_VAR,
     PARTNER_API_KEY_VAR,
     PARTNER_NAME_VAR,
+    REST_API_KEY_VAR,
     ConfigError,
 )
 from .ledger import Ledger, LockHeldError, StaleSchemaError
@@ -180,13 +181,15 @@ def _report(args: argparse.Namespace) -> int:
 def _local_braze(args: argparse.Namespace) -> int:
     from .local_braze import LocalBraze
 
-    missing = [v for v in (PARTNER_NAME_VAR, PARTNER_API_KEY_VAR, DATA_IMPORT_KEY_VAR) if not os.environ.get(v)]
-    if missing:
-        raise ConfigError(f"the local endpoint needs {', '.join(missing)} (the keys it accepts)")
+    partner = (PARTNER_NAME_VAR, PARTNER_API_KEY_VAR, DATA_IMPORT_KEY_VAR)
+    if not any(os.environ.get(v) for v in (*partner, REST_API_KEY_VAR)):
+        raise ConfigError(f"the local endpoint needs the keys it accepts: {', '.join(partner)} for the partner "
+                          f"cohort endpoints, {REST_API_KEY_VAR} for /users/track, or both")
     server = LocalBraze(
-        partner_name=os.environ[PARTNER_NAME_VAR],
-        partner_api_key=os.environ[PARTNER_API_KEY_VAR],
-        data_import_key=os.environ[DATA_IMPORT_KEY_VAR],
+        partner_name=os.environ.get(PARTNER_NAME_VAR) or "",
+        partner_api_key=os.environ.get(PARTNER_API_KEY_VAR) or "",
+        data_import_key=os.environ.get(DATA_IMPORT_KEY_VAR) or "",
+        rest_api_key=os.environ.get(REST_API_KEY_VAR) or None,
         host=args.host,
         port=args.port,
         latency_ms=args.latency_ms,
