@@ -477,17 +477,20 @@ class Ledger:
         row = self.engine.query(
             f"""
             select
-                coalesce(sum(case when should_remove then 0 else 1 end), 0),
-                coalesce(sum(case when should_remove then 1 else 0 end), 0),
-                count(distinct case when delivery = 'attribute' then batch_number end),
-                count(distinct case when delivery <> 'attribute' then batch_number end)
+                coalesce(sum(case when c.should_remove then 0 else 1 end), 0),
+                coalesce(sum(case when c.should_remove then 1 else 0 end), 0),
+                count(distinct case when c.delivery = 'attribute' then c.batch_number end),
+                count(distinct case when c.delivery <> 'attribute' then c.batch_number end)
             from {r.changes} as c
-            where cohort_id = ? and not exists (
-                select 1 from {r.delivery_log} as d
-                where d.plan_id = ? and d.cohort_id = c.cohort_id and d.batch_number = c.batch_number
-                    and d.request_kind = case when c.delivery = 'attribute' then 'track' else 'users' end)
+            left join (
+                select distinct batch_number, request_kind from {r.delivery_log}
+                where plan_id = ? and cohort_id = ?
+            ) as d
+                on d.batch_number = c.batch_number
+                and d.request_kind = case when c.delivery = 'attribute' then 'track' else 'users' end
+            where c.cohort_id = ? and d.batch_number is null
             """,
-            [cohort_id, plan_id or ""],
+            [plan_id or "", cohort_id, cohort_id],
         )[0]
         return int(row[0]), int(row[1]), int(row[2]) + int(row[3])
 
