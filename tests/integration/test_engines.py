@@ -42,7 +42,7 @@ def fingerprint(project: SyncProject, braze) -> dict[str, Any]:
         "changes": [
             (c, int(b), int(n), bool(r), k) for c, b, n, r, k in project.query(
                 "select cohort_id, batch_number, change_number, should_remove, member_key "
-                "from cohort_sync_changes order by cohort_id, batch_number, change_number"
+                "from cohort_sync_changes order by cohort_id, batch_number, change_number, should_remove"
             )
         ],
         "braze": {cohort_id: {k: v for k, v in held.items() if k != "created_at"}
