@@ -314,6 +314,16 @@ def test_dbt_unit_tests_of_the_diff_pass(make_project):
          "'repeat_every' must be a period such as 30m, 6h or 1d (minutes, hours or days), got: soon"),
         ([{**CHURN, "notify": [{"email": "a@example.com", "repeat_every": 6}]}],
          "'repeat_every' must be a period such as 30m, 6h or 1d (minutes, hours or days), got: 6"),
+        ([{**CHURN, "delivery": "sms"}], "field 'delivery' must be one of cohort_import, attribute, got: sms"),
+        ([{**CHURN, "attribute": "in_churn"}],
+         "field 'attribute' applies to delivery: attribute only (this cohort's delivery is cohort_import)"),
+        ([{**CHURN, "delivery": "attribute", "attribute": "$churn"}], "must not start with $ (Braze's rules"),
+        ([{**CHURN, "delivery": "attribute", "attribute": "x" * 256}], "must be at most 255 characters"),
+        ([{**CHURN, "delivery": "attribute", "attribute": "Email"}], "'Email' is an identifier or standard profile"),
+        ([{**CHURN, "delivery": "attribute", "attribute": " churn"}], "must be a name without surrounding spaces"),
+        ([{**CHURN, "delivery": "attribute", "attribute": "flag"},
+          {**CHURN, "cohort_id": "other", "delivery": "attribute", "attribute": "FLAG"}],
+         "field 'attribute' 'FLAG' is already the attribute of cohort 'churn_audience'"),
         ([{"name": "No model"}], "cohort_sync_cohorts[0]: field 'model' is required"),
         ([{**CHURN, "cohort_id": ""}], "field 'cohort_id' must not be empty"),
         # dbt's own parse error: it names the missing model, not the cohort
@@ -369,6 +379,10 @@ def test_invalid_guard_and_list_vars_fail_naming_the_var(make_project, braze):
         ({"cohort_sync_allow_removals": [{"a": 1}]}, "var 'cohort_sync_allow_removals' must be a list of cohort ids"),
         ({"cohort_sync_clear_cohorts": ["churn_audience"]}, "both declared in cohort_sync_cohorts and listed in cohort_sync_clear_cohorts"),
         ({"cohort_sync_batch_size": 1001}, "var 'cohort_sync_batch_size' must be a whole number from 1 to 1000"),
+        ({"cohort_sync_users_track_batch_size": 76},
+         "var 'cohort_sync_users_track_batch_size' must be a whole number from 1 to 75"),
+        ({"cohort_sync_delivery": "sms"}, "var 'cohort_sync_delivery' must be one of cohort_import, attribute"),
+        ({"cohort_sync_retry_rejected": "yes"}, "var 'cohort_sync_retry_rejected' must be true or false"),
     ):
         result = project.run(vars=vars_)
         assert not result.success
