@@ -5,6 +5,7 @@ are read back and compared with the audiences."""
 from __future__ import annotations
 
 import pytest
+import requests
 
 from tests.sync_project import failure_text
 
@@ -196,3 +197,28 @@ def test_switching_delivery_moves_every_member_under_the_guard(make_project, bra
     start = len(braze.requests())
     assert project.run().success
     assert braze.requests()[start:] == []
+
+
+def test_dry_run_plans_and_full_resync_repairs_drift_in_an_attribute_cohort(make_project, braze, rest_only, keys):
+    members = ids("u", 0, 80)
+    seed(braze, members)
+    project = make_project([{"model": "buyers", "name": "Buyers", "delivery": "attribute"}])
+    project.set_audience("buyers", {"external_id": members})
+    assert project.run(vars={"cohort_sync_dry_run": True}).success
+    row = history(project, "buyers")
+    assert (row["status"], row["added"], row["requests"]) == ("dry_run", 80, 2)
+    assert track_requests(braze) == []
+
+    assert project.run().success
+    # Someone clears the attribute of three profiles in Braze: drift the published state cannot see.
+    drift = {"attributes": [{"external_id": m, "cohort_buyers": None} for m in members[:3]]}
+    answer = requests.post(f"{braze.url}/users/track", json=drift, timeout=10,
+                           headers={"Authorization": f"Bearer {keys['rest_api_key']}"})
+    assert answer.status_code == 201
+    assert flagged(braze, "cohort_buyers") == set(members[3:])
+
+    start = len(braze.requests())
+    assert project.run(vars={"cohort_sync_full_resync": True}).success
+    assert flagged(braze, "cohort_buyers") == set(members)
+    assert sorted(r["objects"] for r in track_requests(braze, start)) == [5, 75]
+    assert history(project, "buyers")["status"] == "success"
