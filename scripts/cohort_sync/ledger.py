@@ -889,8 +889,9 @@ class Ledger:
                 self._insert_rows(table, columns, [tuple(getattr(row, n) for n in columns) for row in rows])
 
     def successful_syncs(self) -> list[HistoryRow]:
-        """Every successful sync, per cohort in time order: the cohorts' sizes over time."""
-        return self._history_rows("where status = 'success' order by cohort_id, started_at")
+        """Every sync (success, or partial), per cohort in time order: the cohorts' sizes over time."""
+        synced = ", ".join(f"'{status}'" for status in SYNCED)
+        return self._history_rows(f"where status in ({synced}) order by cohort_id, started_at")
 
     def history(self, limit: int = 20, run_id: str | None = None) -> list[HistoryRow]:
         """Recent history rows, newest first (or all rows of one run)."""

@@ -18,7 +18,7 @@ body { font: 14px/1.4 system-ui, sans-serif; margin: 2rem; color: #1d2330; }
 h1 { font-size: 1.4rem; } h2 { font-size: 1.1rem; margin-top: 2rem; }
 table { border-collapse: collapse; } th, td { padding: .25rem .6rem; border-bottom: 1px solid #e3e6ec; }
 td.n { text-align: right; font-variant-numeric: tabular-nums; }
-.success { color: #1a7f37; } .failed, .blocked { color: #c62828; } .not_due, .dry_run { color: #6b7280; }
+.success { color: #1a7f37; } .partial { color: #9a6700; } .failed, .blocked { color: #c62828; } .not_due, .dry_run { color: #6b7280; }
 svg { background: #f7f8fa; } polyline { fill: none; stroke: #2563eb; stroke-width: 2; }
 circle { fill: #2563eb; } text { font-size: 11px; fill: #4b5563; }
 """
