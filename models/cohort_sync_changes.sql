@@ -9,7 +9,9 @@
   - attribute: across every attribute cohort, by member: a member's
     changes share a batch, so one /users/track object carries every cohort
     attribute of the member that changed, and no batch holds more than
-    var('cohort_sync_users_track_batch_size') members (objects).
+    var('cohort_sync_users_track_batch_size') members (objects). Where two
+    members may be one person, those who only leave come first, in batches
+    of their own (see `phased`).
     change_number is the member's number.
 
   A member is held in one form: a cohort whose delivery or attribute
@@ -89,8 +91,10 @@ rejected as (
         member_key,
         should_remove
     from {{ source('cohort_sync', 'rejected_changes') }}
+    -- a change of a plan (a full resync's has no plan: it changes nothing planned)
+    where plan_id is not null
     {%- if retry_rejected %}
-    where 1 = 0
+        and 1 = 0
     {%- endif %}
 ),
 
@@ -106,14 +110,57 @@ to_send as (
     where rejected.member_key is null
 ),
 
-numbered as (
+{#- attribute changes may come in two phases: first the members who only
+    leave (their attributes set to null), then the others. One person can be
+    two members of an attribute when its changes mix identifier types (a
+    lead known by phone who signed up, now an external id) or use aliases
+    (a profile may have several): then the null sent under one identifier
+    must reach Braze before the true sent under the other, or it would
+    clear it. External ids, Braze ids, emails and phones of one type each
+    name one profile: such changes need no phases, and a run's leavers and
+    joiners share requests. The publisher sends every batch without adds,
+    acknowledged, before the others. #}
+mixed as (
     select
         to_send.*,
         case
-            when delivery = 'attribute' then dense_rank() over (partition by delivery order by member_key)
-            else row_number() over (partition by cohort_id, delivery order by should_remove desc, member_key)
-        end as change_number
+            when delivery = 'attribute' and (
+                min(identifier_type) over (partition by delivery, attribute_name)
+                    <> max(identifier_type) over (partition by delivery, attribute_name)
+                or identifier_type = 'alias')
+                then 1
+            else 0
+        end as may_share_a_profile
     from to_send
+),
+
+phased as (
+    select
+        mixed.*,
+        case
+            when delivery <> 'attribute' then 0
+            when max(case when should_remove then 0 else 1 end) over (partition by member_key, delivery) = 1 then 2
+            when max(may_share_a_profile) over (partition by member_key, delivery) = 1 then 1
+            else 2
+        end as phase
+    from mixed
+),
+
+ranked as (
+    select
+        phased.*,
+        case
+            when delivery = 'attribute' then dense_rank() over (partition by delivery, phase order by member_key)
+            else row_number() over (partition by cohort_id, delivery order by should_remove desc, member_key)
+        end as phase_number
+    from phased
+),
+
+numbered as (
+    select
+        ranked.*,
+        max(case when phase = 1 then phase_number end) over (partition by delivery) as leaving_members
+    from ranked
 ),
 
 final as (
@@ -123,10 +170,12 @@ final as (
         delivery,
         attribute_name,
         case
-            when delivery = 'attribute' then {{ cohort_sync.batch_number('change_number', track_batch_size) }}
-            else {{ cohort_sync.batch_number('change_number', batch_size) }}
+            when phase = 1 then {{ cohort_sync.batch_number('phase_number', track_batch_size) }}
+            when phase = 2 then {{ cohort_sync.batch_number('phase_number', track_batch_size) }}
+                + coalesce({{ cohort_sync.batch_number('leaving_members', track_batch_size) }}, 0)
+            else {{ cohort_sync.batch_number('phase_number', batch_size) }}
         end as batch_number,
-        change_number,
+        case when phase = 2 then phase_number + coalesce(leaving_members, 0) else phase_number end as change_number,
         should_remove,
         member_key,
         {{ members | join(',\n        ') }}

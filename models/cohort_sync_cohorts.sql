@@ -13,6 +13,8 @@
     Braze;
   - notify: the cohort's notification recipients, as JSON text (see
     cohort_notify in macros/declared_cohorts.sql);
+  - users_track_batch_size: objects per /users/track request (the var), for
+    the publisher's full resync;
   - publish_now: listed in var cohort_sync_publish_now (the manual
     trigger): published regardless of its schedule, and a run that has such
     cohorts publishes only them;
@@ -182,6 +184,7 @@ final as (
         schedule_day,
         schedule_timezone,
         notify,
+        {{ cohort_sync.users_track_batch_size() }} as users_track_batch_size,
         {% if publish_now -%}
         cohort_id in {{ cohort_sync.literal_list(publish_now) }}
         {%- else -%}

@@ -104,6 +104,7 @@ class CohortPlan:
     notify: tuple[Recipient, ...] = ()  # who hears when an import completes or fails
     delivery: str = "cohort_import"  # or 'attribute': a profile attribute through /users/track
     attribute_name: str | None = None
+    track_batch_size: int = MAX_TRACK_OBJECTS  # objects per /users/track request (var cohort_sync_users_track_batch_size)
 
     @property
     def needs_name(self) -> bool:
@@ -205,7 +206,7 @@ EVENT_COLUMNS = ("is_live", "event_seq")
 PLAN_COLUMNS = (
     "cohort_id", "cohort_name", "action", "guard_status", "guard_reason",
     "schedule_every", "schedule_at", "schedule_weekday", "schedule_day", "schedule_timezone",
-    "publish_now", "notify", "delivery", "attribute_name",
+    "publish_now", "notify", "delivery", "attribute_name", "users_track_batch_size",
 )
 #: What the publisher reads or writes in each relation: what `dbt run` with
 #: the same version of the package builds (membership only has to exist).
@@ -342,6 +343,7 @@ class Ledger:
                 schedule=Schedule.from_columns(*(c[f"schedule_{n}"] for n in ("every", "at", "weekday", "day", "timezone"))),
                 publish_now=bool(c["publish_now"]), notify=_recipients(c["cohort_id"], c["notify"]),
                 delivery=c["delivery"] or "cohort_import", attribute_name=c["attribute_name"],
+                track_batch_size=int(c["users_track_batch_size"] or MAX_TRACK_OBJECTS),
             ))
         return plans
 
@@ -623,7 +625,7 @@ class Ledger:
 
     def track_resync_requests(self, cohort: CohortPlan, run_id: str) -> Iterator[PlannedRequest]:
         """Every member whose attribute Braze should hold true (not set by this
-        run), as /users/track requests of `MAX_TRACK_OBJECTS` objects."""
+        run), as /users/track requests of the cohort's batch size."""
         columns = ", ".join("0" if name == "batch_number" else "false" if name == "should_remove" else name
                             for name in TRACK_CHANGE_COLUMNS)
         number, after = 0, ""
@@ -632,13 +634,13 @@ class Ledger:
                 f"""select {columns} from {self.relations.published_state}
                     where cohort_id = ? and delivery = 'attribute' and attribute_name = ? and run_id <> ?
                         and member_key > ?
-                    order by member_key limit {MAX_TRACK_OBJECTS}""",
+                    order by member_key limit {int(cohort.track_batch_size)}""",
                 [cohort.cohort_id, cohort.attribute_name, run_id, after],
             )
             if rows:
                 number += 1
                 yield track_request("track_resync", number, [TrackChange(number, *row[1:]) for row in rows])
-            if len(rows) < MAX_TRACK_OBJECTS:
+            if len(rows) < cohort.track_batch_size:
                 break
             after = rows[-1][4]
 

@@ -158,6 +158,9 @@ def summary_text(row: HistoryRow, outcome: str | None = None) -> str:
         text = f"cohort {cohort} recovered: synced to Braze again: {counts}, {members}."
     elif row.status == "success":
         text = f"cohort {cohort} synced to Braze: {counts}, {members}."
+    elif row.status == "partial":
+        text = (f"cohort {cohort} synced to Braze except {row.rejected:,} change(s) Braze rejected "
+                f"(not retried; fix their data): {counts}, {members}. {row.error}.")
     elif row.status == "blocked":
         text = f"cohort {cohort} was blocked and not synced: {row.error}. {members}."
     else:
@@ -179,7 +182,7 @@ def summary_payload(row: HistoryRow, outcome: str | None = None) -> dict[str, An
 def email_message(row: HistoryRow, sender: str, to: str, outcome: str | None = None) -> EmailMessage:
     counts = (
         f" (+{row.added:,} / -{row.removed:,}, {row.members_after or 0:,} members)"
-        if row.status == "success" else ""
+        if row.status in ("success", "partial") else ""
     )
     message = EmailMessage()
     name = " ".join(row.cohort_name.split())  # no line breaks in a header
@@ -193,6 +196,7 @@ def email_message(row: HistoryRow, sender: str, to: str, outcome: str | None = N
         ("Status", row.status),
         ("Added", f"{row.added:,}"),
         ("Removed", f"{row.removed:,}"),
+        ("Rejected", f"{row.rejected:,} (by Braze)"),
         ("Members after", f"{row.members_after or 0:,}"),
         ("Requests", f"{row.requests:,} ({row.retries:,} retries)"),
         ("Started", f"{row.started_at:%Y-%m-%d %H:%M:%S} UTC"),

@@ -161,6 +161,7 @@ def publish(
     stopped_after: str | None = None  # what stopped the run before the end of the queue
     members: dict[str, int] | None = None
     deferred: list[_Deferred] = []  # cohorts whose attribute changes go out together, after the others
+    tracking = False  # sending them
 
     def member_count(cohort_id: str) -> int:
         nonlocal members
@@ -198,10 +199,14 @@ def publish(
             if not _run_cohort(ledger, client, cohort, summary, options, lock, clock, deferred, tracked):
                 stopped_after = f"a 401 on cohort '{cohort.cohort_id}'"
                 break
-        if deferred and not stopped_after and not _run_track(ledger, client, deferred, summary, options, lock, clock):
-            stopped_after = "a 401 on /users/track"
+        if deferred and not stopped_after:
+            tracking = True
+            if not _run_track(ledger, client, deferred, summary, options, lock, clock):
+                stopped_after = "a 401 or 403 on /users/track"
     except BaseException:
-        if reached:
+        if tracking:
+            stopped_after = stopped_after or "a publisher error during /users/track"
+        elif reached:
             stopped_after = stopped_after or f"a publisher error on cohort '{queue[reached - 1].cohort_id}'"
         raise
     finally:
@@ -401,33 +406,47 @@ def _finish(ledger, cohort, row, resends, options, clock) -> None:
 
 def _run_track(ledger, client, deferred: list[_Deferred], summary, options, lock, clock) -> bool:
     """Send the attribute changes of the deferred cohorts, together, through
-    /users/track, then write their history rows; False stops the run (a 401).
+    /users/track, then write their history rows; False stops the run (a 401
+    or 403).
 
-    A cohort whose changes Braze rejected in part is 'partial' (the rest is
-    delivered). When a request fails, the cohorts with changes still to
-    send fail; those that got every change through succeed.
+    The batches of members who only leave go first, every one acknowledged
+    before the others start (see `phased` in cohort_sync_changes). A cohort
+    whose changes Braze rejected in part is 'partial' (the rest is
+    delivered). When a request fails, the cohorts with changes still to send
+    (or whose full resync did not finish) fail; the others succeed. An
+    unexpected error fails every cohort still waiting, then propagates.
     """
     stream = _Stream({d.cohort.cohort_id: d.row for d in deferred}, {d.cohort.cohort_id: d.resends for d in deferred})
     plan_id = ledger.plan_id()
+    cohort_ids = set(stream.rows)
+    resyncing = {d.cohort.cohort_id for d in deferred if options.full_resync and d.cohort.delivery == "attribute"}
     failure: BaseException | None = None
+    unexpected = False
     try:
-        _send(ledger, client, stream, plan_id, ledger.pending_track_requests(plan_id, set(stream.rows)),
-              options.concurrency, lock, clock)
-        if options.full_resync:
-            for waiting in deferred:
-                if waiting.cohort.delivery == "attribute":
-                    _send(ledger, client, stream, None, ledger.track_resync_requests(waiting.cohort, summary.run_id),
-                          options.concurrency, lock, clock)
-                    log.info("cohort '%s': full resync set its attribute on every current member again",
-                             waiting.cohort.cohort_id)
+        for leaving in (True, False):
+            _send(ledger, client, stream, plan_id,
+                  (q for q in ledger.pending_track_requests(plan_id, cohort_ids) if (q.adds == 0) == leaving),
+                  options.concurrency, lock, clock)
+        for waiting in deferred:
+            if waiting.cohort.cohort_id in resyncing:
+                _send(ledger, client, stream, None, ledger.track_resync_requests(waiting.cohort, summary.run_id),
+                      options.concurrency, lock, clock)
+                resyncing.discard(waiting.cohort.cohort_id)
+                log.info("cohort '%s': full resync set its attribute on every current member again",
+                         waiting.cohort.cohort_id)
     except BrazeAuthError as exc:
         failure, summary.stopped = exc, str(exc)
     except (BrazeError, ValueError) as exc:
         failure = exc
         log.error("/users/track failed: %s", exc)
+    except BaseException as exc:
+        failure, unexpected = exc, True
     for waiting in deferred:
         row = waiting.row
-        if failure is not None and (summary.stopped or sum(ledger.pending_summary(plan_id, row.cohort_id)[:2])):
+        if unexpected:
+            row.status, row.error = "failed", f"publisher error during /users/track (see the traceback): {failure}"
+        elif failure is not None and (summary.stopped or row.cohort_id in resyncing
+                                      or sum(ledger.pending_summary(plan_id, row.cohort_id)[:2])):
             row.status, row.error = "failed", f"/users/track: {failure}"
         else:
             row.status = "partial" if row.rejected else "success"
@@ -435,6 +454,8 @@ def _run_track(ledger, client, deferred: list[_Deferred], summary, options, lock
             if row.rejected:
                 log.error("cohort '%s': %s", row.cohort_id, row.error)
         _finish(ledger, waiting.cohort, row, waiting.resends, options, clock)
+    if unexpected:
+        raise failure
     if summary.stopped:
         log.error("run stopped: %s", summary.stopped)
         return False

@@ -222,3 +222,32 @@ def test_dry_run_plans_and_full_resync_repairs_drift_in_an_attribute_cohort(make
     assert flagged(braze, "cohort_buyers") == set(members)
     assert sorted(r["objects"] for r in track_requests(braze, start)) == [5, 75]
     assert history(project, "buyers")["status"] == "success"
+
+
+def test_a_member_known_by_phone_who_signs_up_keeps_the_attribute(make_project, braze, rest_only):
+    """The plan removes the phone member and adds the external id member, one
+    person: the null by phone goes (acknowledged) before the true by external id."""
+    braze.seed_profiles([{"external_id": "u1", "phone": "+14155550100"}, {"external_id": "u2"}])
+    project = make_project([{"model": "buyers", "name": "Buyers", "delivery": "attribute"}])
+    project.set_audience("buyers", {"external_id": [None, "u2"], "phone": ["+1 (415) 555-0100", None]})
+    assert project.run().success
+    assert flagged(braze, "cohort_buyers") == {"u1", "u2"}
+
+    project.set_audience("buyers", {"external_id": ["u1", "u2"], "phone": ["+1 (415) 555-0100", None]})
+    start = len(braze.requests())
+    assert project.run().success
+    assert [r["objects"] for r in track_requests(braze, start)] == [1, 1]  # the null first, then the true
+    assert flagged(braze, "cohort_buyers") == {"u1", "u2"}
+    assert project.published("buyers") == {"external_id:u1", "external_id:u2"}
+
+
+def test_a_full_resync_that_fails_fails_the_cohort(make_project, braze, rest_only, monkeypatch):
+    monkeypatch.setenv("COHORT_SYNC_MAX_ATTEMPTS", "2")
+    seed(braze, ["u1"])
+    project = make_project([{"model": "buyers", "name": "Buyers", "delivery": "attribute"}])
+    project.set_audience("buyers", {"external_id": ["u1"]})
+    assert project.run().success
+    braze.set_faults([{"endpoint": "track", "times": 5, "status": 503, "retry_after": 0}])
+    assert not project.run(vars={"cohort_sync_full_resync": True}).success
+    row = history(project, "buyers")
+    assert row["status"] == "failed" and "HTTP 503" in row["error"]
