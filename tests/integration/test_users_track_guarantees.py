@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import random
 import signal
+import socket
 import subprocess
 import time
 from collections import Counter
@@ -95,8 +96,8 @@ def big(make_project, braze, request):
     project.set_audience("big_audience", {"external_id": audience})
     plan(project)
     assert project.query("select max(batch_number), count(*) from cohort_sync_changes") == [(28, 2_100)]
-    braze.reset()  # what it acknowledged before the reset
-    braze.seed_profiles([{"external_id": m, "attributes": {ATTRIBUTE: True}} for m in first]
+    braze.reset()
+    braze.seed_profiles([{"external_id": m, "attributes": {ATTRIBUTE: True}} for m in first]  # as synced
                         + [{"external_id": m} for m in joining + others])
     return project, audience
 
@@ -159,15 +160,13 @@ def test_random_faults_on_users_track_converge_exactly_with_truthful_counters(bi
             raise AssertionError("did not converge:\n" + "\n".join(r.stdout + r.stderr for *_, r in runs))
         assert_converged(project, braze, audience)
 
-        # Every change of the plan was acknowledged, each batch once, and so counted.
+        # Every change of the plan was acknowledged, each batch once, and counted so by the runs' history.
         logged = project.query(
             "select batch_number, count(*), sum(added), sum(removed) from cohort_sync_delivery_log "
             "where plan_id = ? and request_kind = 'track' group by batch_number order by batch_number", [plan_id])
         assert [(number, count) for number, count, _, _ in logged] == [(n, 1) for n in range(1, batches + 1)]
         assert (sum(row[2] for row in logged), sum(row[3] for row in logged)) == (adds, removes)
-        rows = [row for row in project.history()[recorded:] if row["run_id"] in
-                {r for r, in project.query("select distinct run_id from cohort_sync_delivery_log where plan_id = ?",
-                                           [plan_id])}]
+        rows = [row for (plan, *_), row in zip(runs, project.history()[recorded:], strict=True) if plan == plan_id]
         assert (sum(row["added"] for row in rows), sum(row["removed"] for row in rows)) == (adds, removes)
 
     braze.set_faults([])
@@ -203,6 +202,58 @@ def test_random_faults_on_users_track_converge_exactly_with_truthful_counters(bi
     start = len(braze.requests())
     assert publish(project).returncode == 0
     assert braze.requests()[start:] == []  # converged: nothing is sent again
+
+
+@pytest.mark.usefixtures("rest_only")
+def test_a_lost_acknowledgement_is_counted_as_resent_by_the_next_run(make_project, braze, monkeypatch):
+    monkeypatch.setenv("COHORT_SYNC_MAX_ATTEMPTS", "1")
+    monkeypatch.setenv("COHORT_SYNC_CONCURRENCY", "1")  # batch 2 waits for batch 1, which fails
+    project = make_project([COHORT])
+    audience = ids("u", 0, 150)
+    seed(braze, audience)
+    project.set_audience("big_audience", {"external_id": audience})
+    plan(project)
+    braze.set_faults([{"endpoint": "track", "times": 1, "drop": "after"}])  # applied, the answer lost
+    assert publish(project).returncode == 1
+    starts = [0, len(braze.requests())]
+    assert publish(project).returncode == 0
+    assert_converged(project, braze, audience)
+    assert received_twice(braze, starts, track_applied) == [0, 1]
+    assert [(r["status"], r["requests"], r["retries"], r["resent_batches"]) for r in project.history()] == [
+        ("failed", 1, 0, 0),  # batch 1, applied but its answer lost; batch 2 never left
+        ("success", 2, 0, 1),  # batch 1 again, and batch 2
+    ]
+
+
+@pytest.mark.usefixtures("rest_only")
+def test_a_refused_connection_and_a_401_count_their_attempts_and_nothing_is_resent(make_project, braze, monkeypatch,
+                                                                                    keys):
+    monkeypatch.setenv("COHORT_SYNC_MAX_ATTEMPTS", "3")
+    monkeypatch.setenv("COHORT_SYNC_CONCURRENCY", "1")
+    project = make_project([COHORT])
+    audience = ids("u", 0, 150)
+    seed(braze, audience)
+    project.set_audience("big_audience", {"external_id": audience})
+    plan(project)
+    with socket.socket() as closed:  # a port nothing listens on: every attempt is refused
+        closed.bind(("127.0.0.1", 0))
+        monkeypatch.setenv("BRAZE_REST_ENDPOINT", f"http://127.0.0.1:{closed.getsockname()[1]}")
+        refused = publish(project)
+    assert refused.returncode == 1 and "ConnectionError" in refused.stdout, refused.stdout + refused.stderr
+    monkeypatch.setenv("BRAZE_REST_ENDPOINT", braze.url)
+    monkeypatch.setenv("BRAZE_REST_API_KEY", "RESTKEY-wrong")
+    for _ in range(3):
+        assert publish(project).returncode == 1
+    monkeypatch.setenv("BRAZE_REST_API_KEY", keys["rest_api_key"])
+    good = publish(project)
+    assert good.returncode == 0, good.stdout + good.stderr
+    assert_converged(project, braze, audience)
+    assert [(r["status"], r["requests"], r["retries"], r["resent_batches"]) for r in project.history()] == [
+        ("failed", 1, 2, 0),  # batch 1, tried 3 times
+        *[("failed", 1, 0, 0)] * 3,  # batch 1, answered 401
+        ("success", 2, 0, 0),  # nothing reached Braze before: nothing is sent again
+    ]
+    assert [r["status"] for r in braze.requests()] == [401, 401, 401, 201, 201]
 
 
 # -- SIGKILL --------------------------------------------------------------------------
@@ -289,7 +340,7 @@ def test_sigkill_four_times_then_a_full_run_converges_and_counts_exactly_what_br
 
 def test_a_second_publisher_refuses_while_one_sends_to_users_track(big, braze, monkeypatch):
     project, audience = big
-    monkeypatch.setenv("COHORT_SYNC_CONCURRENCY", "2")  # 28 requests take 7 s
+    monkeypatch.setenv("COHORT_SYNC_CONCURRENCY", "2")  # 28 requests of 500 ms, two at a time
     braze.set_faults([{"endpoint": "track", "probability": 1.0, "latency_ms": 500}])
     first = subprocess.Popen(project.command("cohort-sync", "publish"), cwd=project.root,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -479,8 +530,13 @@ def test_bad_input_is_rejected_with_its_reason_and_never_sent_and_a_change_braze
         {"email": "ignored@example.com"}, {"user_alias": {"alias_name": "lonely", "alias_label": "crm"}},
     ])
     project = make_project([{"model": "buyers", "name": "Buyers", "delivery": "attribute"}])
-    table = [row[:6] for row in BAD_ROWS] + GOOD_ROWS
-    project.set_audience("buyers", {name: [row[i] for row in table] for i, name in enumerate(COLUMNS)})
+
+    def audience(*external_ids: str) -> None:
+        """The bad and good rows, and these members."""
+        rows = [row[:6] for row in BAD_ROWS] + GOOD_ROWS + [(value, *[None] * 5) for value in external_ids]
+        project.set_audience("buyers", {name: [row[i] for row in rows] for i, name in enumerate(COLUMNS)})
+
+    audience()
     good = {"good1", "good2", "anon1|crm", "ann@example.com", "+14155550100"}
 
     result = project.run()
@@ -494,8 +550,7 @@ def test_bad_input_is_rejected_with_its_reason_and_never_sent_and_a_change_braze
 
     # A member Braze rejects: recorded, not delivered, and never sent again
     braze.set_track_rejects(["refused1"], "invalid external_id")
-    project.set_audience("buyers", {name: [*[row[i] for row in table], "refused1" if name == "external_id" else None]
-                                    for i, name in enumerate(COLUMNS)})
+    audience("refused1")
     partial = project.run()
     assert not partial.success  # the run exits non-zero, so a scheduler notices
     row = project.history()[-1]
@@ -507,9 +562,7 @@ def test_bad_input_is_rejected_with_its_reason_and_never_sent_and_a_change_braze
     start = len(braze.requests())
     assert project.run().success  # the plan no longer holds it
     assert track_requests(braze, start) == []
-    project.set_audience("buyers", {name: [*[row[i] for row in table], *(["refused1", "good3"] if name == "external_id"
-                                                                        else [None, None])]
-                                    for i, name in enumerate(COLUMNS)})
+    audience("refused1", "good3")
     assert project.run().success  # another change goes, without it
     assert [r["objects"] for r in track_requests(braze, start)] == [1]
     served = [r for r in braze.requests() if r["endpoint"] == "track" and "status" in r]
@@ -574,6 +627,9 @@ def test_the_rest_key_never_leaks_through_any_path(make_project, braze, keys, mo
     cli("cohort-sync", "report")
     cli("dbt", "run", code=None, env={"BRAZE_REST_API_KEY": ""})              # missing key
 
+    for output in outputs:
+        for secret in secrets:
+            assert secret not in output
     text = "\n".join(outputs)
     assert "retrying the /users/track request" in text, "the retry path did not run"
     assert "Braze answered 401 (Invalid API key" in text, "the 401 path did not run"
@@ -581,11 +637,9 @@ def test_the_rest_key_never_leaks_through_any_path(make_project, braze, keys, mo
     assert "with HTTP 400: Invalid request body" in text, "the 400 path did not run"
     assert "(key [redacted])" in text, "no answer echoed a key; the redaction was not tested"
     assert "BRAZE_REST_API_KEY is not set" in text, "the missing key path did not run"
+    assert "Braze rejected 1 change(s)" in text, "the partial path did not run"
+    assert "dry run: would send" in text, "the dry run path did not run"
     assert flagged(braze, "cohort_audience") == {f"u{n}" for n in range(100, 410)} - {"u405"}
-
-    for output in outputs:
-        for secret in secrets:
-            assert secret not in output
 
     scanned = 0
     for path in Path(project.root).rglob("*"):
