@@ -3,6 +3,7 @@ delivery tests compare it with the history (GET /_local/requests)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 
@@ -11,14 +12,33 @@ def users_applied(requests: list[dict[str, Any]]) -> list[str]:
     return [r["digest"] for r in requests if r.get("endpoint") == "users" and 200 <= r.get("status", 0) < 300]
 
 
-def received_twice(braze, starts: list[int]) -> list[int]:
+def track_applied(requests: list[dict[str, Any]]) -> list[str]:
+    """Digests of the /users/track requests the endpoint applied objects of, in
+    order (a digest names the objects it applied; one that applied none, every
+    object ignored or rejected, names nothing and is left out)."""
+    return [r["digest"] for r in requests
+            if r.get("endpoint") == "track" and 200 <= r.get("status", 0) < 300 and r.get("applied")]
+
+
+def track_objects_applied(requests: list[dict[str, Any]]) -> list[str]:
+    """Digests of every /users/track object the endpoint applied, in order (the
+    same object sent twice has the same digest)."""
+    return [digest for r in requests
+            if r.get("endpoint") == "track" and 200 <= r.get("status", 0) < 300
+            for digest in r.get("object_digests", ())]
+
+
+def received_twice(
+    braze, starts: list[int], applied: Callable[[list[dict[str, Any]]], list[str]] = users_applied
+) -> list[int]:
     """Per run (each starting at its index in the endpoint's requests): the
-    batches it delivered that an earlier run had delivered already."""
+    batches it delivered that an earlier run had delivered already (`applied`:
+    users_applied for the partner cohort import, track_applied for /users/track)."""
     requests = braze.requests()
     seen: set[str] = set()
     twice = []
     for start, end in zip(starts, [*starts[1:], len(requests)], strict=True):
-        applied = set(users_applied(requests[start:end]))
-        twice.append(len(applied & seen))
-        seen |= applied
+        delivered = set(applied(requests[start:end]))
+        twice.append(len(delivered & seen))
+        seen |= delivered
     return twice

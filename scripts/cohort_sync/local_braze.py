@@ -73,6 +73,17 @@ _PHONE = re.compile(r"^\+[1-9]\d{1,14}$")  # E.164, as Braze requires of a phone
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
 
 
+class _Server(ThreadingHTTPServer):
+    """A thread per connection, and a listen backlog for a publisher's burst of
+    new connections (up to COHORT_SYNC_CONCURRENCY at once, again after each
+    dropped one): with socketserver's default of 5 the kernel drops the
+    excess, and connections stall a second or fail before reaching the
+    handler, which no fault rule asked for."""
+
+    daemon_threads = True
+    request_queue_size = 128
+
+
 class _Reject(Exception):
     def __init__(self, status: int, message: str, errors: list[Any] | None = None) -> None:
         super().__init__(message)
@@ -349,8 +360,7 @@ class LocalBraze:
         self._requests: list[dict[str, Any]] = []
         self._faults: list[dict[str, Any]] = []
         self._random = random.Random(7)
-        self._server = ThreadingHTTPServer((host, port), _handler_for(self))
-        self._server.daemon_threads = True
+        self._server = _Server((host, port), _handler_for(self))
         self._thread: threading.Thread | None = None
 
     @property

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 import requests
 
@@ -445,3 +447,15 @@ def test_track_faults_are_injected_like_the_cohort_endpoints(track, braze):
     faults = [e["fault"] for e in braze.requests() if "fault" in e]
     assert [e["endpoint"] for e in braze.requests() if "fault" in e] == ["track"] * 4
     assert faults[0] == {"status": 503, "retry_after": 2, "headers": {"X-Ratelimit-Retry-After": "2"}}
+
+
+def test_a_burst_of_new_connections_is_served_without_stalls_or_errors(post, braze):
+    """A publisher opens up to COHORT_SYNC_CONCURRENCY (16) connections at once, and again after
+    dropped ones: each must reach the handler (a listen backlog of 5 drops the excess)."""
+    def name(n: int) -> int:
+        return post("/cohorts", cohort_id=f"c{n}", name="n", created_at="2026-01-01T00:00:00Z").status_code
+
+    for _ in range(3):
+        with ThreadPoolExecutor(max_workers=32) as pool:  # a new session, so a new connection, each
+            assert list(pool.map(name, range(32))) == [201] * 32
+    assert len(braze.requests()) == 96

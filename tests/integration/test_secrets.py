@@ -13,7 +13,8 @@ pytestmark = pytest.mark.dbt
 
 def test_keys_never_leak_through_any_path(make_project, braze, keys, monkeypatch):
     wrong_key = "IMPORTKEY-WRONG-" + keys["data_import_key"][-12:]
-    secrets = [keys["partner_api_key"], keys["data_import_key"], wrong_key]
+    # The REST API key is set too (braze_env), unused by a partner cohort: it must not leak either.
+    secrets = [keys["partner_api_key"], keys["data_import_key"], keys["rest_api_key"], wrong_key]
     project = make_project([{"model": "audience", "name": "Audience"}])
     project.set_audience("audience", {"external_id": [f"u{n}" for n in range(1_500)]})
     outputs: list[str] = []
@@ -76,3 +77,4 @@ def test_keys_never_leak_through_any_path(make_project, braze, keys, monkeypatch
                     assert hits == 0, f"{secret[:10]}... found in {schema}.{table}.{column}"
     assert scanned > 10
     assert os.environ["BRAZE_DATA_IMPORT_KEY"] == ""
+    assert os.environ["BRAZE_REST_API_KEY"] == keys["rest_api_key"]  # it was in every run's environment
