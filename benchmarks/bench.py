@@ -41,10 +41,10 @@ import requests
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from cohort_sync.engines import DuckDBEngine  # noqa: E402
-from cohort_sync.ledger import Ledger  # noqa: E402
-from cohort_sync.publish import PublishOptions, publish_run  # noqa: E402
-from cohort_sync.warehouse import relations_from_manifest  # noqa: E402
+from cohort_sync.run.publish import PublishOptions, publish_run  # noqa: E402
+from cohort_sync.warehouse.engines import DuckDBEngine  # noqa: E402
+from cohort_sync.warehouse.ledger import Ledger  # noqa: E402
+from cohort_sync.warehouse.target import relations_from_manifest  # noqa: E402
 from tests.measure import peak_rss_kb  # noqa: E402
 from tests.sync_project import BIN, SyncProject  # noqa: E402
 

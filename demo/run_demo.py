@@ -26,7 +26,7 @@ from pathlib import Path
 
 import duckdb
 
-from cohort_sync.local_braze import LocalBraze
+from cohort_sync.braze.local import LocalBraze
 
 DEMO = Path(__file__).resolve().parent
 BIN = Path(sys.executable).parent

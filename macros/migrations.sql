@@ -23,7 +23,7 @@
   To change a state table: change state_table_columns() (what a new
   warehouse gets) and append a step here (what an existing one needs).
   Never edit or reorder a released step. Keep STATE_SCHEMA_STEP in
-  scripts/cohort_sync/migrations.py equal to the last step's name.
+  scripts/cohort_sync/warehouse/migrations.py equal to the last step's name.
 #}
 {% macro state_migrations() %}
   {%- set string = dbt.type_string() -%}
@@ -160,7 +160,7 @@
   `add columns (...)`, without a default: Hive-format tables, Spark before
   3.4 and Delta without its column-defaults feature refuse one, so rows
   already there read null (the publisher reads such a column with its
-  default: HISTORY_DEFAULTS in scripts/cohort_sync/ledger.py).
+  default: HISTORY_DEFAULTS in scripts/cohort_sync/run/history.py).
 #}
 {% macro spark__add_state_columns(table_name, columns) %}
   {%- set events = table_name in cohort_sync.state_event_keys() -%}

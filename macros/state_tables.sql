@@ -120,7 +120,7 @@
   updates is an append-only event log (`<name>_events`: its columns plus
   is_live and event_seq) behind a view `<name>` of the live rows. Models
   read the views like any other source. Keep the tables in step with
-  EVENT_TABLES in scripts/cohort_sync/ledger.py.
+  EVENT_TABLES in scripts/cohort_sync/warehouse/ledger.py.
 #}
 {% macro state_event_keys() %}
   {{ return({

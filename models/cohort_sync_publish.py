@@ -26,8 +26,8 @@ def model(dbt, session):
     dbt.source("cohort_sync", "schema_migrations")
     dbt.source("cohort_sync", "rejected_changes")
 
-    from cohort_sync.dbt_model import as_bool, publish_in_dbt
-    from cohort_sync.ledger import Relations
+    from cohort_sync.run.dbt_model import as_bool, publish_in_dbt
+    from cohort_sync.warehouse.ledger import Relations
 
     # dbt's generated module-level ref()/source() resolve a name to its
     # rendered relation when given a loader; str keeps just the name.

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from cohort_sync.local_braze import LocalBraze
+from cohort_sync.braze.local import LocalBraze
 from tests.receivers import MailServer, WebhookReceiver
 from tests.sync_project import SyncProject
 from tests.warehouses import (

@@ -22,7 +22,7 @@ from typing import Any
 
 import duckdb
 
-from cohort_sync.engines import pyformat, spark_sql
+from cohort_sync.warehouse.engines import pyformat, spark_sql
 
 ENGINES = ("duckdb", "postgres", "spark")
 

@@ -28,11 +28,11 @@ from .config import (
     REST_API_KEY_VAR,
     ConfigError,
 )
-from .ledger import Ledger, LockHeldError, StaleSchemaError
-from .migrations import open_current_ledger
-from .publish import PublishOptions, publish_run
-from .summary import format_notifications, format_summary, format_table
-from .warehouse import WarehouseError, resolve_target
+from .ops.summary import format_notifications, format_summary, format_table
+from .run.publish import PublishOptions, publish_run
+from .warehouse.ledger import Ledger, LockHeldError, StaleSchemaError
+from .warehouse.migrations import open_current_ledger
+from .warehouse.target import WarehouseError, resolve_target
 
 log = logging.getLogger("cohort_sync")
 T = TypeVar("T")
@@ -169,7 +169,7 @@ def _report(args: argparse.Namespace) -> int:
     from datetime import datetime, timezone
     from pathlib import Path
 
-    from .report import render_report
+    from .ops.report import render_report
 
     sizes, recent = _read(args, lambda ledger: (ledger.successful_syncs(), ledger.history(limit=args.limit)))
     page = render_report(sizes, recent, datetime.now(timezone.utc))
@@ -179,7 +179,7 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _local_braze(args: argparse.Namespace) -> int:
-    from .local_braze import LocalBraze
+    from .braze.local import LocalBraze
 
     partner = (PARTNER_NAME_VAR, PARTNER_API_KEY_VAR, DATA_IMPORT_KEY_VAR)
     if not any(os.environ.get(v) for v in (*partner, REST_API_KEY_VAR)):

@@ -8,15 +8,15 @@ from datetime import datetime, timezone
 
 import pytest
 
-from cohort_sync.client import (
+from cohort_sync.braze.client import (
     BrazeAuthError,
     BrazeClient,
     BrazeRejectedError,
     BrazeUnavailableError,
     ObjectError,
 )
+from cohort_sync.braze.local import LocalBraze
 from cohort_sync.config import BrazeSettings, ConfigError
-from cohort_sync.local_braze import LocalBraze
 from tests.conftest import PARTNER_NAME
 
 
@@ -46,7 +46,7 @@ def test_transient_failures_are_retried_and_logged(client, braze, caplog):
         {"endpoint": "users", "times": 1, "status": 503},
         {"endpoint": "users", "times": 1, "drop": "before"},
     ])
-    with caplog.at_level(logging.WARNING, logger="cohort_sync.client"):
+    with caplog.at_level(logging.WARNING, logger="cohort_sync.braze.client"):
         ack = client.update_cohort("c1", [{"user_ids": ["u1"]}])
     assert (ack.status, ack.attempts) == (201, 4)
     reasons = [r.getMessage() for r in caplog.records]
@@ -155,7 +155,7 @@ def test_track_is_acknowledged_and_applied(track_client, braze, caplog, keys):
     assert (ack.status, ack.attempts, ack.errors) == (201, 1, ())
     assert ready == [1]
     assert braze.profiles()[0]["attributes"] == {"cohort_loyal": True}
-    [line] = [r.getMessage() for r in caplog.records if r.name == "cohort_sync.client"]
+    [line] = [r.getMessage() for r in caplog.records if r.name == "cohort_sync.braze.client"]
     assert line.startswith("POST /users/track batch=3 objects=1 cohorts=loyal attempt=1: HTTP 201 in ")
     assert keys["rest_api_key"] not in caplog.text and "Bearer" not in caplog.text
 
@@ -244,7 +244,7 @@ def test_track_retries_transient_failures_like_the_cohort_calls(track_client, br
         {"endpoint": "track", "times": 1, "status": 503},
         {"endpoint": "track", "times": 1, "drop": "before"},
     ])
-    with caplog.at_level(logging.WARNING, logger="cohort_sync.client"):
+    with caplog.at_level(logging.WARNING, logger="cohort_sync.braze.client"):
         ack = track_client.track(body({"external_id": "u1", "visits": {"inc": 1}}), detail="batch=1")
     assert (ack.status, ack.attempts) == (201, 4)
     reasons = [r.getMessage() for r in caplog.records]

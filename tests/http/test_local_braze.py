@@ -82,7 +82,7 @@ def test_injected_faults_are_consumed_in_order(post, braze):
 
 
 def test_rate_limit_answers_429_beyond_the_window(keys):
-    from cohort_sync.local_braze import LocalBraze
+    from cohort_sync.braze.local import LocalBraze
 
     with LocalBraze(partner_name=PARTNER_NAME, rate_limit_per_hour=3600, **keys) as server:  # 10 per 10 s
         body = {"partner_api_key": keys["partner_api_key"], "client_secret": keys["data_import_key"],
@@ -126,7 +126,7 @@ def test_track_needs_the_rest_api_key_as_a_bearer_token(track, braze, key):
 
 
 def test_without_a_rest_api_key_every_track_call_is_401(keys):
-    from cohort_sync.local_braze import LocalBraze
+    from cohort_sync.braze.local import LocalBraze
 
     partner = {k: v for k, v in keys.items() if k != "rest_api_key"}
     with LocalBraze(partner_name=PARTNER_NAME, **partner) as server:
@@ -194,7 +194,7 @@ def test_at_most_75_objects_in_total_across_the_three_arrays(track, braze):
 
 
 def test_max_track_objects_is_configurable(keys, track):
-    from cohort_sync.local_braze import LocalBraze
+    from cohort_sync.braze.local import LocalBraze
 
     with LocalBraze(partner_name=PARTNER_NAME, max_track_objects=2, **keys) as server:
         assert track({"attributes": [{"external_id": "a"}] * 3}, server=server).status_code == 400
@@ -393,7 +393,7 @@ def test_the_request_log_digests_what_was_applied(track, braze):
 
 
 def test_track_rate_limit_is_a_fixed_window_with_brazes_headers(keys, track):
-    from cohort_sync.local_braze import LocalBraze
+    from cohort_sync.braze.local import LocalBraze
 
     now = [3000.5]  # the window is [3000, 3003)
     with LocalBraze(partner_name=PARTNER_NAME, track_rate_limit=(2, 3.0), clock=lambda: now[0], **keys) as server:
@@ -419,7 +419,7 @@ def test_every_track_answer_carries_the_rate_headers_unless_disabled(keys, track
     assert track({"attributes": [{"external_id": "u1"}]}, key="wrong").headers["X-RateLimit-Limit"] == "3000"
     braze.set_faults([{"endpoint": "track", "times": 1, "status": 503}])
     assert track({"attributes": [{"external_id": "u1"}]}).headers["X-RateLimit-Remaining"] == "2998"
-    from cohort_sync.local_braze import LocalBraze
+    from cohort_sync.braze.local import LocalBraze
 
     with LocalBraze(partner_name=PARTNER_NAME, track_rate_limit=None, **keys) as server:
         response = track({"attributes": [{"external_id": "u1"}]}, server=server)

@@ -10,8 +10,8 @@ from datetime import datetime, timedelta
 import pytest
 
 from cohort_sync.config import ConfigError, SmtpSettings
-from cohort_sync.ledger import HistoryRow
-from cohort_sync.notify import Notifier, Recipient, Streak, owed, recipients_from_json, summary_payload
+from cohort_sync.ops.notify import Notifier, Recipient, Streak, owed, recipients_from_json, summary_payload
+from cohort_sync.warehouse.ledger import HistoryRow
 from tests.receivers import free_port
 
 AT = datetime(2026, 3, 2, 6, 0, 5)

@@ -12,8 +12,8 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from cohort_sync.migrations import STATE_SCHEMA_STEP, StateBehindError, open_current_ledger
-from cohort_sync.warehouse import resolve_target
+from cohort_sync.warehouse.migrations import STATE_SCHEMA_STEP, StateBehindError, open_current_ledger
+from cohort_sync.warehouse.target import resolve_target
 from tests.conftest import PARTNER_NAME
 from tests.sync_project import REPO
 

@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 
 from cohort_sync.cli import main as cli_main
-from cohort_sync.ledger import Ledger, StaleSchemaError
-from cohort_sync.warehouse import open_ledger, resolve_target
+from cohort_sync.warehouse.ledger import Ledger, StaleSchemaError
+from cohort_sync.warehouse.target import open_ledger, resolve_target
 from tests.endpoint_requests import received_twice
 from tests.sync_project import SyncProject, failure_text
 from tests.warehouses import ENGINES, PostgresWarehouse, SparkOwnProcesses, Warehouse, free_port

@@ -23,10 +23,10 @@ import yaml
 
 from cohort_sync import __version__
 from cohort_sync.cli import main as cli_main
-from cohort_sync.engines import DuckDBEngine
-from cohort_sync.ledger import Ledger
-from cohort_sync.migrations import STATE_SCHEMA_STEP
-from cohort_sync.warehouse import open_ledger, relations_from_manifest, resolve_target
+from cohort_sync.warehouse.engines import DuckDBEngine
+from cohort_sync.warehouse.ledger import Ledger
+from cohort_sync.warehouse.migrations import STATE_SCHEMA_STEP
+from cohort_sync.warehouse.target import open_ledger, relations_from_manifest, resolve_target
 from tests.sync_project import BIN, REPO, SyncProject
 from tests.warehouses import PostgresWarehouse, SparkWarehouse
 

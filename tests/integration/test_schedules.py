@@ -11,12 +11,12 @@ from html.parser import HTMLParser
 import duckdb
 import pytest
 
-from cohort_sync.client import BrazeClient
+from cohort_sync.braze.client import BrazeClient
 from cohort_sync.config import BrazeSettings
-from cohort_sync.engines import DuckDBEngine
-from cohort_sync.ledger import Ledger
-from cohort_sync.publish import PublishOptions, publish
-from cohort_sync.warehouse import relations_from_manifest
+from cohort_sync.run.publish import PublishOptions, publish
+from cohort_sync.warehouse.engines import DuckDBEngine
+from cohort_sync.warehouse.ledger import Ledger
+from cohort_sync.warehouse.target import relations_from_manifest
 from tests.sync_project import failure_text
 
 pytestmark = pytest.mark.dbt

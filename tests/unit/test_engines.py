@@ -7,9 +7,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from cohort_sync.engines import pyformat, spark_literal, spark_sql
-from cohort_sync.ledger import Relations
-from cohort_sync.warehouse import redact_credentials
+from cohort_sync.warehouse.engines import pyformat, spark_literal, spark_sql
+from cohort_sync.warehouse.ledger import Relations
+from cohort_sync.warehouse.target import redact_credentials
 
 NASTY = ["plain", "it's", "back\\slash", "\\'", "new\nline", "'; drop table x; --", "ünïcødé", ""]
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from cohort_sync.payload import Change, build_cohort_changes, count_changes
+from cohort_sync.braze.payload import Change, build_cohort_changes, count_changes
 
 
 def change(kind: str, value, remove: bool = False, batch: int = 1) -> Change:
@@ -59,7 +59,7 @@ def test_count_changes():
 def test_composed_cohort_changes_match_the_python_builder():
     import json
 
-    from cohort_sync.payload import compose_cohort_changes
+    from cohort_sync.braze.payload import compose_cohort_changes
 
     text = compose_cohort_changes(
         ['["gone"]', None, '["old-device"]'],

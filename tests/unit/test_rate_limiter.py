@@ -4,7 +4,7 @@ import bisect
 
 import pytest
 
-from cohort_sync.client import RateLimiter, observe_rate_headers
+from cohort_sync.braze.client import RateLimiter, observe_rate_headers
 
 
 class FakeTime:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from cohort_sync.warehouse import resolve_target
+from cohort_sync.warehouse.target import resolve_target
 from tests.sync_project import REPO
 from tests.warehouses import spark_output
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from cohort_sync.ledger import HistoryRow
-from cohort_sync.report import render_report
+from cohort_sync.ops.report import render_report
+from cohort_sync.warehouse.ledger import HistoryRow
 
 
 def row(cohort_id: str, day: int, members: int, status: str = "success", name: str = "Churn") -> HistoryRow:

@@ -6,7 +6,7 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from cohort_sync.schedule import Schedule
+from cohort_sync.run.schedule import Schedule
 
 START = datetime(2026, 1, 1, 0, 0)  # naive UTC, as stored
 TICK = timedelta(minutes=15)

@@ -5,8 +5,8 @@ stale; any other error is the engine's own."""
 import duckdb
 import pytest
 
-from cohort_sync.engines import DuckDBEngine
-from cohort_sync.ledger import EXPECTED_COLUMNS, Ledger, Relations, StaleSchemaError
+from cohort_sync.warehouse.engines import DuckDBEngine
+from cohort_sync.warehouse.ledger import EXPECTED_COLUMNS, Ledger, Relations, StaleSchemaError
 
 
 class Counting(DuckDBEngine):

@@ -31,15 +31,13 @@ from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlsplit
 
 import requests
 
-from .config import NOTIFY_TIMEOUT_VAR, ConfigError, SmtpSettings, is_loopback, positive_number
-
-if TYPE_CHECKING:
-    from .ledger import HistoryRow
+from ..config import NOTIFY_TIMEOUT_VAR, ConfigError, SmtpSettings, is_loopback, positive_number
+from ..run.history import HistoryRow
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from html import escape
 
-from .ledger import HistoryRow
+from ..run.history import HistoryRow
 from .summary import first_line
 
 WIDTH, HEIGHT, PAD = 640, 160, 36

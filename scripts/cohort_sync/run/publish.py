@@ -31,11 +31,12 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
-from .client import BrazeAuthError, BrazeClient, BrazeError
-from .config import BrazeSettings, ConfigError
-from .ledger import SYNCED, CohortPlan, HistoryRow, Ledger, rejected_counts, rejected_objects
-from .notify import NOTIFY_CATCH_UP, NotificationRecord, Notifier, Recipient, owed
-from .payload import PlannedRequest, name_request
+from ..braze.client import BrazeAuthError, BrazeClient, BrazeError
+from ..braze.payload import PlannedRequest, name_request
+from ..config import BrazeSettings, ConfigError
+from ..ops.notify import NOTIFY_CATCH_UP, NotificationRecord, Notifier, Recipient, owed
+from ..warehouse.ledger import CohortPlan, Ledger, rejected_counts, rejected_objects
+from .history import SYNCED, HistoryRow
 
 log = logging.getLogger(__name__)
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
-from .ledger import HistoryRow
+from ..run.history import HistoryRow
 from .notify import NotificationRecord
 
 if TYPE_CHECKING:
-    from .publish import RunSummary
+    from ..run.publish import RunSummary
 
 _COLUMNS = (
     ("cohort", lambda r: r.cohort_id),

@@ -34,7 +34,7 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.exceptions import NewConnectionError
 
-from .config import (
+from ..config import (
     COHORT_IMPORT,
     DATA_IMPORT_KEY_VAR,
     PARTNER_API_KEY_VAR,

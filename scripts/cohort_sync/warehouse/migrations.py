@@ -19,9 +19,9 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from . import __version__
+from .. import __version__
 from .ledger import Ledger
-from .warehouse import (
+from .target import (
     PACKAGE,
     StaleManifestError,
     Target,

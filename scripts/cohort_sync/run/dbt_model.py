@@ -6,10 +6,10 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from .engines import DuckDBEngine
-from .ledger import Ledger, Relations
+from ..ops.summary import format_summary
+from ..warehouse.engines import DuckDBEngine
+from ..warehouse.ledger import Ledger, Relations
 from .publish import PublishOptions, publish_run
-from .summary import format_summary
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,3 @@
+"""Operations around the runs: notifications (notify), the terminal summary and tables
+(summary), and the HTML report (report).
+"""

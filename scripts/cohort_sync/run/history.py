@@ -1,0 +1,75 @@
+"""One row of cohort_sync_run_history: what a run recorded for a cohort.
+
+The ledger writes and reads these rows; notifications, the summary and the
+report are about them. Kept apart from both, so neither imports the other.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from datetime import datetime
+
+from .. import __version__
+
+
+@dataclass
+class HistoryRow:
+    """One row of cohort_sync_run_history: one cohort in one run.
+
+    status: success, partial (delivered, except the changes Braze rejected:
+    see rejected), failed, blocked, not_due, dry_run, skipped (the run
+    stopped, after a 401 on another cohort, before attempting it), or
+    interrupted (the run died before recording the cohort; the next run
+    that takes the lock records it, once, from what the dead run left).
+
+    The counters, for the cohort in this run:
+
+    - requests: distinct requests sent (the name call included), each once
+      however many attempts it took, whatever became of it: acknowledged,
+      refused, or given up after retries. A request that never left (the
+      run stopped first) is not one. dry_run: the requests that would be
+      sent. interrupted: those acknowledged, plus those in flight when the
+      run died.
+    - retries: attempts beyond each request's first (interrupted: 0, unknown).
+    - resent_batches: requests this run sent again that an earlier run may
+      have delivered: that run sent them and no acknowledgement of it is
+      on record (it died first, or the request failed in a way Braze may
+      have applied: a 5xx, a timeout, a connection lost after sending),
+      counted when this run's request is acknowledged or fails in such a
+      way too. A request refused with a 4xx, or that never connected, did
+      not reach Braze's data and is never counted later; one logged in the
+      delivery log was acknowledged and is not either. The same batch
+      counts once per run that sends it again. (Batches are matched by
+      number: exact while the plan is the one the earlier run published.)
+    - added, removed: identifiers of requests Braze acknowledged in this
+      run, as the delivery log holds them (dry_run: that would be sent).
+    - rejected: changes Braze rejected (objects a /users/track response
+      named in its errors), recorded in cohort_sync_rejected_changes.
+    - members_after: the cohort's members in the published state after the run.
+    """
+
+    run_id: str
+    cohort_id: str
+    cohort_name: str
+    entry_point: str
+    started_at: datetime
+    finished_at: datetime | None = None
+    status: str = "running"
+    added: int = 0
+    removed: int = 0
+    requests: int = 0
+    retries: int = 0
+    resent_batches: int = 0
+    rejected: int = 0
+    members_after: int | None = None
+    error: str | None = None
+    package_version: str = __version__  # the cohort-sync that wrote the row ('0.1.0' before 0.2.0)
+
+
+HISTORY_COLUMNS = tuple(f.name for f in fields(HistoryRow))
+#: What a history column added by a migration reads as in rows from before it
+#: (Spark adds columns without a default; the other engines fill it in).
+HISTORY_DEFAULTS = {"package_version": "'0.1.0'", "resent_batches": "0", "rejected": "0"}
+#: Statuses of a cohort that synced (its schedule counts it; partial: Braze
+#: rejected some changes, which need their data fixed, not a retry).
+SYNCED = ("success", "partial")
