@@ -124,8 +124,9 @@ class Bench:
             for table in ("published_state", "published_cohorts", "delivery_log", "inflight", "lock"):
                 con.execute(f"delete from cohort_sync_{table}")
             con.execute(
-                "insert into cohort_sync_published_state select ?, 'external_id:' || id, 'external_id', id, "
-                "null, null, null, 'seed', now() from (select 'u' || lpad(cast(i as varchar), 10, '0') as id "
+                "insert into cohort_sync_published_state (cohort_id, member_key, identifier_type, external_id, "
+                "delivery, run_id, acknowledged_at) select ?, 'external_id:' || id, 'external_id', id, "
+                "'cohort_import', 'seed', now() from (select 'u' || lpad(cast(i as varchar), 10, '0') as id "
                 "from range(0, ?) as t(i))",
                 [COHORT, size],
             )

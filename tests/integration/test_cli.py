@@ -114,7 +114,7 @@ def test_verbose_logs_every_attempt_of_every_request_without_a_key(shop, braze, 
     result = run(shop, "cohort-sync", "publish", "--verbose")
     assert result.returncode == 0, result.stdout + result.stderr
     line = re.compile(
-        r"INFO cohort_sync\.client: POST (?P<path>\S+) cohort=(?P<cohort>\S+) (?P<what>.+?) "
+        r"INFO cohort_sync\.braze\.client: POST (?P<path>\S+) cohort=(?P<cohort>\S+) (?P<what>.+?) "
         r"attempt=(?P<attempt>\d+): (?P<answer>.+) in (?P<ms>\d+) ms$"
     )
     logged = [m.groupdict() for m in map(line.search, result.stderr.splitlines()) if m]
