@@ -251,3 +251,22 @@ def test_a_full_resync_that_fails_fails_the_cohort(make_project, braze, rest_onl
     assert not project.run(vars={"cohort_sync_full_resync": True}).success
     row = history(project, "buyers")
     assert row["status"] == "failed" and "HTTP 503" in row["error"]
+
+
+def test_publishing_only_partner_cohorts_needs_no_rest_key(make_project, braze, braze_env, monkeypatch):
+    monkeypatch.delenv("BRAZE_REST_API_KEY")
+    seed(braze, ["u1"])
+    project = make_project([
+        {"model": "buyers", "name": "Buyers", "delivery": "attribute"},
+        {"model": "churn", "name": "Churn"},
+    ])
+    project.set_audience("buyers", {"external_id": ["u1"]})
+    project.set_audience("churn", {"external_id": ["u1"]})
+    built = project.cli("dbt", "run", "--vars", '{"cohort_sync_publish_on_run": false}')
+    assert built.returncode == 0, built.stdout
+    publish = project.cli("cohort-sync", "publish")
+    assert publish.returncode == 2 and "BRAZE_REST_API_KEY is not set" in publish.stderr
+    assert braze.requests() == []
+    only = project.cli("cohort-sync", "publish", "--cohort", "churn")
+    assert only.returncode == 0, only.stderr
+    assert braze.cohorts()["churn"]["user_ids"] == ["u1"]

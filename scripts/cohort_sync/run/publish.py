@@ -126,7 +126,7 @@ def publish_run(
     client = None
     try:
         ledger.check_schema()
-        settings = None if options.dry_run else BrazeSettings.from_env(families=ledger.endpoint_families())
+        settings = None if options.dry_run else BrazeSettings.from_env(families=ledger.endpoint_families(options.only))
         client = BrazeClient(settings, pool_size=options.concurrency) if settings else None
         return publish(ledger, client, entry_point=entry_point, options=options)
     finally:

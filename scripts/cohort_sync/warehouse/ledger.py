@@ -286,14 +286,17 @@ class Ledger:
             ))
         return plans
 
-    def endpoint_families(self) -> set[str]:
+    def endpoint_families(self, only: frozenset[str] = frozenset()) -> set[str]:
         """The Braze endpoint families the plan needs: 'cohort_import' (partner
         keys) and 'users_track' (the REST API key), from the deliveries of the
-        cohorts to publish and of the changes planned."""
+        cohorts to publish and of the changes planned (of the cohorts in
+        `only`, when given: `--cohort`)."""
         r = self.relations
+        among = f" and cohort_id in ({', '.join('?' for _ in only)})" if only else ""
         rows = self.engine.query(
-            f"select distinct delivery from {r.cohorts} where action <> 'keep' "
-            f"union select distinct delivery from {r.changes}"
+            f"select distinct delivery from {r.cohorts} where action <> 'keep'{among} "
+            f"union select distinct delivery from {r.changes} where 1 = 1{among}",
+            [*sorted(only), *sorted(only)],
         )
         return {"users_track" if row[0] == "attribute" else "cohort_import" for row in rows if row[0]}
 
