@@ -507,12 +507,7 @@ class LocalBraze:
         try:
             if not match:
                 raise _Reject(404, f"no such endpoint: {path}")
-            try:
-                body = json.loads(raw or b"")
-            except ValueError:
-                raise _Reject(400, "request body must be JSON") from None
-            if not isinstance(body, dict):
-                raise _Reject(400, "request body must be a JSON object")
+            body = _json_object(raw)
             if match["partner"] != self.partner_name:
                 raise _Reject(401, "Partner not enabled for this client")
             if body.get("partner_api_key") != self._keys[0]:
@@ -738,15 +733,21 @@ class LocalBraze:
         return self._track_rejects.get(value)
 
 
-def _track_arrays(raw: bytes, limit: int) -> dict[str, list[Any]]:
-    """The arrays of a /users/track body; _Reject(400), nothing applied, when
-    the request as a whole is malformed, empty or holds too many objects."""
+def _json_object(raw: bytes) -> dict[str, Any]:
+    """A request body that must be a JSON object; _Reject(400) otherwise."""
     try:
         body = json.loads(raw or b"")
     except ValueError:
         raise _Reject(400, "request body must be JSON") from None
     if not isinstance(body, dict):
         raise _Reject(400, "request body must be a JSON object")
+    return body
+
+
+def _track_arrays(raw: bytes, limit: int) -> dict[str, list[Any]]:
+    """The arrays of a /users/track body; _Reject(400), nothing applied, when
+    the request as a whole is malformed, empty or holds too many objects."""
+    body = _json_object(raw)
     problems = [f"unknown field '{key}'" for key in body if key not in TRACK_ARRAYS]
     problems += [f"'{key}' must be an array" for key in TRACK_ARRAYS if key in body and not isinstance(body[key], list)]
     if problems:

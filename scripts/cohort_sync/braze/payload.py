@@ -207,13 +207,18 @@ class TrackChange(NamedTuple):
 TRACK_CHANGE_COLUMNS = TrackChange._fields
 
 
+def identifier_value(change: TrackChange) -> str | None:
+    """The value of the member's identifier (for an alias, its name)."""
+    return {"external_id": change.external_id, "alias": change.alias_name, "braze_id": change.braze_id,
+            "email": change.email, "phone": change.phone}.get(change.identifier_type)
+
+
 def track_identifier(change: TrackChange) -> dict[str, Any]:
     """The member's identifier in a /users/track object."""
     kind = change.identifier_type
     if kind == "alias" and change.alias_name and change.alias_label:
         return {"user_alias": {"alias_name": change.alias_name, "alias_label": change.alias_label}}
-    value = {"external_id": change.external_id, "braze_id": change.braze_id,
-             "email": change.email, "phone": change.phone}.get(kind)
+    value = identifier_value(change) if kind != "alias" else None
     if not value:
         raise ValueError(f"change {change.member_key!r} has no usable {kind!r} identifier for /users/track")
     return {kind: value}
@@ -241,10 +246,10 @@ def track_request(kind: str, number: int, changes: Iterable[TrackChange]) -> Pla
                 body[row.attribute_name] = None if row.should_remove else True
             counts.setdefault(row.cohort_id, [0, 0])[1 if row.should_remove else 0] += 1
         first = rows[0]
-        value = {"external_id": first.external_id, "alias": first.alias_name, "braze_id": first.braze_id,
-                 "email": first.email, "phone": first.phone}.get(first.identifier_type)
         objects.append(TrackObject(
-            member_key, (first.identifier_type, value, first.alias_label if first.identifier_type == "alias" else None),
+            member_key,
+            (first.identifier_type, identifier_value(first),
+             first.alias_label if first.identifier_type == "alias" else None),
             tuple((row.cohort_id, row.attribute_name, bool(row.should_remove)) for row in rows),
         ))
         bodies.append(body)

@@ -459,7 +459,7 @@ class Ledger:
         sending: list[PlannedRequest],
         at: datetime,
         abandoned: list[PlannedRequest] | tuple = (),
-    ) -> list[dict[str, tuple[int, int]]]:
+    ) -> None:
         """Apply the acknowledged requests, log them, clear their in-flight
         notes and those of the `abandoned` requests (failed before Braze
         could apply them), and note the requests about to be sent: in one
@@ -476,9 +476,6 @@ class Ledger:
         the run stops without logging the batch (transactional engines also
         record nothing of it; on Spark its removals may already be appended,
         which the next plan, built from that state, accounts for).
-
-        Returns, per acknowledged request, the changes Braze rejected per
-        cohort, as (adds, removes).
         """
         rejected = [rejected_objects(q, ack) for q, ack in acknowledged]
         counts = [rejected_counts(q, objects) for (q, _), objects in zip(acknowledged, rejected, strict=True)]
@@ -501,7 +498,6 @@ class Ledger:
                 self._clear_inflight(run_id, list(abandoned))
             if sending:
                 self._insert_inflight(run_id, sending, at)
-        return counts
 
     def _apply_batches(
         self, run_id: str, plan_id: str | None, delivery: str,
