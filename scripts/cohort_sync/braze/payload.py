@@ -20,7 +20,6 @@ from typing import Any, NamedTuple
 MAX_IDENTIFIERS_PER_REQUEST = 1000
 MAX_TRACK_OBJECTS = 75
 IDENTIFIER_KEYS = ("user_ids", "aliases", "device_ids")
-COHORT_IMPORT_KINDS = ("name", "users", "resync")
 TRACK_KINDS = ("track", "track_resync")
 
 
