@@ -1,0 +1,267 @@
+{#
+  Attribute values of a sync's model, typed, in portable SQL.
+
+  Each column a sync sends has a kind, from its type in the warehouse:
+  string, number (integers, floats, decimals), boolean, date, time
+  (timestamps, with or without a zone), array (of strings, a set) or json
+  (DuckDB's JSON, PostgreSQL's json and jsonb; Spark has no JSON type).
+  For each value the warehouse renders:
+
+  - value_text: what the publisher sends, as text it turns into JSON
+    (scripts/cohort_sync/braze/payload.py, `attribute_value`): a string as
+    is; a number in its shortest form (an integral value without a
+    fraction); true/false; a date as YYYY-MM-DD; a time as milliseconds
+    since the epoch (sent as ISO 8601 in UTC); an array as a JSON array of
+    its distinct elements, sorted; json as its text;
+  - canonical: what is compared, so equal values of other representations
+    (1 and 1.0, the same instant in another zone, JSON with its keys in
+    another order, an array in another order) are equal;
+  - the reason the value cannot be sent, or null.
+#}
+
+{# The kind of a column, from its data type; none when no kind fits. #}
+{% macro attribute_kind(column) %}
+  {%- set dtype = column.dtype | lower | trim -%}
+  {%- if dtype in ['boolean', 'bool'] -%}
+    {{ return('boolean') }}
+  {%- elif dtype == 'date' -%}
+    {{ return('date') }}
+  {%- elif dtype.startswith('timestamp') or dtype == 'datetime' -%}
+    {{ return('time') }}
+  {%- elif dtype.endswith('[]') or dtype == 'array' or dtype.startswith('array<') -%}
+    {{ return('array') }}
+  {%- elif dtype in ['json', 'jsonb'] -%}
+    {{ return('json') }}
+  {%- elif modules.re.match('^(tinyint|smallint|int|integer|bigint|hugeint|uhugeint|ubigint|uinteger|usmallint|utinyint|int1|int2|int4|int8|long|short|byte|real|float|float4|float8|double|double precision|decimal|numeric)\\b', dtype) -%}
+    {{ return('number') }}
+  {%- elif column.is_string() or dtype in ['string', 'text', 'uuid', 'varchar', 'character varying', 'char', 'character', 'bpchar'] -%}
+    {{ return('string') }}
+  {%- endif -%}
+  {{ return(none) }}
+{% endmacro %}
+
+
+{#
+  The SQL of one attribute of one row: {text, canonical, reason}, each an
+  expression (reason: a string literal or null), for a column `expr` of
+  `kind`, sent as attribute `name`. `max_array` is the array cap.
+#}
+{% macro attribute_value_sql(expr, kind, name, max_array) %}
+  {%- set string = dbt.type_string() -%}
+  {%- set standard = name | lower in cohort_sync.braze_standard_fields() -%}
+  {%- if kind == 'string' -%}
+    {%- set text = "cast(" ~ expr ~ " as " ~ string ~ ")" -%}
+    {%- set reason = "case when " ~ dbt.length(text) ~ " > 255 then 'string_too_long' end" -%}
+  {%- elif kind == 'number' -%}
+    {%- set double = "cast(" ~ expr ~ " as " ~ cohort_sync.type_double() ~ ")" -%}
+    {%- set special = "lower(cast(" ~ double ~ " as " ~ string ~ ")) in ('nan', '-nan', 'inf', '-inf', '+inf', 'infinity', '-infinity', '+infinity')" -%}
+    {%- set text -%}
+      case
+            when {{ special }} then null
+            when {{ double }} = floor({{ double }}) and abs({{ double }}) < 1e15
+                then cast(cast({{ double }} as {{ dbt.type_bigint() }}) as {{ string }})
+            else cast({{ double }} as {{ string }})
+        end
+    {%- endset -%}
+    {%- set reason = "case when " ~ special ~ " then 'not_a_finite_number' end" -%}
+  {%- elif kind == 'boolean' -%}
+    {%- set text = "case when " ~ expr ~ " then 'true' else 'false' end" -%}
+    {%- set reason = "cast(null as " ~ string ~ ")" -%}
+  {%- elif kind == 'date' -%}
+    {%- set text = "cast(" ~ expr ~ " as " ~ string ~ ")" -%}
+    {%- set reason = "cast(null as " ~ string ~ ")" -%}
+  {%- elif kind == 'time' -%}
+    {%- set text = "cast(" ~ cohort_sync.epoch_milliseconds(expr) ~ " as " ~ string ~ ")" -%}
+    {%- set reason = "cast(null as " ~ string ~ ")" -%}
+  {%- elif kind == 'array' -%}
+    {%- set text = cohort_sync.string_set_json(expr) -%}
+    {%- set reason -%}
+      case
+            when {{ cohort_sync.array_has_null(expr) }} then 'array_has_null'
+            when {{ cohort_sync.array_distinct_size(expr) }} > {{ max_array }} then 'array_too_long'
+            when {{ cohort_sync.array_has_long_string(expr, 255) }} then 'string_too_long'
+        end
+    {%- endset -%}
+  {%- elif kind == 'json' -%}
+    {%- set text = "cast(" ~ expr ~ " as " ~ string ~ ")" -%}
+    {%- set reason = "cast(null as " ~ string ~ ")" -%}
+  {%- endif -%}
+  {%- set canonical = cohort_sync.json_canonical(expr) if kind == 'json' else text -%}
+  {%- if standard -%}
+    {%- set checked = cohort_sync.standard_field_sql(name | lower, expr, kind, text) -%}
+    {%- set text, reason = checked.text, "coalesce(" ~ checked.reason ~ ", " ~ reason ~ ")" -%}
+    {%- set canonical = text -%}
+  {%- endif -%}
+  {{ return({'text': text, 'canonical': canonical, 'reason': reason}) }}
+{% endmacro %}
+
+
+{#
+  Braze's standard profile fields, validated: {text, reason}. country
+  (ISO 3166-1 alpha-2, sent upper case), language (ISO 639-1, lower case),
+  gender (M, F, O, U, N or P), dob (a date, or text YYYY-MM-DD), time_zone
+  (an IANA name), email_subscribe and push_subscribe (opted_in,
+  unsubscribed, subscribed), email (lower case, one @), phone (E.164 once
+  spaces, hyphens, dots and parentheses are removed). The other standard
+  fields (names, home city) are strings.
+#}
+{% macro standard_field_sql(name, expr, kind, text) %}
+  {%- set string = dbt.type_string() -%}
+  {%- set invalid = "'invalid_" ~ name ~ "'" -%}
+  {%- set wrong_kind = kind not in (['string', 'date'] if name == 'dob' else ['string']) -%}
+  {%- if wrong_kind -%}
+    {{ return({'text': text, 'reason': invalid}) }}
+  {%- endif -%}
+  {%- set trimmed = cohort_sync.trim_whitespace(text) -%}
+  {%- if name == 'country' -%}
+    {%- set text = "upper(" ~ trimmed ~ ")" -%}
+    {%- set valid = text ~ " in " ~ cohort_sync.literal_list(modules.pytz.country_names.keys() | sort) -%}
+  {%- elif name == 'language' -%}
+    {%- set text = "lower(" ~ trimmed ~ ")" -%}
+    {%- set valid = text ~ " in " ~ cohort_sync.literal_list(cohort_sync.iso_639_1_codes()) -%}
+  {%- elif name == 'gender' -%}
+    {%- set text = "upper(" ~ trimmed ~ ")" -%}
+    {%- set valid = text ~ " in ('M', 'F', 'O', 'U', 'N', 'P')" -%}
+  {%- elif name == 'dob' and kind == 'date' -%}
+    {%- set valid = "1 = 1" -%}
+  {%- elif name == 'dob' -%}
+    {%- set text = trimmed -%}
+    {%- set valid -%}
+      ({{ dbt.length(text) }} = 10
+            and translate({{ text }}, '0123456789', '') = '--'
+            and substring({{ text }}, 5, 1) = '-' and substring({{ text }}, 8, 1) = '-'
+            and substring({{ text }}, 6, 2) between '01' and '12'
+            and substring({{ text }}, 9, 2) between '01' and '31')
+    {%- endset -%}
+  {%- elif name == 'time_zone' -%}
+    {%- set text = trimmed -%}
+    {%- set valid = text ~ " in " ~ cohort_sync.literal_list(modules.pytz.all_timezones | list) -%}
+  {%- elif name in ['email_subscribe', 'push_subscribe'] -%}
+    {%- set text = "lower(" ~ trimmed ~ ")" -%}
+    {%- set valid = text ~ " in ('opted_in', 'unsubscribed', 'subscribed')" -%}
+  {%- elif name == 'email' -%}
+    {%- set text = "lower(" ~ trimmed ~ ")" -%}
+    {%- set valid = "(" ~ text ~ " like '%_@_%' and " ~ text ~ " not like '%@%@%' and " ~ dbt.length(text) ~ " <= 255)" -%}
+  {%- elif name == 'phone' -%}
+    {%- set text = "replace(replace(replace(replace(replace(" ~ trimmed ~ ", ' ', ''), '-', ''), '.', ''), '(', ''), ')', '')" -%}
+    {%- set valid -%}
+      (substring({{ text }}, 1, 1) = '+' and {{ dbt.length(text) }} between 3 and 16
+            and substring({{ text }}, 2, 1) <> '0' and translate(substring({{ text }}, 2), '0123456789', '') = '')
+    {%- endset -%}
+  {%- else -%}
+    {{ return({'text': text, 'reason': "cast(null as " ~ string ~ ")"}) }}
+  {%- endif -%}
+  {{ return({'text': text, 'reason': "case when not " ~ valid ~ " then " ~ invalid ~ " end"}) }}
+{% endmacro %}
+
+
+{# ISO 639-1 language codes (Braze's `language`). #}
+{% macro iso_639_1_codes() %}
+  {{ return(('aa ab ae af ak am an ar as av ay az ba be bg bh bi bm bn bo br bs ca ce ch co cr cs cu cv cy '
+             ~ 'da de dv dz ee el en eo es et eu fa ff fi fj fo fr fy ga gd gl gn gu gv ha he hi ho hr ht hu '
+             ~ 'hy hz ia id ie ig ii ik io is it iu ja jv ka kg ki kj kk kl km kn ko kr ks ku kv kw ky la lb '
+             ~ 'lg li ln lo lt lu lv mg mh mi mk ml mn mr ms mt my na nb nd ne ng nl nn no nr nv ny oc oj om '
+             ~ 'or os pa pi pl ps pt qu rm rn ro ru rw sa sc sd se sg si sk sl sm sn so sq sr ss st su sv sw '
+             ~ 'ta te tg th ti tk tl tn to tr ts tt tw ty ug uk ur uz ve vi vo wa wo xh yi yo za zh zu').split()) }}
+{% endmacro %}
+
+
+{# The floating-point type (DuckDB's and Spark's `float` is four bytes). #}
+{% macro type_double() %}
+  {{ return(adapter.dispatch('type_double', 'cohort_sync')()) }}
+{% endmacro %}
+
+{% macro default__type_double() %}double{% endmacro %}
+
+{% macro postgres__type_double() %}double precision{% endmacro %}
+
+
+{# Milliseconds since the epoch of a timestamp (one without a zone is read as UTC). #}
+{% macro epoch_milliseconds(expr) %}
+  {{ return(adapter.dispatch('epoch_milliseconds', 'cohort_sync')(expr)) }}
+{% endmacro %}
+
+{% macro default__epoch_milliseconds(expr) %}epoch_ms({{ expr }}){% endmacro %}
+
+{% macro postgres__epoch_milliseconds(expr) %}cast(floor(extract(epoch from {{ expr }}) * 1000) as {{ dbt.type_bigint() }}){% endmacro %}
+
+{% macro spark__epoch_milliseconds(expr) %}unix_millis(cast({{ expr }} as timestamp)){% endmacro %}
+
+
+{# An array's distinct elements as strings, sorted, as a JSON array (text). #}
+{% macro string_set_json(expr) %}
+  {{ return(adapter.dispatch('string_set_json', 'cohort_sync')(expr)) }}
+{% endmacro %}
+
+{% macro default__string_set_json(expr) -%}
+  cast(to_json(list_sort(list_distinct(list_transform({{ expr }}, lambda e: cast(e as {{ dbt.type_string() }}))))) as {{ dbt.type_string() }})
+{%- endmacro %}
+
+{% macro postgres__string_set_json(expr) -%}
+  case when {{ expr }} is not null then cast(to_json(array(
+            select v from (select distinct cast(e as text) as v from unnest({{ expr }}) as u(e)) as d
+            order by v collate "C")) as text) end
+{%- endmacro %}
+
+{% macro spark__string_set_json(expr) -%}
+  to_json(array_sort(array_distinct(transform({{ expr }}, e -> cast(e as string)))))
+{%- endmacro %}
+
+
+{# Whether an array holds a null. #}
+{% macro array_has_null(expr) %}
+  {{ return(adapter.dispatch('array_has_null', 'cohort_sync')(expr)) }}
+{% endmacro %}
+
+{% macro default__array_has_null(expr) %}len({{ expr }}) > list_count({{ expr }}){% endmacro %}
+
+{% macro postgres__array_has_null(expr) %}array_position({{ expr }}, null) is not null{% endmacro %}
+
+{% macro spark__array_has_null(expr) %}exists({{ expr }}, e -> e is null){% endmacro %}
+
+
+{# How many distinct elements an array holds. #}
+{% macro array_distinct_size(expr) %}
+  {{ return(adapter.dispatch('array_distinct_size', 'cohort_sync')(expr)) }}
+{% endmacro %}
+
+{% macro default__array_distinct_size(expr) %}len(list_distinct({{ expr }})){% endmacro %}
+
+{% macro postgres__array_distinct_size(expr) %}(select count(distinct e) from unnest({{ expr }}) as u(e)){% endmacro %}
+
+{% macro spark__array_distinct_size(expr) %}size(array_distinct({{ expr }})){% endmacro %}
+
+
+{# Whether an array holds a string longer than `limit` characters. #}
+{% macro array_has_long_string(expr, limit) %}
+  {{ return(adapter.dispatch('array_has_long_string', 'cohort_sync')(expr, limit)) }}
+{% endmacro %}
+
+{% macro default__array_has_long_string(expr, limit) -%}
+  coalesce(list_bool_or(list_transform({{ expr }}, lambda e: length(cast(e as {{ dbt.type_string() }})) > {{ limit }})), false)
+{%- endmacro %}
+
+{% macro postgres__array_has_long_string(expr, limit) -%}
+  exists (select 1 from unnest({{ expr }}) as u(e) where length(cast(e as text)) > {{ limit }})
+{%- endmacro %}
+
+{% macro spark__array_has_long_string(expr, limit) -%}
+  exists({{ expr }}, e -> length(cast(e as string)) > {{ limit }})
+{%- endmacro %}
+
+
+{# JSON in a form that does not depend on the order of its keys. #}
+{% macro json_canonical(expr) %}
+  {{ return(adapter.dispatch('json_canonical', 'cohort_sync')(expr)) }}
+{% endmacro %}
+
+{# DuckDB: every node of the document, by path. #}
+{% macro default__json_canonical(expr) -%}
+  (select string_agg(fullkey || '=' || coalesce(cast(atom as {{ dbt.type_string() }}), type), ',' order by fullkey)
+            from json_tree({{ expr }}))
+{%- endmacro %}
+
+{# PostgreSQL's jsonb stores keys in one order. #}
+{% macro postgres__json_canonical(expr) -%}
+  cast(cast({{ expr }} as jsonb) as text)
+{%- endmacro %}

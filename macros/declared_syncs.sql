@@ -1,0 +1,252 @@
+{#
+  The attribute sync registry: the var `cohort_sync_attribute_syncs`, a
+  list of declarations such as
+
+    - model: customer_facts              # the model (required): one row per user
+      sync_id: customer_facts            # stable id (default: model); unique among syncs and cohorts
+      package: my_project                # package of the model (default: the root project)
+      mode: update                       # update: existing users only (_update_existing_only);
+                                         # upsert: create the user when Braze has none (required)
+      identifiers: [external_id]         # the identifier columns (default: every column of the
+                                         # model named as in the audience contract)
+      attributes:                        # what goes out (default: every other column, under its
+        plan: plan_name                  # own name); a list of columns, or a mapping of
+        lifetime_value: ltv              # Braze attribute name: column
+      nulls: unset                       # a SQL null unsets the attribute (unset), or leaves
+                                         # Braze's value as it is (keep); default unset
+      on_leave: keep                     # a user who leaves the model keeps the attributes this
+                                         # sync wrote (keep), or has them unset (unset); default keep
+      max_data_points: 500000            # a run writing more is blocked, like a mass removal
+      full_resync_every: 7d              # re-send every current value this often (m, h, d):
+                                         # repairs users created in Braze since (update mode)
+      schedule: daily                    # as for cohorts
+      notify: [{email: crm@example.com}] # as for cohorts
+
+  Returns the validated declarations as dicts with keys sync_id, model,
+  package, mode, identifiers (contract names; 'alias' stands for
+  alias_name and alias_label), attributes (a list of {name, column,
+  standard}), nulls, on_leave, max_data_points (none when unset),
+  full_resync_minutes, schedule and notify. A malformed declaration fails
+  compilation with a message naming the sync and the field.
+
+  Whether a column exists, and its type, is known only once the model is
+  built: cohort_sync_attribute_rows checks those (macros/attribute_values.sql).
+#}
+{% macro declared_attribute_syncs() %}
+  {{ return(adapter.dispatch('declared_attribute_syncs', 'cohort_sync')()) }}
+{% endmacro %}
+
+{% macro default__declared_attribute_syncs() %}
+  {%- set allowed_fields = ['model', 'sync_id', 'package', 'mode', 'identifiers', 'attributes', 'nulls', 'on_leave',
+                            'max_data_points', 'full_resync_every', 'schedule', 'notify', 'description'] -%}
+  {%- set registry = var('cohort_sync_attribute_syncs', []) -%}
+  {%- if registry is none -%}
+    {%- set registry = [] -%}
+  {%- endif -%}
+  {%- if registry is string or registry is mapping -%}
+    {{ exceptions.raise_compiler_error("cohort_sync: var 'cohort_sync_attribute_syncs' must be a list of sync declarations, got: " ~ registry) }}
+  {%- endif -%}
+  {%- set cohort_ids = cohort_sync.declared_cohorts() | map(attribute='cohort_id') | list -%}
+  {%- set syncs = [] -%}
+  {%- set seen = {} -%}
+  {%- for entry in registry -%}
+    {%- set position = "cohort_sync_attribute_syncs[" ~ loop.index0 ~ "]" -%}
+    {%- if entry is not mapping -%}
+      {{ exceptions.raise_compiler_error("cohort_sync: " ~ position ~ " must be a mapping with at least 'model' and 'mode', got: " ~ entry) }}
+    {%- endif -%}
+    {%- set model = entry.get('model') -%}
+    {%- if model is not string or model | trim == '' -%}
+      {{ exceptions.raise_compiler_error("cohort_sync: " ~ position ~ ": field 'model' is required (the model's name)") }}
+    {%- endif -%}
+    {%- set sync_id = (entry.get('sync_id') if entry.get('sync_id') is not none else model) | string | trim -%}
+    {%- set label = "attribute sync '" ~ sync_id ~ "' (" ~ position ~ ")" -%}
+    {%- set fail = "cohort_sync: " ~ label ~ ": " -%}
+    {%- for field in entry if field not in allowed_fields -%}
+      {{ exceptions.raise_compiler_error(fail ~ "unknown setting '" ~ field ~ "'; allowed settings are " ~ allowed_fields | join(', ')) }}
+    {%- endfor -%}
+    {%- if sync_id == '' -%}
+      {{ exceptions.raise_compiler_error(fail ~ "field 'sync_id' must not be empty") }}
+    {%- endif -%}
+    {%- if sync_id in seen -%}
+      {{ exceptions.raise_compiler_error(fail ~ "field 'sync_id' duplicates " ~ seen[sync_id] ~ "; each sync_id must be declared once") }}
+    {%- endif -%}
+    {%- if sync_id in cohort_ids -%}
+      {{ exceptions.raise_compiler_error(fail ~ "field 'sync_id' is also a cohort_id in cohort_sync_cohorts; syncs and cohorts share one namespace (history, schedules, notifications): choose another id") }}
+    {%- endif -%}
+    {%- do seen.update({sync_id: position}) -%}
+
+    {%- set mode = entry.get('mode') -%}
+    {%- if mode not in ['update', 'upsert'] -%}
+      {{ exceptions.raise_compiler_error(fail ~ "field 'mode' is required: update (existing Braze users only) or upsert (create users Braze does not have), got: " ~ mode) }}
+    {%- endif -%}
+    {%- set nulls = entry.get('nulls', 'unset') -%}
+    {%- if nulls not in ['unset', 'keep'] -%}
+      {{ exceptions.raise_compiler_error(fail ~ "field 'nulls' must be unset (a SQL null removes the attribute in Braze) or keep (it leaves Braze's value), got: " ~ nulls) }}
+    {%- endif -%}
+    {%- set on_leave = entry.get('on_leave', 'keep') -%}
+    {%- if on_leave not in ['keep', 'unset'] -%}
+      {{ exceptions.raise_compiler_error(fail ~ "field 'on_leave' must be keep (a user who leaves the model keeps the attributes) or unset (they are removed), got: " ~ on_leave) }}
+    {%- endif -%}
+    {%- set max_points = entry.get('max_data_points') -%}
+    {%- if max_points is not none and (max_points is not number or max_points != max_points | int or max_points < 1) -%}
+      {{ exceptions.raise_compiler_error(fail ~ "field 'max_data_points' must be a whole number of at least 1, got: " ~ max_points) }}
+    {%- endif -%}
+    {%- set identifiers = cohort_sync.sync_identifiers(entry.get('identifiers'), fail) -%}
+
+    {%- do syncs.append({
+        'sync_id': sync_id,
+        'model': model | trim,
+        'package': (entry.get('package') or project_name) | string | trim,
+        'mode': mode,
+        'identifiers': identifiers,
+        'attributes': cohort_sync.sync_attributes(entry.get('attributes'), identifiers, fail),
+        'nulls': nulls,
+        'on_leave': on_leave,
+        'max_data_points': (max_points | int) if max_points is not none else none,
+        'full_resync_minutes': cohort_sync.period_minutes(entry.get('full_resync_every'), fail ~ "field 'full_resync_every' "),
+        'schedule': cohort_sync.cohort_schedule(entry.get('schedule'), label),
+        'notify': cohort_sync.cohort_notify(entry.get('notify'), label)
+    }) -%}
+  {%- endfor -%}
+  {{ return(syncs) }}
+{% endmacro %}
+
+
+{#
+  A sync's identifier columns: none given means every contract column the
+  model has (attribute_rows finds them); else a list of contract names
+  (external_id, alias, braze_id, email, phone). Returns the list, or none.
+#}
+{% macro sync_identifiers(value, fail) %}
+  {%- set names = ['external_id', 'alias', 'braze_id', 'email', 'phone'] -%}
+  {%- if value is none -%}
+    {{ return(none) }}
+  {%- endif -%}
+  {%- set value = [value] if value is string else value -%}
+  {%- if value is mapping or value is not iterable or value | length == 0 -%}
+    {{ exceptions.raise_compiler_error(fail ~ "field 'identifiers' must list identifier columns among " ~ names | join(', ') ~ ", got: " ~ value) }}
+  {%- endif -%}
+  {%- for name in value if name not in names -%}
+    {{ exceptions.raise_compiler_error(fail ~ "field 'identifiers' must list identifier columns among " ~ names | join(', ') ~ " (device ids cannot be addressed through /users/track), got: " ~ name) }}
+  {%- endfor -%}
+  {{ return(value | list) }}
+{% endmacro %}
+
+
+{#
+  What a sync sends: none (every non-identifier column, under its own
+  name), a list of columns (each under its own name), or a mapping of
+  Braze attribute name: column. Names are checked here when declared
+  (duplicates, Braze identifiers); names Braze refuses ($..., over 255
+  characters) are rejects in cohort_sync_rejects, as for any bad input.
+  Returns none or [{name, column, standard}].
+#}
+{% macro sync_attributes(value, identifiers, fail) %}
+  {%- if value is none -%}
+    {{ return(none) }}
+  {%- endif -%}
+  {%- set pairs = [] -%}
+  {%- if value is mapping -%}
+    {%- for name, column in value.items() -%}
+      {%- do pairs.append((name, column)) -%}
+    {%- endfor -%}
+  {%- elif value is string or value is not iterable -%}
+    {{ exceptions.raise_compiler_error(fail ~ "field 'attributes' must be a list of columns or a mapping of Braze attribute name: column, got: " ~ value) }}
+  {%- else -%}
+    {%- for column in value -%}
+      {%- do pairs.append((column, column)) -%}
+    {%- endfor -%}
+  {%- endif -%}
+  {%- if pairs | length == 0 -%}
+    {{ exceptions.raise_compiler_error(fail ~ "field 'attributes' must name at least one column") }}
+  {%- endif -%}
+  {%- set attributes = [] -%}
+  {%- set names = {} -%}
+  {%- for name, column in pairs -%}
+    {%- if name is not string or column is not string or name == '' or column | trim == '' -%}
+      {{ exceptions.raise_compiler_error(fail ~ "field 'attributes': each attribute needs a name and a column, got: " ~ name ~ ": " ~ column) }}
+    {%- endif -%}
+    {%- do attributes.append(cohort_sync.sync_attribute(name, column | trim, fail)) -%}
+    {%- if name | lower in names -%}
+      {{ exceptions.raise_compiler_error(fail ~ "field 'attributes' names the attribute '" ~ name ~ "' twice") }}
+    {%- endif -%}
+    {%- do names.update({name | lower: true}) -%}
+  {%- endfor -%}
+  {{ return(attributes) }}
+{% endmacro %}
+
+{# One attribute, {name, column, standard}; a Braze identifier is not an attribute. #}
+{% macro sync_attribute(name, column, fail) %}
+  {%- if name | lower in ['external_id', 'user_alias', 'braze_id', 'app_id', 'push_tokens', 'update_existing_only',
+                          '_update_existing_only', '_merge_objects'] -%}
+    {{ exceptions.raise_compiler_error(fail ~ "field 'attributes': '" ~ name ~ "' is an identifier or a control field in Braze, not an attribute a sync can write") }}
+  {%- endif -%}
+  {{ return({'name': name, 'column': column, 'standard': name | lower in cohort_sync.braze_standard_fields()}) }}
+{% endmacro %}
+
+
+{# Braze's standard profile fields a sync may write; each is validated (macros/attribute_values.sql). #}
+{% macro braze_standard_fields() %}
+  {{ return(['first_name', 'last_name', 'email', 'phone', 'country', 'language', 'gender', 'dob', 'home_city',
+             'time_zone', 'email_subscribe', 'push_subscribe']) }}
+{% endmacro %}
+
+
+{# A period such as 30m, 6h or 7d, in minutes (none when not set). #}
+{% macro period_minutes(value, fail) %}
+  {%- if value is none -%}
+    {{ return(none) }}
+  {%- endif -%}
+  {%- set period = modules.re.match('^([1-9][0-9]*)([mhd])$', value | string | trim | lower) -%}
+  {%- if value is number or not period -%}
+    {{ exceptions.raise_compiler_error(fail ~ "must be a period such as 12h or 7d (minutes, hours or days), got: " ~ value) }}
+  {%- endif -%}
+  {{ return(period.group(1) | int * {'m': 1, 'h': 60, 'd': 1440}[period.group(2)]) }}
+{% endmacro %}
+
+
+{#
+  The declared syncs as a select of literals with the columns of
+  declared_cohorts_sql (cohort_id holds the sync id, delivery is
+  'profile'), then mode, nulls, on_leave, max_data_points and
+  full_resync_minutes.
+#}
+{% macro declared_syncs_sql() %}
+  {%- set string = dbt.type_string() -%}
+  {%- set bigint = dbt.type_bigint() -%}
+  {%- for sync in cohort_sync.declared_attribute_syncs() %}
+    select
+        cast({{ cohort_sync.quoted_literal(sync.sync_id) }} as {{ string }}) as cohort_id,
+        cast({{ cohort_sync.quoted_literal(sync.sync_id) }} as {{ string }}) as cohort_name,
+        cast({{ cohort_sync.quoted_literal(sync.model) }} as {{ string }}) as model_name,
+        cast('profile' as {{ string }}) as delivery,
+        cast(null as {{ string }}) as attribute_name,
+        cast({{ cohort_sync.quoted_literal(sync.schedule.every) }} as {{ string }}) as schedule_every,
+        cast({{ cohort_sync.quoted_literal(sync.schedule.at) if sync.schedule.at else 'null' }} as {{ string }}) as schedule_at,
+        cast({{ cohort_sync.quoted_literal(sync.schedule.weekday) if sync.schedule.weekday else 'null' }} as {{ string }}) as schedule_weekday,
+        cast({{ sync.schedule.day if sync.schedule.day else 'null' }} as {{ dbt.type_int() }}) as schedule_day,
+        cast({{ cohort_sync.quoted_literal(sync.schedule.timezone) if sync.schedule.timezone else 'null' }} as {{ string }}) as schedule_timezone,
+        cast({{ cohort_sync.quoted_literal(tojson(sync.notify)) }} as {{ string }}) as notify,
+        cast({{ cohort_sync.quoted_literal(sync.mode) }} as {{ string }}) as sync_mode,
+        cast({{ sync.max_data_points if sync.max_data_points else 'null' }} as {{ bigint }}) as max_data_points,
+        cast({{ sync.full_resync_minutes if sync.full_resync_minutes else 'null' }} as {{ bigint }}) as full_resync_minutes
+    {% if not loop.last %}union all{% endif %}
+  {%- else %}
+    select
+        cast(null as {{ string }}) as cohort_id,
+        cast(null as {{ string }}) as cohort_name,
+        cast(null as {{ string }}) as model_name,
+        cast(null as {{ string }}) as delivery,
+        cast(null as {{ string }}) as attribute_name,
+        cast(null as {{ string }}) as schedule_every,
+        cast(null as {{ string }}) as schedule_at,
+        cast(null as {{ string }}) as schedule_weekday,
+        cast(null as {{ dbt.type_int() }}) as schedule_day,
+        cast(null as {{ string }}) as schedule_timezone,
+        cast(null as {{ string }}) as notify,
+        cast(null as {{ string }}) as sync_mode,
+        cast(null as {{ bigint }}) as max_data_points,
+        cast(null as {{ bigint }}) as full_resync_minutes
+    where 1 = 0
+  {%- endfor %}
+{% endmacro %}
