@@ -24,11 +24,13 @@
                                          # success that added or removed members
           repeat_every: 6h               # while it keeps failing, at most one failure
                                          # notification per period (m, h, d; default 1d)
+      full_resync_every: 7d              # re-send every current member this often (m, h, d;
+                                         # default never): repairs what Braze lost or ignored
 
   Returns the validated declarations as dicts with keys cohort_id, name,
   model, package, description, delivery, attribute_name (none for
-  cohort_import), schedule (every, at, weekday, day, timezone) and notify (a list of {email or webhook, when, and
-  repeat_every_minutes when set}). A malformed declaration fails compilation with a
+  cohort_import), schedule (every, at, weekday, day, timezone), notify (a list of {email or webhook, when, and
+  repeat_every_minutes when set}) and full_resync_minutes (none when not set). A malformed declaration fails compilation with a
   message naming the cohort and the field.
 #}
 {% macro declared_cohorts() %}
@@ -37,7 +39,7 @@
 
 {% macro default__declared_cohorts() %}
   {%- set allowed_fields = ['model', 'name', 'cohort_id', 'package', 'description', 'delivery', 'attribute',
-                            'schedule', 'notify'] -%}
+                            'schedule', 'notify', 'full_resync_every'] -%}
   {%- set default_delivery = cohort_sync.default_delivery() -%}
   {%- set registry = var('cohort_sync_cohorts', []) -%}
   {%- if registry is none -%}
@@ -95,7 +97,8 @@
         'delivery': delivery,
         'attribute_name': attribute_name,
         'schedule': cohort_sync.cohort_schedule(entry.get('schedule'), label),
-        'notify': cohort_sync.cohort_notify(entry.get('notify'), label)
+        'notify': cohort_sync.cohort_notify(entry.get('notify'), label),
+        'full_resync_minutes': cohort_sync.period_minutes(entry.get('full_resync_every'), "cohort_sync: " ~ label ~ ": field 'full_resync_every' ")
     }) -%}
   {%- endfor -%}
   {{ return(cohorts) }}
@@ -328,8 +331,8 @@
 
 {#
   The declared cohorts as a select of literals (cohort_id, cohort_name,
-  model_name, delivery, attribute_name, the schedule_* columns and notify, the recipients as JSON
-  text), for use as a CTE body.
+  model_name, delivery, attribute_name, the schedule_* columns, notify, the recipients as JSON
+  text, and full_resync_minutes), for use as a CTE body.
 #}
 {% macro declared_cohorts_sql() %}
   {{ return(adapter.dispatch('declared_cohorts_sql', 'cohort_sync')()) }}
@@ -349,7 +352,8 @@
         cast({{ cohort_sync.quoted_literal(cohort.schedule.weekday) if cohort.schedule.weekday else 'null' }} as {{ string }}) as schedule_weekday,
         cast({{ cohort.schedule.day if cohort.schedule.day else 'null' }} as {{ dbt.type_int() }}) as schedule_day,
         cast({{ cohort_sync.quoted_literal(cohort.schedule.timezone) if cohort.schedule.timezone else 'null' }} as {{ string }}) as schedule_timezone,
-        cast({{ cohort_sync.quoted_literal(tojson(cohort.notify)) }} as {{ string }}) as notify
+        cast({{ cohort_sync.quoted_literal(tojson(cohort.notify)) }} as {{ string }}) as notify,
+        cast({{ cohort.full_resync_minutes if cohort.full_resync_minutes else 'null' }} as {{ dbt.type_bigint() }}) as full_resync_minutes
     {% if not loop.last %}union all{% endif %}
   {%- else %}
     select
@@ -363,7 +367,8 @@
         cast(null as {{ string }}) as schedule_weekday,
         cast(null as {{ dbt.type_int() }}) as schedule_day,
         cast(null as {{ string }}) as schedule_timezone,
-        cast(null as {{ string }}) as notify
+        cast(null as {{ string }}) as notify,
+        cast(null as {{ dbt.type_bigint() }}) as full_resync_minutes
     where 1 = 0
   {%- endfor %}
 {% endmacro %}

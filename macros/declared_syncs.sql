@@ -250,3 +250,99 @@
     where 1 = 0
   {%- endfor %}
 {% endmacro %}
+
+
+{#
+  What a sync reads of its model, once built: {identifiers: {contract
+  name: column}, attributes: [{name, column, kind, standard}]}. Declared
+  columns the model lacks, and columns of a type no kind fits, fail with a
+  message naming the sync, the column and its type. At parse time (before
+  any model exists) both are empty.
+#}
+{% macro sync_columns(sync) %}
+  {%- set fail = "cohort_sync: attribute sync '" ~ sync.sync_id ~ "': " -%}
+  {%- if not execute -%}
+    {{ return({'identifiers': {}, 'attributes': []}) }}
+  {%- endif -%}
+  {%- set contract = cohort_sync.identifier_columns() -%}
+  {%- set wanted = [] -%}
+  {%- for name in (sync.identifiers if sync.identifiers is not none else contract) -%}
+    {%- do wanted.extend(['alias_name', 'alias_label'] if name == 'alias' else [name]) -%}
+  {%- endfor -%}
+  {%- set columns = {} -%}
+  {%- for column in adapter.get_columns_in_relation(ref(sync.package, sync.model)) -%}
+    {%- do columns.update({column.name | lower: column}) -%}
+  {%- endfor -%}
+  {%- set identifiers = {} -%}
+  {%- for name in wanted if name in columns -%}
+    {%- do identifiers.update({name: columns[name].name}) -%}
+  {%- endfor -%}
+  {%- if identifiers | length == 0 -%}
+    {{ exceptions.raise_compiler_error(fail ~ "model '" ~ sync.model ~ "' has none of the identifier columns " ~ wanted | join(', ')) }}
+  {%- endif -%}
+  {%- set declared = sync.attributes -%}
+  {%- if declared is none -%}
+    {%- set declared = [] -%}
+    {%- for name, column in columns.items() if name not in contract or name not in wanted -%}
+      {%- do declared.append(cohort_sync.sync_attribute(column.name, column.name, fail)) -%}
+    {%- endfor -%}
+  {%- endif -%}
+  {%- set attributes = [] -%}
+  {%- for attribute in declared -%}
+    {%- set column = columns.get(attribute.column | lower) -%}
+    {%- if column is none -%}
+      {{ exceptions.raise_compiler_error(fail ~ "field 'attributes': model '" ~ sync.model ~ "' has no column '" ~ attribute.column ~ "'") }}
+    {%- endif -%}
+    {%- if column.name | lower in identifiers -%}
+      {{ exceptions.raise_compiler_error(fail ~ "field 'attributes': column '" ~ column.name ~ "' is one of the sync's identifiers; to send it as an attribute too, list the identifiers in 'identifiers'") }}
+    {%- endif -%}
+    {%- set kind = cohort_sync.attribute_kind(column) -%}
+    {%- if kind is none or (kind == 'json' and target.type == 'spark') -%}
+      {{ exceptions.raise_compiler_error(fail ~ "column '" ~ column.name ~ "' is of type " ~ column.dtype ~ ", which cohort_sync does not send (string, number, boolean, date, timestamp, array of strings, JSON): cast it in the model") }}
+    {%- endif -%}
+    {%- do attributes.append({'name': attribute.name, 'column': column.name, 'kind': kind, 'standard': attribute.standard}) -%}
+  {%- endfor -%}
+  {%- if attributes | length == 0 -%}
+    {{ exceptions.raise_compiler_error(fail ~ "model '" ~ sync.model ~ "' has no column to send besides its identifiers") }}
+  {%- endif -%}
+  {{ return({'identifiers': identifiers, 'attributes': attributes}) }}
+{% endmacro %}
+
+
+{# Data points Braze bills for writing the attribute: subscription states are free. #}
+{% macro attribute_data_points(name) %}
+  {{ return(0 if name | lower in ['email_subscribe', 'push_subscribe', 'subscription_groups'] else 1) }}
+{% endmacro %}
+
+
+{# The array cap (var cohort_sync_max_array_length: Braze's default 25, at most 100). #}
+{% macro max_array_length() %}
+  {%- set size = var('cohort_sync_max_array_length', 25) -%}
+  {%- if size is not number or size < 1 or size > 100 or size != size | int -%}
+    {{ exceptions.raise_compiler_error("cohort_sync: var 'cohort_sync_max_array_length' must be a whole number from 1 to 100 (the array cap set in Braze: 25 unless raised), got: " ~ size) }}
+  {%- endif -%}
+  {{ return(size | int) }}
+{% endmacro %}
+
+
+{# The columns of cohort_sync_attribute_rows before the value's: who the row is for, and the raw identifiers. #}
+{% macro sync_row_columns() %}
+  {%- set columns = ['sync_id', 'member_key', 'identifier_type', 'external_id', 'alias_name', 'alias_label', 'braze_id',
+                     'email', 'phone', 'reject_reason'] -%}
+  {%- for name in cohort_sync.identifier_columns() -%}
+    {%- do columns.append('raw_' ~ name) -%}
+  {%- endfor -%}
+  {{ return(columns) }}
+{% endmacro %}
+
+{# The wide row's value columns of a sync (sync_columns' result), carried through identification. #}
+{% macro sync_value_columns(read) %}
+  {%- set columns = [] -%}
+  {%- for attribute in read.attributes -%}
+    {%- set index = loop.index -%}
+    {%- for part in ['is_null', 'text', 'canonical', 'reason'] -%}
+      {%- do columns.append('a' ~ index ~ '_' ~ part) -%}
+    {%- endfor -%}
+  {%- endfor -%}
+  {{ return(columns) }}
+{% endmacro %}

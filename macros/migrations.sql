@@ -49,13 +49,18 @@
                                                      ('phone', string, 'null')],
                      'cohort_sync_run_history': [('rejected', bigint, '0')]},
      'create': ['cohort_sync_rejected_changes']},
+    {'name': '0007_attribute_syncs',
+     'add_columns': {'cohort_sync_run_history': [('data_points', bigint, '0'),
+                                                 ('full_resync', dbt.type_boolean(), 'false')],
+                     'cohort_sync_rejected_changes': [('value_hash', string, 'null')]},
+     'create': ['cohort_sync_attribute_state']},
   ]) }}
 {% endmacro %}
 
 
 {# The version of this dbt package, recorded with each step it applies. #}
 {% macro package_version() %}
-  {{ return('0.3.0') }}
+  {{ return('0.4.0') }}
 {% endmacro %}
 
 

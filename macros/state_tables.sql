@@ -54,14 +54,19 @@
       ('status', string), ('added', bigint), ('removed', bigint),
       ('requests', bigint), ('retries', bigint), ('resent_batches', bigint),
       ('members_after', bigint), ('error', string), ('package_version', string),
-      ('rejected', bigint)
+      ('rejected', bigint), ('data_points', bigint), ('full_resync', dbt.type_boolean())
     ],
     'cohort_sync_rejected_changes': [
       ('run_id', string), ('plan_id', string), ('cohort_id', string), ('delivery', string),
       ('attribute_name', string), ('member_key', string), ('should_remove', dbt.type_boolean()),
       ('identifier_type', string), ('external_id', string), ('alias_name', string),
       ('alias_label', string), ('braze_id', string), ('email', string), ('phone', string),
-      ('batch_number', bigint), ('error_type', string), ('rejected_at', timestamp)
+      ('batch_number', bigint), ('error_type', string), ('rejected_at', timestamp),
+      ('value_hash', string)
+    ],
+    'cohort_sync_attribute_state': [
+      ('sync_id', string), ('member_key', string), ('attribute_name', string), ('value_hash', string),
+      ('run_id', string), ('acknowledged_at', timestamp)
     ],
     'cohort_sync_inflight': [
       ('run_id', string), ('cohort_id', string), ('request_kind', string),
@@ -126,6 +131,7 @@
   {{ return({
     'cohort_sync_published_state': ['cohort_id', 'delivery', 'attribute_name', 'member_key'],
     'cohort_sync_published_cohorts': ['cohort_id'],
+    'cohort_sync_attribute_state': ['sync_id', 'member_key', 'attribute_name'],
     'cohort_sync_inflight': ['run_id', 'cohort_id', 'request_kind', 'batch_number'],
     'cohort_sync_lock': ['lock_name']
   }) }}

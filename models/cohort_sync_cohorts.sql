@@ -1,6 +1,7 @@
 {#
   One row per cohort declared now, or no longer declared while Braze still
-  holds members of it (published before and not cleared), with the plan
+  holds members of it (published before and not cleared), and one per
+  attribute sync (delivery 'profile', cohort_id its sync id), with the plan
   for this run and its guard verdict:
 
   - action: 'publish' (declared), 'clear' (no longer declared, listed in
@@ -22,15 +23,24 @@
     more than var cohort_sync_max_removal_share of its published members
     (when at least var cohort_sync_min_removals_to_guard are removed);
     'allowed' when such a cohort is listed in var cohort_sync_allow_removals;
-    'ok' otherwise.
+    'ok' otherwise. For an attribute sync the same rules count values:
+    published_members are the values Braze holds, planned_adds the values
+    written (new or changed), planned_removes the values unset; and a plan
+    writing more than the sync's max_data_points is blocked;
+  - planned_data_points: what the plan costs in Braze data points (each
+    value written or unset, subscription states free; each membership
+    change);
+  - full_resync_minutes: the declaration's full_resync_every, in minutes;
+  - sync_mode: an attribute sync's mode (update or upsert), else null.
 #}
 {%- set string = dbt.type_string() -%}
 {%- set cleared = cohort_sync.cleared_cohorts() -%}
 {%- set allowed = cohort_sync.cohort_id_list('cohort_sync_allow_removals') -%}
 {%- set publish_now = cohort_sync.cohort_id_list('cohort_sync_publish_now') -%}
-{%- set declared_ids = cohort_sync.declared_cohorts() | map(attribute='cohort_id') | list -%}
+{%- set declared_ids = cohort_sync.declared_cohorts() | map(attribute='cohort_id') | list
+    + cohort_sync.declared_attribute_syncs() | map(attribute='sync_id') | list -%}
 {%- for cohort_id in publish_now if cohort_id not in declared_ids -%}
-  {{ exceptions.raise_compiler_error("cohort_sync: var 'cohort_sync_publish_now' names '" ~ cohort_id ~ "', which is not declared in cohort_sync_cohorts") }}
+  {{ exceptions.raise_compiler_error("cohort_sync: var 'cohort_sync_publish_now' names '" ~ cohort_id ~ "', which is not declared in cohort_sync_cohorts or cohort_sync_attribute_syncs") }}
 {%- endfor -%}
 {%- set max_share = var('cohort_sync_max_removal_share', 0.5) -%}
 {%- set min_removals = var('cohort_sync_min_removals_to_guard', 100) -%}
@@ -77,7 +87,8 @@ planned as (
                     or coalesce(changes.attribute_name, '') <> coalesce(declared.attribute_name, ''))
                 then 1 else 0
         end) as planned_moves,
-        count(distinct {{ dbt.concat(["changes.delivery", "':'", "cast(changes.batch_number as " ~ string ~ ")"]) }}) as planned_batches
+        count(distinct {{ dbt.concat(["changes.delivery", "':'", "cast(changes.batch_number as " ~ string ~ ")"]) }}) as planned_batches,
+        count(*) as planned_data_points
     from {{ ref('cohort_sync_changes') }} as changes
     left join declared on declared.cohort_id = changes.cohort_id
     group by changes.cohort_id
@@ -117,12 +128,15 @@ combined as (
         coalesce(planned.planned_removes, 0) as planned_removes,
         coalesce(planned.planned_moves, 0) as planned_moves,
         coalesce(planned.planned_batches, 0) as planned_batches,
+        coalesce(planned.planned_data_points, 0) as planned_data_points,
         coalesce(declared.schedule_every, 'every_run') as schedule_every,
         declared.schedule_at,
         declared.schedule_weekday,
         declared.schedule_day,
         declared.schedule_timezone,
-        coalesce(declared.notify, '[]') as notify
+        coalesce(declared.notify, '[]') as notify,
+        declared.full_resync_minutes,
+        cast(null as {{ string }}) as sync_mode
     from known
     left join declared on declared.cohort_id = known.cohort_id
     left join braze_names on braze_names.cohort_id = known.cohort_id
@@ -155,6 +169,108 @@ judged as (
     from combined
 ),
 
+{#- attribute syncs: the values Braze holds (the acknowledged state), the
+    values the plan writes (planned_adds: new or changed) and unsets
+    (planned_removes), judged by the same rules, plus max_data_points #}
+declared_syncs as (
+    {{ cohort_sync.declared_syncs_sql() }}
+),
+
+held_values as (
+    select
+        sync_id,
+        count(*) as held_values
+    from {{ source('cohort_sync', 'attribute_state') }}
+    group by sync_id
+),
+
+planned_values as (
+    select
+        sync_id,
+        sum(case when change_kind = 'new' then 1 else 0 end) as new_values,
+        sum(case when change_kind = 'unset' then 0 else 1 end) as written_values,
+        sum(case when change_kind = 'unset' then 1 else 0 end) as unset_values,
+        sum(data_points) as data_points,
+        count(distinct batch_number) as batches
+    from {{ ref('cohort_sync_attribute_changes') }}
+    group by sync_id
+),
+
+syncs_combined as (
+    select
+        declared_syncs.*,
+        coalesce(held_values.held_values, 0) as published_members,
+        coalesce(planned_values.new_values, 0) as new_values,
+        coalesce(planned_values.written_values, 0) as planned_adds,
+        coalesce(planned_values.unset_values, 0) as planned_removes,
+        coalesce(planned_values.batches, 0) as planned_batches,
+        coalesce(planned_values.data_points, 0) as planned_data_points
+    from declared_syncs
+    left join held_values on held_values.sync_id = declared_syncs.cohort_id
+    left join planned_values on planned_values.sync_id = declared_syncs.cohort_id
+),
+
+syncs_judged as (
+    select
+        cohort_id,
+        cohort_name,
+        model_name,
+        delivery,
+        attribute_name,
+        cast(null as {{ string }}) as braze_cohort_name,
+        'publish' as action,
+        'unused' as name_status,
+        published_members,
+        planned_adds,
+        planned_removes,
+        planned_batches,
+        planned_data_points,
+        schedule_every,
+        schedule_at,
+        schedule_weekday,
+        schedule_day,
+        schedule_timezone,
+        notify,
+        full_resync_minutes,
+        sync_mode,
+        published_members + new_values - planned_removes as members_after,
+        case
+            when max_data_points is not null and planned_data_points > max_data_points
+                then {{ dbt.concat([
+                    "'the run would write '",
+                    "cast(planned_data_points as " ~ string ~ ")",
+                    "' data points, more than the sync''s max_data_points of '",
+                    "cast(max_data_points as " ~ string ~ ")"]) }}
+            when planned_removes > 0 and published_members + new_values - planned_removes = 0
+                then {{ dbt.concat([
+                    "'the run would unset every value the sync holds in Braze (all '",
+                    "cast(planned_removes as " ~ string ~ ")",
+                    "')'"]) }}
+            when planned_removes >= {{ min_removals }}
+                and planned_removes > {{ max_share }} * published_members
+                then {{ dbt.concat([
+                    "'the run would unset '",
+                    "cast(planned_removes as " ~ string ~ ")",
+                    "' of the '",
+                    "cast(published_members as " ~ string ~ ")",
+                    "' values the sync holds in Braze ('",
+                    "cast(round(100.0 * planned_removes / published_members, 1) as " ~ string ~ ")",
+                    "'%), more than the " ~ ('%g' | format(max_share * 100)) ~ "% limit'"]) }}
+        end as guard_reason
+    from syncs_combined
+),
+
+all_judged as (
+    {%- set plan_columns = ['cohort_id', 'cohort_name', 'model_name', 'delivery', 'attribute_name', 'braze_cohort_name',
+                            'action', 'name_status', 'published_members', 'planned_adds', 'planned_removes',
+                            'planned_batches', 'planned_data_points', 'members_after', 'guard_reason',
+                            'schedule_every', 'schedule_at', 'schedule_weekday', 'schedule_day', 'schedule_timezone',
+                            'notify', 'full_resync_minutes', 'sync_mode'] %}
+    select {{ plan_columns | join(', ') }} from judged
+    union all
+    select {{ plan_columns | join(', ') }} from syncs_judged
+),
+
 final as (
     select
         cohort_id,
@@ -169,6 +285,7 @@ final as (
         planned_adds,
         planned_removes,
         planned_batches,
+        planned_data_points,
         members_after,
         case
             when action = 'keep' or guard_reason is null then 'ok'
@@ -184,13 +301,15 @@ final as (
         schedule_day,
         schedule_timezone,
         notify,
+        full_resync_minutes,
+        sync_mode,
         {{ cohort_sync.users_track_batch_size() }} as users_track_batch_size,
         {% if publish_now -%}
         cohort_id in {{ cohort_sync.literal_list(publish_now) }}
         {%- else -%}
         1 = 0
         {%- endif %} as publish_now
-    from judged
+    from all_judged
 )
 
 select * from final

@@ -1,0 +1,131 @@
+{#
+  Every value of every declared attribute sync, one row per model row and
+  attribute: who it is for (identified by the audience contract's rules:
+  macros/audience_rows.sql, identify_ctes), the value as sent and its hash
+  (macros/attribute_values.sql), or why it cannot be sent.
+
+  - is_null: the model's value is a SQL null (what that means is the
+    sync's `nulls`: cohort_sync_attribute_changes);
+  - value_hash: the md5 of the kind and the canonical value, what the
+    acknowledged state keeps (cohort_sync_attribute_state);
+  - data_points: what writing it costs in Braze (0 for subscription states);
+  - reject_reason: the row's identifier is unusable (the audience contract's
+    reasons), the name is one Braze refuses (invalid_attribute_name: a
+    leading $ or over 255 characters), the value is (string_too_long,
+    array_too_long, array_has_null, not_a_finite_number, invalid_<standard
+    field>), or two rows of one user disagree (conflicting_rows: every value
+    of that user in the sync is held back until the model agrees).
+#}
+{%- set string = dbt.type_string() -%}
+{%- set identifiers = cohort_sync.identifier_columns() -%}
+{%- set max_array = cohort_sync.max_array_length() -%}
+{%- set syncs = cohort_sync.declared_attribute_syncs() -%}
+{%- set value_columns = ['attribute_name', 'value_type', 'is_null', 'value_text', 'value_hash', 'data_points', 'value_reason'] -%}
+
+with
+
+{% for sync in syncs %}
+{%- set read = cohort_sync.sync_columns(sync) %}
+sync_{{ loop.index }}_raw as (
+    select
+        {{ cohort_sync.quoted_literal(sync.sync_id) }} as cohort_id,
+        cast('attribute' as {{ string }}) as delivery,
+        cast(null as {{ string }}) as attribute_name,
+        {%- for name in identifiers %}
+        {% if name in read.identifiers -%}
+        cast({{ adapter.quote(read.identifiers[name]) }} as {{ string }})
+        {%- else -%}
+        cast(null as {{ string }})
+        {%- endif %} as raw_{{ name }},
+        {%- endfor %}
+        {%- for attribute in read.attributes %}
+        {%- set column = adapter.quote(attribute.column) %}
+        {%- set value = cohort_sync.attribute_value_sql(column, attribute.kind, attribute.name, max_array) %}
+        {{ column }} is null as a{{ loop.index }}_is_null,
+        {{ value.text }} as a{{ loop.index }}_text,
+        {{ value.canonical }} as a{{ loop.index }}_canonical,
+        {{ value.reason }} as a{{ loop.index }}_reason{{ "," if not loop.last }}
+        {%- endfor %}
+    from {{ ref(sync.package, sync.model) }}
+),
+
+{{ cohort_sync.identify_ctes('sync_' ~ loop.index ~ '_raw', 'sync_' ~ loop.index ~ '_', cohort_sync.sync_value_columns(read)) }},
+
+sync_{{ loop.index }}_values as (
+    {%- set sync_index = loop.index %}
+    {%- for attribute in read.attributes %}
+    {%- set a = 'a' ~ loop.index %}
+    {%- set bad_name = attribute.name.startswith('$') or attribute.name | length > 255 %}
+    select
+        {%- for name in cohort_sync.sync_row_columns() %}
+        {{ 'cohort_id as sync_id' if name == 'sync_id' else name }},
+        {%- endfor %}
+        cast({{ cohort_sync.quoted_literal(attribute.name) }} as {{ string }}) as attribute_name,
+        cast('{{ attribute.kind }}' as {{ string }}) as value_type,
+        {{ a }}_is_null as is_null,
+        case when not {{ a }}_is_null then {{ a }}_text end as value_text,
+        case when not {{ a }}_is_null then {{ dbt.hash(dbt.concat(["'" ~ attribute.kind ~ ":'", a ~ "_canonical"])) }} end as value_hash,
+        {{ cohort_sync.attribute_data_points(attribute.name) }} as data_points,
+        {% if bad_name -%}
+        cast('invalid_attribute_name' as {{ string }})
+        {%- else -%}
+        case when not {{ a }}_is_null then {{ a }}_reason end
+        {%- endif %} as value_reason
+    from sync_{{ sync_index }}_identified
+    {% if not loop.last %}union all{% endif %}
+    {%- endfor %}
+),
+{% endfor %}
+
+all_values as (
+    {%- for sync in syncs %}
+    select * from sync_{{ loop.index }}_values
+    {% if not loop.last %}union all{% endif %}
+    {%- else %}
+    select
+        {%- for name in cohort_sync.sync_row_columns() %}
+        cast(null as {{ string }}) as {{ name }},
+        {%- endfor %}
+        cast(null as {{ string }}) as attribute_name,
+        cast(null as {{ string }}) as value_type,
+        cast(null as {{ dbt.type_boolean() }}) as is_null,
+        cast(null as {{ string }}) as value_text,
+        cast(null as {{ string }}) as value_hash,
+        cast(null as {{ dbt.type_int() }}) as data_points,
+        cast(null as {{ string }}) as value_reason
+    where 1 = 0
+    {%- endfor %}
+),
+
+{#- two rows of one user disagree when one attribute has two values (a
+    null counts as a value) #}
+compared as (
+    select
+        all_values.*,
+        case
+            when member_key is not null
+                and min(coalesce(value_hash, '-')) over (partition by sync_id, member_key, attribute_name)
+                    <> max(coalesce(value_hash, '-')) over (partition by sync_id, member_key, attribute_name)
+                then 1 else 0
+        end as disagrees
+    from all_values
+),
+
+final as (
+    select
+        {{ cohort_sync.sync_row_columns() | reject('equalto', 'reject_reason') | join(',\n        ') }},
+        attribute_name,
+        value_type,
+        is_null,
+        value_text,
+        value_hash,
+        data_points,
+        coalesce(
+            reject_reason,
+            case when max(disagrees) over (partition by sync_id, member_key) = 1 then 'conflicting_rows' end,
+            value_reason
+        ) as reject_reason
+    from compared
+)
+
+select * from final
