@@ -9,6 +9,10 @@
   - value_hash: the md5 of the kind and the canonical value, what the
     acknowledged state keeps (cohort_sync_attribute_state);
   - data_points: what writing it costs in Braze (0 for subscription states);
+  - counts_row: true on one value of each model row (its first attribute),
+    to count model rows;
+  - rejects_row: the reject is the whole row's (its identifier, or a
+    conflict), not only this value's;
   - reject_reason: the row's identifier is unusable (the audience contract's
     reasons), the name is one Braze refuses (invalid_attribute_name: a
     leading $ or over 255 characters), the value is (string_too_long,
@@ -66,6 +70,7 @@ sync_{{ loop.index }}_values as (
         case when not {{ a }}_is_null then {{ a }}_text end as value_text,
         case when not {{ a }}_is_null then {{ dbt.hash(dbt.concat(["'" ~ attribute.kind ~ ":'", a ~ "_canonical"])) }} end as value_hash,
         {{ cohort_sync.attribute_data_points(attribute.name) }} as data_points,
+        {{ 'true' if loop.first else 'false' }} as counts_row,
         {% if bad_name -%}
         cast('invalid_attribute_name' as {{ string }})
         {%- else -%}
@@ -92,6 +97,7 @@ all_values as (
         cast(null as {{ string }}) as value_text,
         cast(null as {{ string }}) as value_hash,
         cast(null as {{ dbt.type_int() }}) as data_points,
+        cast(null as {{ dbt.type_boolean() }}) as counts_row,
         cast(null as {{ string }}) as value_reason
     where 1 = 0
     {%- endfor %}
@@ -120,11 +126,13 @@ final as (
         value_text,
         value_hash,
         data_points,
+        counts_row,
         coalesce(
             reject_reason,
             case when max(disagrees) over (partition by sync_id, member_key) = 1 then 'conflicting_rows' end,
             value_reason
-        ) as reject_reason
+        ) as reject_reason,
+        reject_reason is not null or max(disagrees) over (partition by sync_id, member_key) = 1 as rejects_row
     from compared
 )
 

@@ -16,6 +16,8 @@ def model(dbt, session):
     dbt.ref("cohort_sync_cohorts")
     dbt.ref("cohort_sync_membership")
     dbt.ref("cohort_sync_rejects")
+    dbt.ref("cohort_sync_attribute_changes")
+    dbt.ref("cohort_sync_attribute_rows")
     dbt.source("cohort_sync", "published_state")
     dbt.source("cohort_sync", "published_cohorts")
     dbt.source("cohort_sync", "delivery_log")
@@ -25,6 +27,7 @@ def model(dbt, session):
     dbt.source("cohort_sync", "notification_log")
     dbt.source("cohort_sync", "schema_migrations")
     dbt.source("cohort_sync", "rejected_changes")
+    dbt.source("cohort_sync", "attribute_state")
 
     from cohort_sync.run.dbt_model import as_bool, publish_in_dbt
     from cohort_sync.warehouse.ledger import Relations
@@ -48,5 +51,8 @@ def model(dbt, session):
         notification_log=name("cohort_sync", "notification_log"),
         schema_migrations=name("cohort_sync", "schema_migrations"),
         rejected_changes=name("cohort_sync", "rejected_changes"),
+        attribute_changes=name("cohort_sync_attribute_changes"),
+        attribute_rows=name("cohort_sync_attribute_rows"),
+        attribute_state=name("cohort_sync", "attribute_state"),
     )
     return publish_in_dbt(session, relations, dry_run=as_bool(dry_run), full_resync=as_bool(full_resync))

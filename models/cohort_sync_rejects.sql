@@ -1,4 +1,8 @@
-{# Audience rows that cannot be sent, with the reason; never sent, never dropped silently. #}
+{#
+  Audience rows, and attribute sync values, that cannot be sent, with the
+  reason; never sent, never dropped silently. cohort_id is the cohort's or
+  the attribute sync's id; attribute_name is null for a cohort's rows.
+#}
 {%- set identifiers = cohort_sync.identifier_columns() %}
 
 with
@@ -6,17 +10,29 @@ with
 rejected as (
     select
         cohort_id,
+        cast(null as {{ dbt.type_string() }}) as attribute_name,
         reject_reason,
         {%- for name in identifiers %}
         raw_{{ name }}{{ "," if not loop.last }}
         {%- endfor %}
     from {{ ref('cohort_sync_audience_rows') }}
     where reject_reason is not null
+    union all
+    select
+        sync_id as cohort_id,
+        attribute_name,
+        reject_reason,
+        {%- for name in identifiers %}
+        raw_{{ name }}{{ "," if not loop.last }}
+        {%- endfor %}
+    from {{ ref('cohort_sync_attribute_rows') }}
+    where reject_reason is not null
 ),
 
 final as (
     select
         cohort_id,
+        attribute_name,
         reject_reason,
         {%- for name in identifiers %}
         raw_{{ name }} as {{ name }},
@@ -25,6 +41,7 @@ final as (
     from rejected
     group by
         cohort_id,
+        attribute_name,
         reject_reason,
         {%- for name in identifiers %}
         raw_{{ name }}{{ "," if not loop.last }}

@@ -5,7 +5,8 @@
   'resync' (every member again);
 - /users/track: 'track' (a batch of the plan: one attribute object per
   member, carrying each cohort attribute of the member that changed) and
-  'track_resync'.
+  'track_resync'; 'profile' (a batch of an attribute sync's plan: one
+  object per user, carrying each value that changed) and 'profile_resync'.
 
 Every request names the cohorts it carries, with their counts (its parts),
 which is all the publish loop and the ledger need to know of it.
@@ -15,12 +16,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
+from datetime import datetime, timezone
 from typing import Any, NamedTuple
 
 MAX_IDENTIFIERS_PER_REQUEST = 1000
 MAX_TRACK_OBJECTS = 75
 IDENTIFIER_KEYS = ("user_ids", "aliases", "device_ids")
-TRACK_KINDS = ("track", "track_resync")
+TRACK_KINDS = ("track", "track_resync", "profile", "profile_resync")
+PROFILE_KINDS = ("profile", "profile_resync")
 
 
 class RequestPart(NamedTuple):
@@ -32,13 +35,21 @@ class RequestPart(NamedTuple):
 
 
 class TrackObject(NamedTuple):
-    """One object of a /users/track request: a member and its cohort changes,
-    (cohort_id, attribute_name, should_remove) each. Braze names rejected
-    objects by their index in the request."""
+    """One object of a /users/track request: a member and its changes,
+    (cohort_id, attribute_name, should_remove) each (for an attribute sync,
+    cohort_id is the sync's id), with each change's value hash (attribute
+    syncs) and data points. Braze names rejected objects by their index in
+    the request."""
 
     member_key: str
     identifier: tuple[str, str | None, str | None]  # (identifier_type, value, alias label)
     changes: tuple[tuple[str, str, bool], ...]
+    hashes: tuple[str | None, ...] = ()  # per change, for attribute syncs
+    points: tuple[int, ...] = ()  # data points per change (default: one each)
+
+    @property
+    def data_points(self) -> int:
+        return sum(self.points) if self.points else len(self.changes)
 
 
 class PlannedRequest(NamedTuple):
@@ -71,6 +82,21 @@ class PlannedRequest(NamedTuple):
     @property
     def track(self) -> bool:
         return self.kind in TRACK_KINDS
+
+    def data_points(self, rejected: Iterable[int] = ()) -> dict[str, int]:
+        """Data points Braze bills per cohort (or sync) for what it took of the
+        request: every change but those of the `rejected` objects (a cohort
+        import change counts one)."""
+        if not self.objects:
+            return {part.cohort_id: part.adds + part.removes for part in self.parts}
+        skipped = set(rejected)
+        points = {part.cohort_id: 0 for part in self.parts}
+        for index, obj in enumerate(self.objects):
+            if index in skipped:
+                continue
+            for n, (cohort_id, _, _) in enumerate(obj.changes):
+                points[cohort_id] += obj.points[n] if obj.points else 1
+        return points
 
     @property
     def family(self) -> str:
@@ -253,5 +279,93 @@ def track_request(kind: str, number: int, changes: Iterable[TrackChange]) -> Pla
         ))
         bodies.append(body)
     parts = tuple(RequestPart(cohort_id, adds, removes) for cohort_id, (adds, removes) in sorted(counts.items()))
+    return PlannedRequest(kind, number, parts, json.dumps({"attributes": bodies}, separators=(",", ":")),
+                          tuple(objects))
+
+
+class ProfileChange(NamedTuple):
+    """One value of an attribute sync's plan (cohort_sync_attribute_changes), or of its resync."""
+
+    batch_number: int
+    sync_id: str
+    member_key: str
+    attribute_name: str
+    should_remove: bool
+    value_type: str | None
+    value_text: str | None
+    value_hash: str | None
+    data_points: int
+
+
+PROFILE_CHANGE_COLUMNS = ProfileChange._fields
+
+
+def identifier_from_key(member_key: str) -> tuple[str, str, str | None]:
+    """(identifier_type, value, alias label) of a member key as
+    cohort_sync_audience_rows builds it: `external_id:<id>`,
+    `alias:<length of the name>:<name>:<label>`, `braze_id:`, `email:`, `phone:`."""
+    kind, _, rest = member_key.partition(":")
+    if kind == "alias":
+        length, _, named = rest.partition(":")
+        if not length.isdigit() or len(named) <= int(length) or named[int(length)] != ":":
+            raise ValueError(f"member key {member_key!r} is not an alias key")
+        return kind, named[:int(length)], named[int(length) + 1:]
+    if kind not in ("external_id", "braze_id", "email", "phone") or not rest:
+        raise ValueError(f"member key {member_key!r} has no identifier /users/track can address")
+    return kind, rest, None
+
+
+def object_identifier(identifier: tuple[str, str, str | None]) -> dict[str, Any]:
+    kind, value, label = identifier
+    if kind == "alias":
+        return {"user_alias": {"alias_name": value, "alias_label": label}}
+    return {kind: value}
+
+
+def attribute_value(value_type: str | None, value_text: str | None) -> Any:
+    """The JSON value of an attribute as cohort_sync_attribute_rows renders it
+    (macros/attribute_values.sql): None (unset) when there is no text."""
+    if value_text is None:
+        return None
+    if value_type == "number":
+        return float(value_text) if any(c in value_text for c in ".eEn") else int(value_text)
+    if value_type == "boolean":
+        return value_text == "true"
+    if value_type == "time":
+        at = datetime.fromtimestamp(int(value_text) / 1000, tz=timezone.utc)
+        return at.strftime("%Y-%m-%dT%H:%M:%S.") + f"{at.microsecond // 1000:03d}Z"
+    if value_type in ("array", "json"):
+        return json.loads(value_text)
+    return value_text  # string, date (YYYY-MM-DD: Braze reads it as midnight UTC)
+
+
+def profile_request(kind: str, number: int, changes: Iterable[ProfileChange], mode: str) -> PlannedRequest:
+    """A /users/track request of one attribute sync: one attributes object per
+    user, in member key order, carrying each of the user's values that
+    changed (null unsets one). `mode` update sends `"_update_existing_only":
+    true` (Braze ignores users it does not have); upsert sends false, which
+    creates them (for aliases too, whose default is true)."""
+    members: dict[str, list[ProfileChange]] = {}
+    for change in changes:
+        members.setdefault(change.member_key, []).append(change)
+    if len(members) > MAX_TRACK_OBJECTS:
+        raise ValueError(f"a /users/track request may hold at most {MAX_TRACK_OBJECTS} objects, got {len(members)}")
+    bodies, objects = [], []
+    counts: dict[str, list[int]] = {}
+    for member_key in sorted(members):
+        rows = members[member_key]
+        identifier = identifier_from_key(member_key)
+        body: dict[str, Any] = {**object_identifier(identifier), "_update_existing_only": mode != "upsert"}
+        for row in rows:
+            body[row.attribute_name] = None if row.should_remove else attribute_value(row.value_type, row.value_text)
+            counts.setdefault(row.sync_id, [0, 0])[1 if row.should_remove else 0] += 1
+        objects.append(TrackObject(
+            member_key, identifier,
+            tuple((row.sync_id, row.attribute_name, bool(row.should_remove)) for row in rows),
+            tuple(row.value_hash for row in rows),
+            tuple(int(row.data_points) for row in rows),
+        ))
+        bodies.append(body)
+    parts = tuple(RequestPart(sync_id, adds, removes) for sync_id, (adds, removes) in sorted(counts.items()))
     return PlannedRequest(kind, number, parts, json.dumps({"attributes": bodies}, separators=(",", ":")),
                           tuple(objects))

@@ -45,7 +45,16 @@ class HistoryRow:
       run, as the delivery log holds them (dry_run: that would be sent).
     - rejected: changes Braze rejected (objects a /users/track response
       named in its errors), recorded in cohort_sync_rejected_changes.
-    - members_after: the cohort's members in the published state after the run.
+    - members_after: the cohort's members in the published state after the run
+      (an attribute sync's: users with acknowledged values).
+    - data_points: what Braze bills for what it took in the run: each
+      attribute value written or unset (subscription states are free), each
+      membership change (dry_run: what the plan would consume).
+    - full_resync: the run re-sent every current member or value
+      (--full-resync, or the declaration's full_resync_every).
+
+    An attribute sync's row counts values: added are values written (new or
+    changed), removed values unset.
     """
 
     run_id: str
@@ -64,12 +73,15 @@ class HistoryRow:
     members_after: int | None = None
     error: str | None = None
     package_version: str = __version__  # the cohort-sync that wrote the row ('0.1.0' before 0.2.0)
+    data_points: int = 0
+    full_resync: bool = False
 
 
 HISTORY_COLUMNS = tuple(f.name for f in fields(HistoryRow))
 #: What a history column added by a migration reads as in rows from before it
 #: (Spark adds columns without a default; the other engines fill it in).
-HISTORY_DEFAULTS = {"package_version": "'0.1.0'", "resent_batches": "0", "rejected": "0"}
+HISTORY_DEFAULTS = {"package_version": "'0.1.0'", "resent_batches": "0", "rejected": "0", "data_points": "0",
+                    "full_resync": "false"}
 #: Statuses of a cohort that synced (its schedule counts it; partial: Braze
 #: rejected some changes, which need their data fixed, not a retry).
 SYNCED = ("success", "partial")

@@ -333,11 +333,17 @@ def _not_due(cohort: CohortPlan, summary: RunSummary, members: int, clock: Calla
 
 @dataclass
 class _Deferred:
-    """A cohort whose attribute changes wait for the run's /users/track requests."""
+    """A cohort (or attribute sync) whose changes wait for the run's /users/track requests."""
 
     cohort: CohortPlan
     row: HistoryRow
     resends: _Resends
+    resync: bool = False  # its full resync goes out after the plan's requests
+
+
+def _full_resync(cohort: CohortPlan, options: PublishOptions, clock: Callable[[], datetime]) -> bool:
+    """Whether the run re-sends everything of the cohort: --full-resync, or its full_resync_every is due."""
+    return options.full_resync or cohort.resync_due(clock())
 
 
 def _run_cohort(ledger, client, cohort, summary, options, lock, clock, deferred, tracked) -> bool:
@@ -345,7 +351,8 @@ def _run_cohort(ledger, client, cohort, summary, options, lock, clock, deferred,
 
     A cohort with attribute changes (or an attribute cohort in a full
     resync) sends its partner cohort import requests, if any, here, and is
-    deferred: its row is written once the run's /users/track requests are done.
+    deferred: its row is written once the run's /users/track requests are
+    done. So is an attribute sync with changes or a full resync.
     """
     row = HistoryRow(
         run_id=summary.run_id,
@@ -358,6 +365,7 @@ def _run_cohort(ledger, client, cohort, summary, options, lock, clock, deferred,
     blocked = cohort.guard_status == "blocked" and cohort.cohort_id not in options.allow_removals
     resends: _Resends | None = None
     waits = False
+    row.full_resync = resync = _full_resync(cohort, options, clock) and not blocked
     try:
         if options.dry_run:
             _plan_cohort(ledger, cohort, row, blocked)
@@ -371,10 +379,13 @@ def _run_cohort(ledger, client, cohort, summary, options, lock, clock, deferred,
             log.error("cohort '%s' blocked: %s", cohort.cohort_id, row.error)
         else:
             resends = _Resends(ledger.unconfirmed(cohort.cohort_id, row.run_id))
-            _publish_cohort(ledger, client, cohort, row, options, lock, clock, resends)
-            if cohort.cohort_id in tracked or (options.full_resync and cohort.delivery == "attribute"):
+            if cohort.is_sync:
+                row.status = "success"
+            else:
+                _publish_cohort(ledger, client, cohort, row, options, lock, clock, resends, resync)
+            if cohort.cohort_id in tracked or (resync and cohort.tracked):
                 row.status, waits = "running", True
-                deferred.append(_Deferred(cohort, row, resends))
+                deferred.append(_Deferred(cohort, row, resends, resync and cohort.tracked))
     except BrazeAuthError as exc:
         row.status, row.error = "failed", str(exc)
         summary.stopped = str(exc)
@@ -419,8 +430,9 @@ def _run_track(ledger, client, deferred: list[_Deferred], summary, options, lock
     """
     stream = _Stream({d.cohort.cohort_id: d.row for d in deferred}, {d.cohort.cohort_id: d.resends for d in deferred})
     plan_id = ledger.plan_id()
-    cohort_ids = set(stream.rows)
-    resyncing = {d.cohort.cohort_id for d in deferred if options.full_resync and d.cohort.delivery == "attribute"}
+    cohort_ids = {d.cohort.cohort_id for d in deferred if not d.cohort.is_sync}
+    syncs = [d.cohort for d in deferred if d.cohort.is_sync]
+    resyncing = {d.cohort.cohort_id for d in deferred if d.resync}
     failure: BaseException | None = None
     unexpected = False
     try:
@@ -428,13 +440,17 @@ def _run_track(ledger, client, deferred: list[_Deferred], summary, options, lock
             _send(ledger, client, stream, plan_id,
                   (q for q in ledger.pending_track_requests(plan_id, cohort_ids) if (q.adds == 0) == leaving),
                   options.concurrency, lock, clock)
+        _send(ledger, client, stream, plan_id, ledger.pending_profile_requests(plan_id, syncs),
+              options.concurrency, lock, clock)
         for waiting in deferred:
             if waiting.cohort.cohort_id in resyncing:
-                _send(ledger, client, stream, None, ledger.track_resync_requests(waiting.cohort, summary.run_id),
-                      options.concurrency, lock, clock)
-                resyncing.discard(waiting.cohort.cohort_id)
-                log.info("cohort '%s': full resync set its attribute on every current member again",
-                         waiting.cohort.cohort_id)
+                cohort = waiting.cohort
+                requests = (ledger.profile_resync_requests(cohort, summary.run_id) if cohort.is_sync
+                            else ledger.track_resync_requests(cohort, summary.run_id))
+                _send(ledger, client, stream, None, requests, options.concurrency, lock, clock)
+                resyncing.discard(cohort.cohort_id)
+                log.info("%s '%s': full resync sent %s again", "attribute sync" if cohort.is_sync else "cohort",
+                         cohort.cohort_id, "every current value" if cohort.is_sync else "its attribute to every current member")
     except BrazeAuthError as exc:
         failure, summary.stopped = exc, str(exc)
     except (BrazeError, ValueError) as exc:
@@ -447,7 +463,7 @@ def _run_track(ledger, client, deferred: list[_Deferred], summary, options, lock
         if unexpected:
             row.status, row.error = "failed", f"publisher error during /users/track (see the traceback): {failure}"
         elif failure is not None and (summary.stopped or row.cohort_id in resyncing
-                                      or sum(ledger.pending_summary(plan_id, row.cohort_id)[:2])):
+                                      or sum(ledger.pending_summary(plan_id, row.cohort_id, waiting.cohort.is_sync)[:2])):
             row.status, row.error = "failed", f"/users/track: {failure}"
         else:
             row.status = "partial" if row.rejected else "success"
@@ -464,16 +480,22 @@ def _run_track(ledger, client, deferred: list[_Deferred], summary, options, lock
 
 
 def _plan_cohort(ledger: Ledger, cohort: CohortPlan, row: HistoryRow, blocked: bool) -> None:
-    adds, removes, batches = ledger.pending_summary(ledger.plan_id(), cohort.cohort_id)
-    row.added, row.removed = adds, removes
+    adds, removes, batches, points = ledger.pending_summary(ledger.plan_id(), cohort.cohort_id, cohort.is_sync)
+    row.added, row.removed, row.data_points = adds, removes, points
     row.requests = batches + (1 if cohort.needs_name else 0)
     row.status = "dry_run"
     if blocked:
         row.error = f"would be blocked: {cohort.guard_reason}"
+    if cohort.is_sync:
+        log.info("dry run: attribute sync '%s' would write %d value(s) and unset %d in %d request(s): %d data point(s)%s",
+                 cohort.cohort_id, adds, removes, row.requests, points,
+                 " (then a full resync)" if row.full_resync else "")
+        return
     log.info(
-        "dry run: cohort '%s' would send %d add(s) and %d remove(s) in %d request(s)%s",
-        cohort.cohort_id, adds, removes, row.requests,
+        "dry run: cohort '%s' would send %d add(s) and %d remove(s) in %d request(s): %d data point(s)%s%s",
+        cohort.cohort_id, adds, removes, row.requests, points,
         " (including the name call)" if cohort.needs_name else "",
+        " (then a full resync)" if row.full_resync else "",
     )
 
 
@@ -521,6 +543,7 @@ class _Stream:
     def acknowledged(self, request: PlannedRequest, ack) -> None:
         objects = rejected_objects(request, ack)
         rejected = rejected_counts(request, objects)
+        points = request.data_points(objects)
         for index, reason in objects.items():
             for cohort_id in {change[0] for change in request.objects[index].changes}:
                 tally = self.reasons.setdefault(cohort_id, {})
@@ -533,6 +556,7 @@ class _Stream:
             row.added += part.adds - rejected_adds
             row.removed += part.removes - rejected_removes
             row.rejected += rejected_adds + rejected_removes
+            row.data_points += points.get(part.cohort_id, 0)
             self.resends[part.cohort_id].sent(request, row)
 
     def rejections(self, cohort_id: str) -> str | None:
@@ -554,8 +578,9 @@ def _publish_cohort(
     lock: _RunLock,
     clock: Callable[[], datetime],
     resends: _Resends,
+    resync: bool,
 ) -> None:
-    """The cohort's partner cohort import requests: its name call and its batches."""
+    """The cohort's partner cohort import requests: its name call, its batches, and its full resync."""
     run_id, cohort_id = row.run_id, cohort.cohort_id
     if resends.earlier:
         log.warning(
@@ -590,7 +615,7 @@ def _publish_cohort(
     plan_id = ledger.plan_id()
     _send(ledger, client, stream, plan_id, ledger.pending_requests(plan_id, cohort_id),
           options.concurrency, lock, clock)
-    if options.full_resync and cohort.delivery == "cohort_import":
+    if resync and cohort.delivery == "cohort_import":
         _send(ledger, client, stream, None, ledger.resync_requests(cohort_id, run_id),
               options.concurrency, lock, clock)
         log.info("cohort '%s': full resync re-sent every current member", cohort_id)

@@ -27,9 +27,13 @@ from ..braze.payload import (
     Change,
     PlannedRequest,
     RequestPart,
+    PROFILE_CHANGE_COLUMNS,
+    PROFILE_KINDS,
+    ProfileChange,
     TrackChange,
     compose_cohort_changes,
     name_request,
+    profile_request,
     request_for,
     track_request,
 )
@@ -50,6 +54,7 @@ STATE_TABLES = (
     "notification_log",
     "schema_migrations",
     "rejected_changes",
+    "attribute_state",
 )
 LOCK_NAME = "publisher"
 
@@ -79,6 +84,9 @@ class Relations:
     notification_log: str
     schema_migrations: str
     rejected_changes: str
+    attribute_changes: str
+    attribute_rows: str
+    attribute_state: str
 
     def events(self, table: str) -> str:
         """The append-only event log behind a state table's view (Spark): `<name>_events`."""
@@ -105,6 +113,25 @@ class CohortPlan:
     delivery: str = "cohort_import"  # or 'attribute': a profile attribute through /users/track
     attribute_name: str | None = None
     track_batch_size: int = MAX_TRACK_OBJECTS  # objects per /users/track request (var cohort_sync_users_track_batch_size)
+    sync_mode: str | None = None  # an attribute sync's (delivery 'profile'): update or upsert
+    full_resync_minutes: int | None = None  # full_resync_every: re-send everything this often
+    last_full_resync: datetime | None = None  # start of the last synced run that did (else of the first sync)
+
+    @property
+    def is_sync(self) -> bool:
+        """An attribute sync (cohort_sync_attribute_syncs), not a cohort."""
+        return self.delivery == "profile"
+
+    @property
+    def tracked(self) -> bool:
+        """Delivered through /users/track (an attribute cohort or an attribute sync)."""
+        return self.delivery in ("attribute", "profile")
+
+    def resync_due(self, now: datetime) -> bool:
+        """Whether its full_resync_every calls for a full resync now."""
+        if not self.full_resync_minutes or self.last_full_resync is None:
+            return False
+        return (now - self.last_full_resync).total_seconds() >= self.full_resync_minutes * 60
 
     @property
     def needs_name(self) -> bool:
@@ -124,8 +151,9 @@ STATE_COLUMNS = (*MEMBER_COLUMNS, "run_id", "acknowledged_at")
 REJECTED_COLUMNS = (
     "run_id", "plan_id", "cohort_id", "delivery", "attribute_name", "member_key", "should_remove",
     "identifier_type", "external_id", "alias_name", "alias_label", "braze_id", "email", "phone",
-    "batch_number", "error_type", "rejected_at",
+    "batch_number", "error_type", "rejected_at", "value_hash",
 )
+ATTRIBUTE_STATE_COLUMNS = ("sync_id", "member_key", "attribute_name", "value_hash", "run_id", "acknowledged_at")
 COHORT_COLUMNS = ("cohort_id", "cohort_name", "created_at", "run_id", "acknowledged_at")
 DELIVERY_COLUMNS = (
     "run_id", "plan_id", "cohort_id", "request_kind", "batch_number", "added", "removed",
@@ -140,12 +168,14 @@ EVENT_TABLES = {
     "published_cohorts": COHORT_COLUMNS,
     "inflight": INFLIGHT_COLUMNS,
     "lock": LOCK_COLUMNS,
+    "attribute_state": ATTRIBUTE_STATE_COLUMNS,
 }
 EVENT_COLUMNS = ("is_live", "event_seq")
 PLAN_COLUMNS = (
     "cohort_id", "cohort_name", "action", "guard_status", "guard_reason",
     "schedule_every", "schedule_at", "schedule_weekday", "schedule_day", "schedule_timezone",
     "publish_now", "notify", "delivery", "attribute_name", "users_track_batch_size",
+    "planned_data_points", "full_resync_minutes", "sync_mode",
 )
 #: What the publisher reads or writes in each relation: what `dbt run` with
 #: the same version of the package builds (membership only has to exist).
@@ -163,6 +193,10 @@ EXPECTED_COLUMNS: dict[str, tuple[str, ...]] = {
     "notification_log": NOTIFICATION_COLUMNS,
     "schema_migrations": ("step", "package_version", "applied_at"),
     "rejected_changes": REJECTED_COLUMNS,
+    "attribute_changes": ("plan_id", *PROFILE_CHANGE_COLUMNS, "change_kind"),
+    "attribute_rows": ("sync_id", "member_key", "attribute_name", "value_type", "value_text", "value_hash",
+                       "data_points", "is_null", "reject_reason"),
+    "attribute_state": ATTRIBUTE_STATE_COLUMNS,
 }
 
 
@@ -257,39 +291,48 @@ class Ledger:
             return kind, " ".join(reason.split())[:200]
 
     def cohorts(self) -> list[CohortPlan]:
+        """The plan's cohorts and attribute syncs, with what Braze knows of them
+        and when each last synced (and last had a full resync: else its first sync)."""
         r = self.relations
         plan = ", ".join(f"c.{name}" for name in PLAN_COLUMNS)
+        synced = ", ".join(f"'{status}'" for status in SYNCED)
         rows = self.engine.query(
             f"""
-            select {plan}, p.cohort_name, p.created_at, h.last_success
+            select {plan}, p.cohort_name, p.created_at, h.last_success, h.last_full_resync
             from {r.cohorts} as c
             left join {r.published_cohorts} as p on p.cohort_id = c.cohort_id
             left join (
-                select cohort_id, max(started_at) as last_success
+                select
+                    cohort_id,
+                    max(started_at) as last_success,
+                    coalesce(max(case when full_resync then started_at end), min(started_at)) as last_full_resync
                 from {r.run_history}
-                where status in ({", ".join(f"'{status}'" for status in SYNCED)})
+                where status in ({synced})
                 group by cohort_id
             ) as h on h.cohort_id = c.cohort_id
             order by c.cohort_id
             """
         )
         plans = []
-        for row in rows:  # PLAN_COLUMNS, then Braze's name and creation time, then the last success
+        for row in rows:  # PLAN_COLUMNS, then Braze's name and creation time, the last success and full resync
             c = dict(zip(PLAN_COLUMNS, row, strict=False))
             plans.append(CohortPlan(
                 c["cohort_id"], c["cohort_name"], c["action"], c["guard_status"], c["guard_reason"],
-                braze_cohort_name=row[-3], braze_created_at=row[-2], last_success=row[-1],
+                braze_cohort_name=row[-4], braze_created_at=row[-3], last_success=row[-2],
                 schedule=Schedule.from_columns(*(c[f"schedule_{n}"] for n in ("every", "at", "weekday", "day", "timezone"))),
                 publish_now=bool(c["publish_now"]), notify=_recipients(c["cohort_id"], c["notify"]),
                 delivery=c["delivery"] or "cohort_import", attribute_name=c["attribute_name"],
                 track_batch_size=int(c["users_track_batch_size"] or MAX_TRACK_OBJECTS),
+                sync_mode=c["sync_mode"],
+                full_resync_minutes=int(c["full_resync_minutes"]) if c["full_resync_minutes"] else None,
+                last_full_resync=row[-1],
             ))
         return plans
 
     def endpoint_families(self, only: frozenset[str] = frozenset()) -> set[str]:
         """The Braze endpoint families the plan needs: 'cohort_import' (partner
         keys) and 'users_track' (the REST API key), from the deliveries of the
-        cohorts to publish and of the changes planned (of the cohorts in
+        cohorts and syncs to publish and of the changes planned (of those in
         `only`, when given: `--cohort`)."""
         r = self.relations
         among = f" and cohort_id in ({', '.join('?' for _ in only)})" if only else ""
@@ -298,7 +341,7 @@ class Ledger:
             f"union select distinct delivery from {r.changes} where 1 = 1{among}",
             [*sorted(only), *sorted(only)],
         )
-        return {"users_track" if row[0] == "attribute" else "cohort_import" for row in rows if row[0]}
+        return {"cohort_import" if row[0] == "cohort_import" else "users_track" for row in rows if row[0]}
 
     def rejects(self) -> dict[str, list[tuple[str, int]]]:
         """Audience rows cohort_sync_rejects holds (never sent), per cohort and reason."""
@@ -374,9 +417,83 @@ class Ledger:
 
     def track_cohorts(self) -> set[str]:
         """The cohorts with attribute changes in the plan (attribute cohorts, and
-        cohorts moving from an attribute to another form)."""
-        rows = self.engine.query(f"select distinct cohort_id from {self.relations.changes} where delivery = 'attribute'")
+        cohorts moving from an attribute to another form), and the attribute
+        syncs with changes."""
+        rows = self.engine.query(
+            f"select distinct cohort_id from {self.relations.changes} where delivery = 'attribute' "
+            f"union select distinct sync_id from {self.relations.attribute_changes}"
+        )
         return {row[0] for row in rows}
+
+    def pending_profile_requests(self, plan_id: str | None, syncs: list[CohortPlan]) -> Iterator[PlannedRequest]:
+        """The attribute syncs' planned values not yet acknowledged for the
+        plan, as /users/track requests: one per batch of a sync (a user's
+        values share a batch), read a page of batches at a time."""
+        r = self.relations
+        for sync in syncs:
+            done = set()
+            if plan_id is not None:
+                done = {int(row[0]) for row in self.engine.query(
+                    f"""select batch_number from {r.delivery_log}
+                        where plan_id = ? and request_kind = 'profile' and cohort_id = ?""",
+                    [plan_id, sync.cohort_id],
+                )}
+            last = self.engine.query(
+                f"select max(batch_number) from {r.attribute_changes} where sync_id = ?", [sync.cohort_id],
+            )[0][0]
+            page = self.engine.page_batches
+            for first in range(1, int(last or 0) + 1, page):
+                if all(n in done for n in range(first, first + page)):
+                    continue
+                rows = self.engine.query(
+                    f"""select {', '.join(PROFILE_CHANGE_COLUMNS)} from {r.attribute_changes}
+                        where sync_id = ? and batch_number between ? and ?
+                        order by batch_number, member_key, attribute_name""",
+                    [sync.cohort_id, first, first + page - 1],
+                )
+                batches: dict[int, list[ProfileChange]] = {}
+                for row in rows:
+                    change = ProfileChange(int(row[0]), *row[1:])
+                    if change.batch_number not in done:
+                        batches.setdefault(change.batch_number, []).append(change)
+                for number in sorted(batches):
+                    yield profile_request("profile", number, batches[number], sync.sync_mode or "update")
+
+    def profile_resync_requests(self, sync: CohortPlan, run_id: str) -> Iterator[PlannedRequest]:
+        """Every value Braze should hold for the sync's users, as the model has
+        it now (the state keeps hashes only), except those this run wrote, as
+        /users/track requests of the sync's batch size, by member key."""
+        r = self.relations
+        size = int(sync.track_batch_size)
+        number, after = 0, ""
+        while True:
+            keys = [row[0] for row in self.engine.query(
+                f"""select distinct member_key from {r.attribute_state}
+                    where sync_id = ? and run_id <> ? and member_key > ?
+                    order by member_key limit {size}""",
+                [sync.cohort_id, run_id, after],
+            )]
+            if not keys:
+                break
+            rows = self.engine.query(
+                f"""select distinct 0, v.sync_id, v.member_key, v.attribute_name, false, v.value_type, v.value_text,
+                        v.value_hash, v.data_points
+                    from {r.attribute_rows} as v
+                    inner join {r.attribute_state} as s
+                        on s.sync_id = v.sync_id and s.member_key = v.member_key
+                        and s.attribute_name = v.attribute_name and s.value_hash = v.value_hash
+                    where v.sync_id = ? and v.reject_reason is null and not v.is_null and s.run_id <> ?
+                        and v.member_key in ({', '.join('?' for _ in keys)})
+                    order by v.member_key, v.attribute_name""",
+                [sync.cohort_id, run_id, *keys],
+            )
+            if rows:
+                number += 1
+                yield profile_request("profile_resync", number, [ProfileChange(number, *row[1:]) for row in rows],
+                                      sync.sync_mode or "update")
+            if len(keys) < size:
+                break
+            after = keys[-1]
 
     def pending_track_requests(self, plan_id: str | None, cohort_ids: set[str]) -> Iterator[PlannedRequest]:
         """The attribute changes of these cohorts not yet acknowledged for the
@@ -415,9 +532,28 @@ class Ledger:
             for number in sorted(batches):
                 yield track_request("track", number, batches[number])
 
-    def pending_summary(self, plan_id: str | None, cohort_id: str) -> tuple[int, int, int]:
-        """(adds, removes, batches) of the plan not yet acknowledged for the cohort."""
+    def pending_summary(self, plan_id: str | None, cohort_id: str, sync: bool = False) -> tuple[int, int, int, int]:
+        """(adds, removes, batches, data points) of the plan not yet acknowledged
+        for the cohort (for an attribute sync: values written, values unset)."""
         r = self.relations
+        if sync:
+            row = self.engine.query(
+                f"""
+                select
+                    coalesce(sum(case when c.should_remove then 0 else 1 end), 0),
+                    coalesce(sum(case when c.should_remove then 1 else 0 end), 0),
+                    count(distinct c.batch_number),
+                    coalesce(sum(c.data_points), 0)
+                from {r.attribute_changes} as c
+                left join (
+                    select distinct batch_number from {r.delivery_log}
+                    where plan_id = ? and cohort_id = ? and request_kind = 'profile'
+                ) as d on d.batch_number = c.batch_number
+                where c.sync_id = ? and d.batch_number is null
+                """,
+                [plan_id or "", cohort_id, cohort_id],
+            )[0]
+            return int(row[0]), int(row[1]), int(row[2]), int(row[3])
         row = self.engine.query(
             f"""
             select
@@ -436,7 +572,7 @@ class Ledger:
             """,
             [plan_id or "", cohort_id, cohort_id],
         )[0]
-        return int(row[0]), int(row[1]), int(row[2]) + int(row[3])
+        return int(row[0]), int(row[1]), int(row[2]) + int(row[3]), int(row[0]) + int(row[1])
 
     def record_name(
         self, run_id: str, cohort: CohortPlan, created_at: datetime, status: int, at: datetime
@@ -484,8 +620,11 @@ class Ledger:
                 batches = [(q, objects) for (q, _), objects in zip(acknowledged, rejected, strict=True) if q.kind == kind]
                 if batches:
                     self._apply_batches(run_id, plan_id, delivery, batches, at)
+            batches = [(q, objects) for (q, _), objects in zip(acknowledged, rejected, strict=True) if q.kind == "profile"]
+            if batches:
+                self._apply_profile_batches(run_id, plan_id, batches, at)
             rows = [row for (q, _), objects in zip(acknowledged, rejected, strict=True)
-                    for row in _rejected_rows(run_id, plan_id if q.kind == "track" else None, q, objects, at)]
+                    for row in _rejected_rows(run_id, plan_id if q.kind in ("track", "profile") else None, q, objects, at)]
             if rows:
                 self._insert_rows("rejected_changes", REJECTED_COLUMNS, rows)
             if acknowledged:
@@ -554,6 +693,53 @@ class Ledger:
             raise RuntimeError(
                 f"cohorts {', '.join(sorted(pairs))}: the plan changed while it was being published "
                 f"(expected {adds} adds and {removes} removes, found {added} and {removed}); run dbt again"
+            )
+
+    def _apply_profile_batches(
+        self, run_id: str, plan_id: str | None, batches: list[tuple[PlannedRequest, dict[int, str]]], at: datetime,
+    ) -> None:
+        """Apply acknowledged batches of attribute syncs to the attribute state,
+        less the objects Braze rejected: each value written replaces the
+        user's acknowledged one, each unset removes it (on Spark: live rows
+        and tombstones, which repeated after a crash change nothing)."""
+        clauses, params, expected = [], [], 0
+        for request, objects in batches:
+            [part] = request.parts  # a sync's batch is its own request
+            keys = sorted({request.objects[i].member_key for i in objects})
+            clause = f"(sync_id = ? and batch_number = {int(request.batch_number)}"
+            if keys:
+                clause += f" and member_key not in ({', '.join('?' for _ in keys)})"
+            clauses.append(clause + ")")
+            params += [part.cohort_id, *keys]
+            expected += part.adds - sum(a for a, _ in rejected_counts(request, objects).values())
+        where = f"plan_id = ? and ({' or '.join(clauses)})"
+        params = [plan_id, *params]
+        r = self.relations
+        values = "sync_id, member_key, attribute_name, value_hash, ?, ?"
+        if self.engine.transactional:
+            self.engine.execute(
+                f"""delete from {r.attribute_state} as held where exists (
+                        select 1 from {r.attribute_changes} as c
+                        where {where}
+                            and c.sync_id = held.sync_id and c.member_key = held.member_key
+                            and c.attribute_name = held.attribute_name)""",
+                params,
+            )
+        else:
+            self._insert_select(
+                "attribute_state", ATTRIBUTE_STATE_COLUMNS,
+                f"select {values} from {r.attribute_changes} where should_remove and {where}",
+                [run_id, at, *params], live=False,
+            )
+        written = self._insert_select(
+            "attribute_state", ATTRIBUTE_STATE_COLUMNS,
+            f"select {values} from {r.attribute_changes} where not should_remove and {where}",
+            [run_id, at, *params],
+        )
+        if written != expected:
+            raise RuntimeError(
+                f"attribute syncs {', '.join(sorted({q.parts[0].cohort_id for q, _ in batches}))}: the plan changed "
+                f"while it was being published (expected {expected} values written, found {written}); run dbt again"
             )
 
     def resync_requests(self, cohort_id: str, run_id: str) -> Iterator[PlannedRequest]:
@@ -672,10 +858,10 @@ class Ledger:
     ) -> None:
         """A delivery log row per cohort each request carries, with what Braze
         took of it (its changes less those rejected). Only batches of the plan
-        ('users', 'track') carry the plan's id."""
+        ('users', 'track', 'profile') carry the plan's id."""
         self._insert_rows(
             "delivery_log", DELIVERY_COLUMNS,
-            [(run_id, plan_id if q.kind in ("users", "track") else None, part.cohort_id, q.kind, q.batch_number,
+            [(run_id, plan_id if q.kind in ("users", "track", "profile") else None, part.cohort_id, q.kind, q.batch_number,
               part.adds - rejected.get(part.cohort_id, (0, 0))[0],
               part.removes - rejected.get(part.cohort_id, (0, 0))[1], status, at)
              for q, status, rejected in acknowledged for part in q.parts],
@@ -780,16 +966,25 @@ class Ledger:
             self._delete("lock", "lock_name = ? and run_id = ?", [LOCK_NAME, run_id])
 
     def members(self, cohort_id: str) -> int:
+        """Published members of a cohort (for an attribute sync: users with acknowledged values)."""
+        r = self.relations
         return int(self.engine.query(
-            f"select count(*) from {self.relations.published_state} where cohort_id = ?", [cohort_id]
+            f"""select (select count(*) from {r.published_state} where cohort_id = ?)
+                    + (select count(distinct member_key) from {r.attribute_state} where sync_id = ?)""",
+            [cohort_id, cohort_id],
         )[0][0])
 
     def member_counts(self) -> dict[str, int]:
-        """Published members per cohort."""
+        """Published members per cohort (per attribute sync: users with acknowledged values)."""
+        r = self.relations
         rows = self.engine.query(
-            f"select cohort_id, count(*) from {self.relations.published_state} group by cohort_id"
+            f"select cohort_id, count(*) from {r.published_state} group by cohort_id "
+            f"union all select sync_id, count(distinct member_key) from {r.attribute_state} group by sync_id"
         )
-        return {cohort_id: int(count) for cohort_id, count in rows}
+        counts: dict[str, int] = {}
+        for cohort_id, count in rows:
+            counts[cohort_id] = counts.get(cohort_id, 0) + int(count)
+        return counts
 
     def write_history(self, *rows: HistoryRow) -> None:
         self._append("run_history", HISTORY_COLUMNS, rows)
@@ -997,7 +1192,10 @@ def rejected_counts(request: PlannedRequest, objects: dict[int, str]) -> dict[st
 
 
 def _rejected_rows(run_id, plan_id, request: PlannedRequest, objects: dict[int, str], at) -> list[tuple]:
-    """cohort_sync_rejected_changes rows: one per change of each rejected object."""
+    """cohort_sync_rejected_changes rows: one per change of each rejected object
+    (for an attribute sync, per value, with its hash: the same value is not
+    planned again)."""
+    delivery = "profile" if request.kind in PROFILE_KINDS else "attribute"
     rows = []
     for index, reason in sorted(objects.items()):
         obj = request.objects[index]
@@ -1006,9 +1204,10 @@ def _rejected_rows(run_id, plan_id, request: PlannedRequest, objects: dict[int, 
         identifiers["alias_name" if kind == "alias" else kind] = value
         if kind == "alias":
             identifiers["alias_label"] = label
-        for cohort_id, attribute_name, should_remove in obj.changes:
-            rows.append((run_id, plan_id, cohort_id, "attribute", attribute_name, obj.member_key, should_remove,
-                         kind, *identifiers.values(), request.batch_number, reason, at))
+        for n, (cohort_id, attribute_name, should_remove) in enumerate(obj.changes):
+            rows.append((run_id, plan_id, cohort_id, delivery, attribute_name, obj.member_key, should_remove,
+                         kind, *identifiers.values(), request.batch_number, reason, at,
+                         obj.hashes[n] if obj.hashes else None))
     return rows
 
 

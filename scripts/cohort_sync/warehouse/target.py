@@ -24,6 +24,8 @@ MODELS = {
     "cohorts": "cohort_sync_cohorts",
     "membership": "cohort_sync_membership",
     "rejects": "cohort_sync_rejects",
+    "attribute_changes": "cohort_sync_attribute_changes",
+    "attribute_rows": "cohort_sync_attribute_rows",
 }
 
 
