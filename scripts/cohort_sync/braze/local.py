@@ -17,7 +17,9 @@ dropped connections, rejected objects):
                                   events, purchases
     GET    /_local/requests       every request received, with its outcome (and, for
                                   a change or a track request, a digest of what it
-                                  applied: the same batch sent twice has the same digest)
+                                  applied: the same batch sent twice has the same digest;
+                                  for a track request, the attributes of each attributes
+                                  object and the data points Braze would bill)
     POST   /_local/profiles       {"profiles": [...]} holds users as if they existed
     POST   /_local/track_rejects  {"identifiers": [...], "type": "..."}: objects for
                                   these users get a per-object error of that type
@@ -66,6 +68,9 @@ IDENTIFIERS = ("external_id", "user_alias", "braze_id", "email", "phone")
 _PRIMARY = ("external_id", "user_alias", "braze_id")  # two of these in one object: an error
 MAX_STRING = 255
 MAX_ARRAY = 25  # Braze's default array attribute length; extra elements are dropped silently
+#: Keys of an attributes object that are not attributes Braze bills for.
+NOT_ATTRIBUTES = (*IDENTIFIERS, "_update_existing_only", "_merge_objects")
+FREE_ATTRIBUTES = ("email_subscribe", "push_subscribe", "subscription_groups")  # subscription states
 NO_DATA = "Valid data must be provided in the 'attributes', 'events', or 'purchases' fields."
 IDENTIFIER_REQUIRED = "'external_id', 'braze_id', 'user_alias', 'email' or 'phone' is required"
 INJECTED_REJECTION = "injected rejection"
@@ -314,6 +319,17 @@ def _checked_purchase(record: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(quantity, int) or isinstance(quantity, bool) or not 1 <= quantity <= 100:
         raise _ObjectError("'quantity' is not valid")
     return record
+
+
+def _data_points(array: str, obj: dict[str, Any]) -> int:
+    """What Braze bills for a processed object: each attribute written or
+    unset (subscription states free), an event, a purchase and each of its
+    properties."""
+    if array == "attributes":
+        return len([k for k in obj if k not in NOT_ATTRIBUTES and k not in FREE_ATTRIBUTES])
+    if array == "purchases":
+        return 1 + len(obj.get("properties") or {})
+    return 1
 
 
 def _object_digest(array: str, obj: Any) -> str:
@@ -659,7 +675,7 @@ class LocalBraze:
         errors: list[dict[str, Any]] = []
         digests: list[str] = []
         processed = dict.fromkeys(arrays, 0)
-        ignored = created = 0
+        ignored = created = data_points = 0
         for array in TRACK_ARRAYS:
             for index, obj in enumerate(arrays.get(array, [])):
                 try:
@@ -668,6 +684,7 @@ class LocalBraze:
                     errors.append({"type": str(error), "input_array": array, "index": index})
                     continue
                 processed[array] += 1
+                data_points += _data_points(array, obj)  # Braze bills what it processed, applied or ignored
                 if outcome == "ignored":
                     ignored += 1
                     continue
@@ -675,6 +692,9 @@ class LocalBraze:
                 digests.append(_object_digest(array, obj))
         return {
             "objects": sum(map(len, arrays.values())), "errors": errors, "applied": len(digests),
+            "attribute_counts": [len([k for k in obj if k not in NOT_ATTRIBUTES]) if isinstance(obj, dict) else 0
+                                 for obj in arrays.get("attributes", [])],
+            "data_points": data_points,
             "ignored": ignored, "created": created, "processed": processed,
             "digest": hashlib.sha1("\n".join(sorted(digests)).encode()).hexdigest()[:16],
             "object_digests": digests,
