@@ -35,11 +35,13 @@ pytestmark = pytest.mark.dbt
 CHURN = {"model": "churn_audience", "name": "Churn risk"}
 STEPS = [
     "0001_state_tables", "0002_plan_ids_and_resent_counts", "0003_spark_event_logs", "0004_notification_log",
-    "0005_run_history_package_version", "0006_users_track_delivery",
+    "0005_run_history_package_version", "0006_users_track_delivery", "0007_attribute_syncs",
 ]
 STEPS_0_2_0 = STEPS[:5]
+STEPS_0_3_0 = STEPS[:6]
 #: The state-table macros of 0.2.0 as released, installed as the cohort_sync dbt package.
 PACKAGE_0_2_0 = Path(__file__).resolve().parents[1] / "fixtures" / "cohort_sync_0_2_0"
+PACKAGE_0_3_0 = Path(__file__).resolve().parents[1] / "fixtures" / "cohort_sync_0_3_0"
 AT = datetime(2026, 11, 20, 6, 0, 0)
 OLD_RUN = "0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f"
 
@@ -307,7 +309,7 @@ def test_the_0_2_0_schema_with_rows_in_it_is_upgraded_by_dbt_run_and_then_sends_
     install_package(project, REPO)
     assert project.sync(), "dbt run and publish on the 0.2.0 state"
     assert applied_steps(project) == sorted([(step, "0.2.0") for step in STEPS_0_2_0]
-                                            + [("0006_users_track_delivery", __version__)])
+                                            + [(step, __version__) for step in STEPS[5:]])
     # Every row kept; the members read as partner cohort members.
     assert project.query(
         "select delivery, attribute_name, count(*) from cohort_sync_published_state group by delivery, attribute_name"
@@ -323,3 +325,42 @@ def test_the_0_2_0_schema_with_rows_in_it_is_upgraded_by_dbt_run_and_then_sends_
     [request] = [r for r in braze.requests() if "fault" not in r]
     assert (request["endpoint"], request["adds"], request["removes"]) == ("users", 5, 3)
     assert project.published("churn_audience") == {f"external_id:{m}" for m in ids(3, 105)}
+
+
+@pytest.mark.parametrize("warehouse", ["duckdb", "postgres", "spark"], indirect=True)
+def test_the_0_3_0_schema_with_rows_in_it_is_upgraded_by_dbt_run_and_an_attribute_sync_publishes(
+    make_engine_project, braze
+):
+    """0.3.0's own migration builds its schema over a warehouse with members,
+    history and a change Braze rejected; this version's `dbt run` adds step
+    0007 (the attribute state, the history's data points and full resync,
+    the rejected changes' value hash): every row is kept and reads its
+    default, and a newly declared attribute sync publishes beside the cohort."""
+    project = old_project(make_engine_project)
+    install_package(project, PACKAGE_0_3_0)
+    assert project.dbt("run-operation", "cohort_sync.migrate_state_tables").success
+    assert applied_steps(project) == [(step, "0.3.0") for step in STEPS_0_3_0]
+    execute(project.warehouse, [insert("cohort_sync_rejected_changes", [
+        (OLD_RUN, "plan-0", "churn_audience", "attribute", "cohort_churn_audience", "external_id:u00001", True,
+         "external_id", "u00001", None, None, None, None, None, 1, "invalid external_id", AT)])])
+
+    install_package(project, REPO)
+    braze.seed_profiles([{"external_id": m} for m in ids(3, 105)])
+    project.declare([CHURN], cohort_sync_attribute_syncs=[{"model": "facts", "mode": "update"}])
+    project.set_audience("facts", {"external_id": ids(3, 8), "plan": ["gold", "silver", "gold", "bronze", "gold"]})
+    assert project.sync(), "dbt run and publish on the 0.3.0 state"
+    assert applied_steps(project) == sorted([(step, "0.3.0") for step in STEPS_0_3_0]
+                                            + [("0007_attribute_syncs", __version__)])
+    assert project.query("select count(*) from cohort_sync_rejected_changes where value_hash is null") == [(1,)]
+    ledger = ledger_of(project)
+    try:  # the new counters read their defaults in rows from before them, on every engine
+        old = [row for row in ledger.history() if row.run_id == OLD_RUN]
+        assert [(row.data_points, row.full_resync) for row in old] == [(0, False)]
+    finally:
+        ledger.close()
+    history = {row["cohort_id"]: row for row in project.history() if row["run_id"] != OLD_RUN}
+    assert (history["churn_audience"]["added"], history["churn_audience"]["removed"]) == (5, 3)
+    assert (history["facts"]["status"], history["facts"]["added"], history["facts"]["data_points"]) == ("success", 5, 5)
+    assert project.query("select count(*) from cohort_sync_attribute_state where sync_id = 'facts'") == [(5,)]
+    plans = {p["external_id"]: p["attributes"].get("plan") for p in braze.profiles() if p.get("external_id")}
+    assert [plans[m] for m in ids(3, 8)] == ["gold", "silver", "gold", "bronze", "gold"]

@@ -20,6 +20,7 @@ _COLUMNS = (
     ("retries", lambda r: r.retries),
     ("resent", lambda r: r.resent_batches),
     ("rejected", lambda r: r.rejected),
+    ("data pts", lambda r: r.data_points),
     ("members", lambda r: "" if r.members_after is None else r.members_after),
     ("error", lambda r: first_line(r.error)[:60] + ("..." if len(first_line(r.error)) > 60 else "")),
 )
@@ -37,7 +38,7 @@ def format_table(rows: Sequence[HistoryRow], *, history: bool = False) -> str:
     widths = [
         max([len(title)] + [len(line[i]) for line in cells]) for i, (title, _) in enumerate(columns)
     ]
-    numeric = {"added", "removed", "requests", "retries", "resent", "rejected", "members"}
+    numeric = {"added", "removed", "requests", "retries", "resent", "rejected", "data pts", "members"}
 
     def render(values: Sequence[str]) -> str:
         parts = [
@@ -101,7 +102,7 @@ def format_summary(summary: RunSummary) -> str:
 
 def format_rejects(rejects: Mapping[str, Sequence[tuple[str, int]]]) -> str:
     """The audience rows never sent, per cohort and reason."""
-    lines = ["rejected audience rows (never sent; each is in cohort_sync_rejects with its values):"]
+    lines = ["rejected audience rows and attribute values (never sent; each is in cohort_sync_rejects with its values):"]
     for cohort_id, reasons in sorted(rejects.items()):
         total = sum(count for _, count in reasons)
         lines.append(f"  {cohort_id}: {total:,} ({', '.join(f'{reason} {count:,}' for reason, count in reasons)})")
