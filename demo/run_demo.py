@@ -9,7 +9,9 @@
    arrives) and runs `dbt build` again: only the difference is sent.
 4. After each run, prints each cohort as the endpoint holds it (three
    partner cohorts, and one profile attribute set through /users/track)
-   and checks it equals the audience models exactly.
+   and the customer facts the attribute sync wrote on the profiles, and
+   checks both equal the models exactly, and how many data points the
+   sync's values cost.
 
 Any real BRAZE_* settings in your environment are ignored here.
 """
@@ -99,6 +101,29 @@ def show_and_check_attribute(braze: LocalBraze, requests_before: int) -> bool:
     return match
 
 
+#: The attribute sync: Braze attribute -> the customer_facts column, read back independently.
+FACTS = {"orders": "order_count", "lifetime_value": "lifetime_value", "last_order_on": "last_order_on", "tier": "tier"}
+
+
+def show_and_check_facts(braze: LocalBraze) -> bool:
+    columns = ", ".join(f"cast({column} as varchar)" if name == "last_order_on" else column
+                        for name, column in FACTS.items())
+    with duckdb.connect(str(DATABASE), read_only=True) as con:
+        expected = {row[0]: dict(zip(FACTS, row[1:], strict=True))
+                    for row in con.execute(f"select external_id, {columns} from customer_facts").fetchall()}
+        added, removed, requests, points = con.execute(
+            "select added, removed, requests, data_points from cohort_sync_run_history "
+            "where cohort_id = 'customer_facts' order by started_at desc limit 1").fetchone()
+    held = {profile["external_id"]: {name: profile["attributes"][name] for name in FACTS if name in profile["attributes"]}
+            for profile in braze.profiles() if profile.get("external_id")}
+    match = all(held.get(user) == values for user, values in expected.items())
+    print(f"- customer_facts: attribute sync ({', '.join(FACTS)}) on {len(expected)} customers' profiles")
+    print(f"    this run (its history row): {added} value(s) written, {removed} unset, in {requests} "
+          f"/users/track request(s): {points} data point(s)")
+    print(f"    equals the model: {'yes' if match else 'NO'}")
+    return match
+
+
 def show_and_check(braze: LocalBraze, title: str, requests_before: int) -> bool:
     held = braze.cohorts()
     sent = braze.requests()[requests_before:]
@@ -120,7 +145,7 @@ def show_and_check(braze: LocalBraze, title: str, requests_before: int) -> bool:
         print(f"    {len(members)} {kind} ({sample}{', ...' if len(members) > 4 else ''})")
         print(f"    this run: {len(calls)} request(s), {adds} added, {removes} removed")
         print(f"    equals the audience model: {'yes' if match else 'NO'}")
-    return show_and_check_attribute(braze, requests_before) and ok
+    return show_and_check_attribute(braze, requests_before) and show_and_check_facts(braze) and ok
 
 
 def main() -> int:
@@ -160,8 +185,8 @@ def main() -> int:
             env=env, check=True,
         )
     if first_ok and second_ok:
-        print("\ndemo OK: after both runs Braze's cohorts and profile attributes equal the audiences; "
-              "run 2 sent only the difference.")
+        print("\ndemo OK: after both runs Braze's cohorts and profile attributes equal the audiences and the "
+              "customer facts; run 2 sent only the difference.")
         return 0
     print("\ndemo FAILED: the endpoint's cohorts or profile attributes differ from the audiences", file=sys.stderr)
     return 1

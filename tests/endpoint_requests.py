@@ -3,6 +3,8 @@ delivery tests compare it with the history (GET /_local/requests)."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -26,6 +28,13 @@ def track_objects_applied(requests: list[dict[str, Any]]) -> list[str]:
     return [digest for r in requests
             if r.get("endpoint") == "track" and 200 <= r.get("status", 0) < 300
             for digest in r.get("object_digests", ())]
+
+
+def attributes_object_digest(obj: dict[str, Any]) -> str:
+    """The digest the endpoint gives an attributes object it applied (in a
+    request's object_digests): the same fields and values, the same digest,
+    so a test can tell which user's object was applied, and how often."""
+    return hashlib.sha1(f"attributes\n{json.dumps(obj, sort_keys=True)}".encode()).hexdigest()[:16]
 
 
 def received_twice(
