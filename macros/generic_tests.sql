@@ -53,3 +53,16 @@ where delivery = 'attribute'
 group by batch_number
 having count(distinct member_key) > {{ limit }}
 {% endmacro %}
+
+
+{# Passes when no attribute sync's batch holds more than `limit` users (one /users/track object each). #}
+{% test sync_batches_within_limit(model, limit=75) %}
+  {{ return(adapter.dispatch('test_sync_batches_within_limit', 'cohort_sync')(model, limit)) }}
+{% endtest %}
+
+{% macro default__test_sync_batches_within_limit(model, limit) %}
+select sync_id, batch_number, count(distinct member_key) as objects
+from {{ model }}
+group by sync_id, batch_number
+having count(distinct member_key) > {{ limit }}
+{% endmacro %}

@@ -209,3 +209,160 @@ def test_first_run_then_three_changes_then_nothing_then_other_representations(ma
     synced(project)
     assert track_requests(braze, sent) == []
     assert project.query("select count(*) from cohort_sync_attribute_changes") == [(0,)]
+
+
+# -- nulls and leavers, update and upsert --------------------------------------------------------
+
+
+def test_nulls_and_leavers_as_declared_and_update_mode_creates_no_profile(make_engine_project, braze):
+    """Two syncs over the same users, with each setting of `nulls` and `on_leave`:
+    one unsets (mode upsert), the other keeps (mode update)."""
+    known = ids("known", 1, 5)
+    braze.seed_profiles([{"external_id": m} for m in known])
+    project = make_engine_project()
+    project.declare([], cohort_sync_attribute_syncs=[
+        {"model": "facts_unset", "mode": "upsert", "nulls": "unset", "on_leave": "unset"},
+        {"model": "facts_keep", "mode": "update", "nulls": "keep", "on_leave": "keep",
+         "attributes": {"k_tier": "tier", "k_score": "score"}},
+    ])
+
+    def set_models(unset_users, keep_users, tiers):
+        set_model(project, "facts_unset", {
+            "external_id": unset_users, "u_tier": [tiers.get(m, "gold") for m in unset_users],
+            "u_score": [7] * len(unset_users)}, {"u_score": "bigint"})
+        set_model(project, "facts_keep", {
+            "external_id": keep_users, "tier": [tiers.get(m, "gold") for m in keep_users],
+            "score": [7] * len(keep_users)}, {"score": "bigint"})
+
+    # 1. upsert creates the user Braze does not have; update leaves its one alone
+    set_models(known + ["fresh"], known + ["ghost"], {})
+    synced(project)
+    created = {(r["objects"], r["created"], r["ignored"]) for r in track_requests(braze)}
+    assert created == {(5, 1, 0), (5, 0, 1)}
+    everything = {"u_tier": "gold", "u_score": 7, "k_tier": "gold", "k_score": 7}
+    assert profiles(braze) == {**{m: everything for m in known}, "fresh": {"u_tier": "gold", "u_score": 7}}
+    assert "ghost" not in profiles(braze)
+
+    # 2. known00001's tier becomes null, known00002 leaves both models
+    sent = len(braze.requests())
+    now = [known[0], *known[2:]]
+    set_models(now + ["fresh"], now + ["ghost"], {known[0]: None})
+    synced(project)
+    [request] = track_requests(braze, sent)  # the keeping sync sends nothing
+    assert (request["objects"], sorted(request["attribute_counts"]), request["data_points"]) == (2, [1, 2], 3)
+    assert profiles(braze) == {
+        known[0]: {"u_score": 7, "k_tier": "gold", "k_score": 7},  # unset's tier unset, keep's kept
+        known[1]: {"k_tier": "gold", "k_score": 7},  # left: unset's values unset, keep's kept
+        **{m: everything for m in known[2:]}, "fresh": {"u_tier": "gold", "u_score": 7},
+    }
+    last = {row["cohort_id"]: row for row in project.history()[-2:]}
+    assert (last["facts_unset"]["added"], last["facts_unset"]["removed"], last["facts_unset"]["data_points"]) == (0, 3, 3)
+    assert (last["facts_keep"]["status"], last["facts_keep"]["added"], last["facts_keep"]["removed"]) == ("success", 0, 0)
+
+    # 3. the tier is back: the unsetting sync writes it again; Braze still holds the kept one
+    sent = len(braze.requests())
+    set_models(now + ["fresh"], now + ["ghost"], {})
+    synced(project)
+    [request] = track_requests(braze, sent)
+    assert (request["objects"], request["attribute_counts"]) == (1, [1])
+    assert profiles(braze)[known[0]] == everything
+
+
+# -- bad input ----------------------------------------------------------------------------------
+
+LONG_NAME = "a" * 256
+
+
+def test_each_kind_of_bad_input_is_rejected_with_its_reason_and_never_sent(make_engine_project, braze):
+    project = make_engine_project()
+    project.declare([], cohort_sync_max_array_length=3, cohort_sync_attribute_syncs=[{
+        "model": "messy_facts", "mode": "upsert",
+        "attributes": {"nickname": "nickname", "score": "score", "tags": "tags", "country": "country",
+                       "dob": "dob", "email_subscribe": "email_subscribe", "$odd": "odd", LONG_NAME: "odd"},
+    }])
+    good = {"nickname": "ann", "score": "1.5", "tags": "a|b|a|c", "country": "fr", "dob": "1990-05-17",
+            "email_subscribe": "Opted_In", "odd": "x"}
+    rows = [
+        ("u01", {}),
+        ("u02", {"nickname": "x" * 256}),
+        ("u03", {"tags": "a|b|c|d"}),
+        ("u04", {"country": "XX"}),
+        ("u05", {"dob": "2020-13-01"}),
+        ("u06", {"email_subscribe": "maybe"}),
+        ("u07", {"score": "NaN"}),
+        ("u08", {"score": "Infinity"}),
+        ("u09", {"score": "-Infinity"}),
+        ("u10", {"nickname": "bo"}), ("u10", {"nickname": "bob"}),  # two rows that disagree
+        ("u11", {}), ("u11", {}),  # two rows that agree
+    ]
+    columns = {"external_id": [user for user, _ in rows]}
+    for name in good:
+        columns[name] = [{**good, **changed}[name] for _, changed in rows]
+    set_model(project, "messy_facts", columns, {"score": "double", "tags": "array"})
+    synced(project)
+
+    rejects = project.query(
+        "select attribute_name, reject_reason, external_id, source_rows from cohort_sync_rejects "
+        "where cohort_id = 'messy_facts'"
+    )
+    conflicting = ["nickname", "score", "tags", "country", "dob", "email_subscribe", "$odd", LONG_NAME]
+    assert sorted((a, r, u, int(n)) for a, r, u, n in rejects) == sorted([
+        *((name, "invalid_attribute_name", user, 2 if user == "u11" else 1)
+          for name in ("$odd", LONG_NAME) for user in sorted({u for u, _ in rows}) if user != "u10"),
+        ("nickname", "string_too_long", "u02", 1),
+        ("tags", "array_too_long", "u03", 1),
+        ("country", "invalid_country", "u04", 1),
+        ("dob", "invalid_dob", "u05", 1),
+        ("email_subscribe", "invalid_email_subscribe", "u06", 1),
+        ("score", "not_a_finite_number", "u07", 1),
+        ("score", "not_a_finite_number", "u08", 1),
+        ("score", "not_a_finite_number", "u09", 1),
+        *((name, "conflicting_rows", "u10", 2) for name in conflicting),
+    ])
+
+    sent_good = {"nickname": "ann", "score": 1.5, "tags": ["a", "b", "c"], "country": "FR", "dob": "1990-05-17",
+                 "email_subscribe": "opted_in"}
+    rejected = {"u02": "nickname", "u03": "tags", "u04": "country", "u05": "dob", "u06": "email_subscribe",
+                "u07": "score", "u08": "score", "u09": "score"}
+    assert profiles(braze) == {  # u10 has no profile: none of its values were sent
+        user: {k: v for k, v in sent_good.items() if k != rejected.get(user)}
+        for user in ("u01", "u02", "u03", "u04", "u05", "u06", "u07", "u08", "u09", "u11")
+    }
+    [row] = sync_history(project, "messy_facts")
+    # 10 users x 6 values, less the 8 rejected; email_subscribe is free (9 sent)
+    assert (row["status"], row["added"], row["data_points"]) == ("success", 52, 52 - 9)
+
+
+# -- the guard -----------------------------------------------------------------------------------
+
+
+def test_unsetting_60_percent_of_a_syncs_values_is_blocked_until_allowed(make_engine_project, braze):
+    project = make_engine_project()
+    project.declare([], cohort_sync_attribute_syncs=[{"model": "plans", "mode": "upsert", "on_leave": "unset"}])
+    users = ids("u", 0, 100)
+
+    def set_users(members):
+        set_model(project, "plans", {"external_id": members, "plan": ["pro"] * len(members),
+                                     "seats": list(range(len(members)))}, {"seats": "bigint"})
+
+    set_users(users)
+    synced(project)
+    before = profiles(braze)
+    assert len(before) == 100
+
+    set_users(users[:40])  # 60 users leave: 120 of the 200 values unset
+    sent = len(braze.requests())
+    assert not project.sync()
+    assert track_requests(braze, sent) == []
+    assert profiles(braze) == before
+    row = sync_history(project, "plans")[-1]
+    assert row["status"] == "blocked"
+    assert "the run would unset 120 of the 200 values the sync holds in Braze (60.0%), more than the 50% limit" in (
+        row["error"]), row["error"]
+    assert "cohort_sync_allow_removals: ['plans']" in row["error"]
+
+    synced(project, cohort_sync_allow_removals=["plans"])
+    assert sorted(r["objects"] for r in track_requests(braze, sent)) == [60]
+    assert profiles(braze) == {**{m: before[m] for m in users[:40]}, **{m: {} for m in users[40:]}}
+    row = sync_history(project, "plans")[-1]
+    assert (row["status"], row["added"], row["removed"], row["data_points"]) == ("success", 0, 120, 120)
