@@ -68,7 +68,7 @@
     {%- set text = "case when " ~ expr ~ " then 'true' else 'false' end" -%}
     {%- set reason = "cast(null as " ~ string ~ ")" -%}
   {%- elif kind == 'date' -%}
-    {%- set text = "cast(" ~ expr ~ " as " ~ string ~ ")" -%}
+    {%- set text = cohort_sync.date_text(expr) -%}
     {%- set reason = "cast(null as " ~ string ~ ")" -%}
   {%- elif kind == 'time' -%}
     {%- set text = "cast(" ~ cohort_sync.epoch_milliseconds(expr) ~ " as " ~ string ~ ")" -%}
@@ -174,6 +174,17 @@
 {% macro default__type_double() %}double{% endmacro %}
 
 {% macro postgres__type_double() %}double precision{% endmacro %}
+
+
+{# A date as YYYY-MM-DD. #}
+{% macro date_text(expr) %}
+  {{ return(adapter.dispatch('date_text', 'cohort_sync')(expr)) }}
+{% endmacro %}
+
+{% macro default__date_text(expr) %}cast({{ expr }} as {{ dbt.type_string() }}){% endmacro %}
+
+{# PostgreSQL's cast to text follows the session's DateStyle (05/01/2023 under 'SQL, DMY'). #}
+{% macro postgres__date_text(expr) %}to_char({{ expr }}, 'YYYY-MM-DD'){% endmacro %}
 
 
 {# Milliseconds since the epoch of a timestamp (one without a zone is read as UTC). #}

@@ -56,19 +56,21 @@ def build_parser() -> argparse.ArgumentParser:
     publish_cmd = commands.add_parser("publish", help="send the planned changes to Braze")
     _add_target_arguments(publish_cmd)
     publish_cmd.add_argument(
-        "--dry-run", action="store_true", help="print what would be sent; send nothing"
+        "--dry-run", action="store_true", help="print what would be sent and its data points; send nothing"
     )
     publish_cmd.add_argument(
         "--full-resync",
         action="store_true",
-        help="also re-send every current member as an add (repairs drift after edits in Braze)",
+        help="also re-send every current member as an add, and every current value of each attribute sync "
+             "(repairs drift after edits in Braze)",
     )
     publish_cmd.add_argument(
         "--allow-removals",
         action="append",
         default=[],
         metavar="COHORT_ID",
-        help="publish this cohort even if its guard blocks it (mass removal, emptying); repeatable",
+        help="publish this cohort or attribute sync even if its guard blocks it (mass removal, emptying, "
+             "max_data_points); repeatable",
     )
 
     publish_cmd.add_argument(
@@ -76,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="COHORT_ID",
-        help="publish only this cohort (when due, or at once with --now); repeatable",
+        help="publish only this cohort or attribute sync (when due, or at once with --now); repeatable",
     )
     publish_cmd.add_argument(
         "--now", action="store_true", help="publish regardless of schedules (the manual trigger)"

@@ -15,7 +15,6 @@ from collections.abc import Iterator
 
 import pytest
 
-from cohort_sync.cli import main as cli_main
 from tests.sync_project import SyncProject, failure_text
 
 pytestmark = [pytest.mark.dbt, pytest.mark.xdist_group("attribute_sync_declarations")]
@@ -62,44 +61,27 @@ def compile_rows(project: SyncProject, syncs, cohorts=()):
 
 @pytest.mark.parametrize(("syncs", "message"), [
     # the declaration itself, checked when dbt parses the project
-    ({"model": "facts", "mode": "update"}, "var 'cohort_sync_attribute_syncs' must be a list of sync declarations"),
-    (["facts"], "cohort_sync_attribute_syncs[0] must be a mapping with at least 'model' and 'mode'"),
     ([{"mode": "update"}], "cohort_sync_attribute_syncs[0]: field 'model' is required"),
     ([{"model": "facts"}], SYNC + "field 'mode' is required: update (existing Braze users only) or upsert"),
     ([{**FACTS, "mode": "insert"}], SYNC + "field 'mode' is required: update (existing Braze users only) or upsert "
                                            "(create users Braze does not have), got: insert"),
     ([{**FACTS, "atributes": ["plan"]}], SYNC + "unknown setting 'atributes'; allowed settings are model, sync_id"),
-    ([{**FACTS, "sync_id": " "}], "field 'sync_id' must not be empty"),
     ([{**FACTS, "nulls": "ignore"}], SYNC + "field 'nulls' must be unset (a SQL null removes the attribute in Braze) "
                                             "or keep (it leaves Braze's value), got: ignore"),
     ([{**FACTS, "on_leave": "delete"}], SYNC + "field 'on_leave' must be keep (a user who leaves the model keeps the "
                                                "attributes) or unset (they are removed), got: delete"),
     ([{**FACTS, "max_data_points": 0}], SYNC + "field 'max_data_points' must be a whole number of at least 1, got: 0"),
-    ([{**FACTS, "max_data_points": 2.5}], SYNC + "field 'max_data_points' must be a whole number of at least 1, got: 2.5"),
-    ([{**FACTS, "max_data_points": "1000"}], SYNC + "field 'max_data_points' must be a whole number of at least 1"),
     ([{**FACTS, "full_resync_every": "weekly"}],
      SYNC + "field 'full_resync_every' must be a period such as 12h or 7d (minutes, hours or days), got: weekly"),
-    ([{**FACTS, "full_resync_every": 7}], SYNC + "field 'full_resync_every' must be a period such as 12h or 7d"),
     ([{**FACTS, "identifiers": ["device_id"]}],
      SYNC + "field 'identifiers' must list identifier columns among external_id, alias, braze_id, email, phone "
             "(device ids cannot be addressed through /users/track), got: device_id"),
-    ([{**FACTS, "identifiers": ["external_id", "alias_name"]}], SYNC + "field 'identifiers' must list identifier "
-                                                                       "columns among"),
-    ([{**FACTS, "identifiers": []}], SYNC + "field 'identifiers' must list identifier columns among"),
-    ([{**FACTS, "attributes": "plan"}],
-     SYNC + "field 'attributes' must be a list of columns or a mapping of Braze attribute name: column"),
-    ([{**FACTS, "attributes": []}], SYNC + "field 'attributes' must name at least one column"),
-    ([{**FACTS, "attributes": {"external_id": "plan"}}],
-     SYNC + "field 'attributes': 'external_id' is an identifier or a control field in Braze, not an attribute"),
-    ([{**FACTS, "attributes": ["braze_id"]}], SYNC + "field 'attributes': 'braze_id' is an identifier"),
-    ([{**FACTS, "attributes": {"_update_existing_only": "beta"}}], SYNC + "field 'attributes': '_update_existing_only'"),
+    ([{**FACTS, "attributes": {"plan": "plan", "braze_id": "email"}}],
+     SYNC + "field 'attributes': 'braze_id' is an identifier or a control field in Braze, not an attribute"),
     ([{**FACTS, "attributes": {"Plan": "plan", "plan": "email"}}], SYNC + "field 'attributes' names the attribute "
                                                                           "'plan' twice"),
     ([FACTS, {**FACTS, "mode": "upsert"}],
      "attribute sync 'facts' (cohort_sync_attribute_syncs[1]): field 'sync_id' duplicates cohort_sync_attribute_syncs[0]"),
-    ([{**FACTS, "schedule": "fortnightly"}], "attribute sync 'facts' (cohort_sync_attribute_syncs[0]): field 'schedule' "
-                                             "must be one of every_run, hourly"),
-    ([{**FACTS, "notify": "crm@example.com"}], "field 'notify' must be a list of recipients"),
     # dbt's own parse error: it names the missing model
     ([{"model": "no_such_model", "mode": "update"}], "depends on a node named 'no_such_model'"),
     # the model's columns, checked when the rows model compiles
@@ -113,7 +95,6 @@ def compile_rows(project: SyncProject, syncs, cohorts=()):
     ([ODD], "attribute sync 'odd_facts': column 'address' is of type STRUCT(street VARCHAR, city VARCHAR), which "
             "cohort_sync does not send (string, number, boolean, date, timestamp, array of strings, JSON): "
             "cast it in the model"),
-    ([{**ODD, "attributes": ["plan", "tenure"]}], "attribute sync 'odd_facts': column 'tenure' is of type INTERVAL"),
 ], ids=lambda case: case[:60] if isinstance(case, str) else None)
 def test_a_malformed_declaration_fails_naming_the_sync_and_the_field(project, syncs, message):
     result = compile_rows(project, syncs)
@@ -127,7 +108,6 @@ def test_a_sync_id_may_not_be_a_cohort_id(project):
     assert not result.success
     assert (SYNC + "field 'sync_id' is also a cohort_id in cohort_sync_cohorts; syncs and cohorts share one namespace"
             in failure_text(result))
-    assert compile_rows(project, [{**FACTS, "sync_id": "customer_facts"}], cohorts).success
 
 
 @pytest.mark.xfail(strict=True, reason="attribute_kind takes any `...[]` type for an array of strings: an array of "
@@ -138,15 +118,11 @@ def test_an_array_of_structs_is_refused(project):
     assert "column 'baskets' is of type STRUCT(sku VARCHAR)[], which cohort_sync does not send" in failure_text(result)
 
 
-@pytest.mark.xfail(strict=True, reason="Jinja's `number` test holds for booleans: max_data_points: true reads as 1 "
-                                       "(reported)")
-def test_max_data_points_true_is_refused(project):
-    result = compile_rows(project, [{**FACTS, "max_data_points": True}])
-    assert not result.success
-    assert "field 'max_data_points' must be a whole number of at least 1, got: True" in failure_text(result)
-
-
-def test_a_valid_declaration_plans_and_its_dry_run_prints_the_data_points(project, braze, braze_env, capsys):
+def test_a_valid_declaration_plans_and_its_dry_run_prints_the_data_points(make_project, braze):
+    # dbt and the CLI run as a scheduler runs them, one process each (an in-process
+    # dbt keeps the DuckDB file open): a project of its own
+    project = make_project([])
+    (project.root / "models" / "facts.sql").write_text(FACTS_SQL)
     project.declare([], cohort_sync_attribute_syncs=[{
         "model": "facts",
         "sync_id": "customer_facts",
@@ -161,9 +137,16 @@ def test_a_valid_declaration_plans_and_its_dry_run_prints_the_data_points(projec
         "schedule": {"every": "daily", "at": "06:00"},
         "description": "facts on each customer's profile",
     }])
-    built = project.run(vars={"cohort_sync_publish_on_run": False})
-    assert built.success, failure_text(built)
+    built = project.cli("dbt", "run", "--vars", "{cohort_sync_publish_on_run: false}")
+    assert built.returncode == 0, built.stdout
+    dry_run = project.cli("cohort-sync", "publish", "--dry-run")
+    assert dry_run.returncode == 0, dry_run.stdout + dry_run.stderr
+    header, _, row = dry_run.stdout.splitlines()[1:4]
+    assert header.split() == ["cohort", "status", "added", "removed", "requests", "retries", "resent", "rejected",
+                              "data", "pts", "members", "error"]
     # u1: 7 values, email_subscribe free; u2: 6 values (signed_up_at is null), 5 billed; u3: ltv only
+    assert row.split() == ["customer_facts", "dry_run", "14", "0", "1", "0", "0", "0", "12", "0"]
+    assert braze.requests() == []
     assert project.query(
         "select delivery, sync_mode, full_resync_minutes, planned_adds, planned_removes, planned_data_points,"
         " planned_batches, guard_status from cohort_sync_cohorts where cohort_id = 'customer_facts'"
@@ -175,15 +158,5 @@ def test_a_valid_declaration_plans_and_its_dry_run_prints_the_data_points(projec
           ("email_subscribe", "string", "opted_in", 0), ("ltv", "number", "120.5", 1),
           ("plan", "string", "pro", 1), ("signed_up_at", "time", "1704164645678", 1),
           ("tags", "array", '["early","vip"]', 1)]
-    capsys.readouterr()
-
-    code = cli_main(["publish", "--dry-run", "--project-dir", str(project.root), "--profiles-dir", str(project.root)])
-    out = capsys.readouterr().out
-    assert code == 0, out
-    header, _, row = out.splitlines()[1:4]
-    assert header.split() == ["cohort", "status", "added", "removed", "requests", "retries", "resent", "rejected",
-                              "data", "pts", "members", "error"]
-    assert row.split() == ["customer_facts", "dry_run", "14", "0", "1", "0", "0", "0", "12", "0"]
-    assert braze.requests() == []
     [history] = [row for row in project.history() if row["cohort_id"] == "customer_facts"]
     assert (history["status"], history["added"], history["removed"], history["data_points"]) == ("dry_run", 14, 0, 12)

@@ -273,7 +273,7 @@ def test_sigkill_four_times_then_a_full_run_converges_and_resends_only_what_was_
 
     for _ in range(4):
         starts.append(len(braze.requests()))
-        target = rng.randint(1, 4)
+        target = rng.randint(2, 9)  # requests received before the kill: some acknowledged, at most 3 in flight
         process = subprocess.Popen(project.command("cohort-sync", "publish"), cwd=project.root,
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 60
@@ -339,6 +339,12 @@ def test_sigkill_four_times_then_a_full_run_converges_and_resends_only_what_was_
     sent_last = braze.requests()[starts[-1]:]
     assert final_row["requests"] == len(track_applied(sent_last)) and final_row["retries"] == 0
     assert final_row["added"] == adds - sum(by_run[run_id][0]["added"] for run_id, _ in dead)
+    assert final_row["data_points"] == final_row["added"]  # a point per value written
+
+    # The data points each run spent on what Braze acknowledged in it add up to the plan's, the
+    # killed runs' included (each value here costs one: as many as the values acknowledged).
+    assert [by_run[run_id][0]["data_points"] for run_id in runs] == [by_run[run_id][0]["added"] for run_id in runs]
+    assert sum(by_run[run_id][0]["data_points"] for run_id in runs) == points
 
 
 # -- a change Braze rejects --------------------------------------------------------------
