@@ -184,7 +184,7 @@
 {% macro default__date_text(expr) %}cast({{ expr }} as {{ dbt.type_string() }}){% endmacro %}
 
 {# PostgreSQL's cast to text follows the session's DateStyle (05/01/2023 under 'SQL, DMY'). #}
-{% macro postgres__date_text(expr) %}to_char({{ expr }}, 'YYYY-MM-DD'){% endmacro %}
+{% macro postgres__date_text(expr) %}cast({{ expr }} as text){% endmacro %}
 
 
 {# Milliseconds since the epoch of a timestamp (one without a zone is read as UTC). #}
@@ -196,7 +196,10 @@
 
 {% macro postgres__epoch_milliseconds(expr) %}cast(floor(extract(epoch from {{ expr }}) * 1000) as {{ dbt.type_bigint() }}){% endmacro %}
 
-{% macro spark__epoch_milliseconds(expr) %}unix_millis(cast({{ expr }} as timestamp)){% endmacro %}
+{# Spark: a timestamp_ntz is a wall clock, which a cast to timestamp would read in the session's zone. #}
+{% macro spark__epoch_milliseconds(expr) -%}
+  unix_millis(cast({{ expr }} as timestamp))
+{%- endmacro %}
 
 
 {# An array's distinct elements as strings, sorted, as a JSON array (text). #}

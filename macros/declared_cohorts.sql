@@ -339,37 +339,48 @@
 {% endmacro %}
 
 {% macro default__declared_cohorts_sql() %}
+  {%- set rows = [] -%}
+  {%- for cohort in cohort_sync.declared_cohorts() -%}
+    {%- set row = {
+        'cohort_id': cohort.cohort_id, 'cohort_name': cohort.name, 'model_name': cohort.model,
+        'delivery': cohort.delivery, 'attribute_name': cohort.attribute_name,
+        'notify': tojson(cohort.notify), 'full_resync_minutes': cohort.full_resync_minutes} -%}
+    {%- do row.update(cohort_sync.schedule_values(cohort.schedule)) -%}
+    {%- do rows.append(row) -%}
+  {%- endfor -%}
+  {{ return(cohort_sync.literal_rows_sql(cohort_sync.declaration_columns() + [('full_resync_minutes', dbt.type_bigint())], rows)) }}
+{% endmacro %}
+
+
+{# The columns every declaration (a cohort's, a sync's) has as a plan row, with their types. #}
+{% macro declaration_columns() %}
   {%- set string = dbt.type_string() -%}
-  {%- for cohort in cohort_sync.declared_cohorts() %}
+  {{ return([('cohort_id', string), ('cohort_name', string), ('model_name', string), ('delivery', string),
+             ('attribute_name', string), ('schedule_every', string), ('schedule_at', string),
+             ('schedule_weekday', string), ('schedule_day', dbt.type_int()), ('schedule_timezone', string),
+             ('notify', string)]) }}
+{% endmacro %}
+
+{# A validated schedule as the schedule_* columns' values. #}
+{% macro schedule_values(schedule) %}
+  {{ return({'schedule_every': schedule.every, 'schedule_at': schedule.at, 'schedule_weekday': schedule.weekday,
+             'schedule_day': schedule.day, 'schedule_timezone': schedule.timezone}) }}
+{% endmacro %}
+
+
+{#
+  Rows of literals as a select (a CTE body): `columns` are (name, type),
+  each row a dict of their values (a string, a number, or none for null).
+  No rows: one select of nulls that returns nothing, with the same types.
+#}
+{% macro literal_rows_sql(columns, rows) %}
+  {%- for row in (rows or [none]) %}
     select
-        cast({{ cohort_sync.quoted_literal(cohort.cohort_id) }} as {{ string }}) as cohort_id,
-        cast({{ cohort_sync.quoted_literal(cohort.name) }} as {{ string }}) as cohort_name,
-        cast({{ cohort_sync.quoted_literal(cohort.model) }} as {{ string }}) as model_name,
-        cast({{ cohort_sync.quoted_literal(cohort.delivery) }} as {{ string }}) as delivery,
-        cast({{ cohort_sync.quoted_literal(cohort.attribute_name) if cohort.attribute_name else 'null' }} as {{ string }}) as attribute_name,
-        cast({{ cohort_sync.quoted_literal(cohort.schedule.every) }} as {{ string }}) as schedule_every,
-        cast({{ cohort_sync.quoted_literal(cohort.schedule.at) if cohort.schedule.at else 'null' }} as {{ string }}) as schedule_at,
-        cast({{ cohort_sync.quoted_literal(cohort.schedule.weekday) if cohort.schedule.weekday else 'null' }} as {{ string }}) as schedule_weekday,
-        cast({{ cohort.schedule.day if cohort.schedule.day else 'null' }} as {{ dbt.type_int() }}) as schedule_day,
-        cast({{ cohort_sync.quoted_literal(cohort.schedule.timezone) if cohort.schedule.timezone else 'null' }} as {{ string }}) as schedule_timezone,
-        cast({{ cohort_sync.quoted_literal(tojson(cohort.notify)) }} as {{ string }}) as notify,
-        cast({{ cohort.full_resync_minutes if cohort.full_resync_minutes else 'null' }} as {{ dbt.type_bigint() }}) as full_resync_minutes
-    {% if not loop.last %}union all{% endif %}
-  {%- else %}
-    select
-        cast(null as {{ string }}) as cohort_id,
-        cast(null as {{ string }}) as cohort_name,
-        cast(null as {{ string }}) as model_name,
-        cast(null as {{ string }}) as delivery,
-        cast(null as {{ string }}) as attribute_name,
-        cast(null as {{ string }}) as schedule_every,
-        cast(null as {{ string }}) as schedule_at,
-        cast(null as {{ string }}) as schedule_weekday,
-        cast(null as {{ dbt.type_int() }}) as schedule_day,
-        cast(null as {{ string }}) as schedule_timezone,
-        cast(null as {{ string }}) as notify,
-        cast(null as {{ dbt.type_bigint() }}) as full_resync_minutes
-    where 1 = 0
+      {%- for name, data_type in columns %}
+        {%- set value = row[name] if row is not none else none %}
+        cast({{ 'null' if value is none else (value if value is number else cohort_sync.quoted_literal(value)) }} as {{ data_type }}) as {{ name }}{{ "," if not loop.last }}
+      {%- endfor %}
+    {% if row is none %}where 1 = 0{% elif not loop.last %}union all{% endif %}
   {%- endfor %}
 {% endmacro %}
 

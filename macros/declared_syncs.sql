@@ -212,43 +212,18 @@
   full_resync_minutes.
 #}
 {% macro declared_syncs_sql() %}
-  {%- set string = dbt.type_string() -%}
   {%- set bigint = dbt.type_bigint() -%}
-  {%- for sync in cohort_sync.declared_attribute_syncs() %}
-    select
-        cast({{ cohort_sync.quoted_literal(sync.sync_id) }} as {{ string }}) as cohort_id,
-        cast({{ cohort_sync.quoted_literal(sync.sync_id) }} as {{ string }}) as cohort_name,
-        cast({{ cohort_sync.quoted_literal(sync.model) }} as {{ string }}) as model_name,
-        cast('profile' as {{ string }}) as delivery,
-        cast(null as {{ string }}) as attribute_name,
-        cast({{ cohort_sync.quoted_literal(sync.schedule.every) }} as {{ string }}) as schedule_every,
-        cast({{ cohort_sync.quoted_literal(sync.schedule.at) if sync.schedule.at else 'null' }} as {{ string }}) as schedule_at,
-        cast({{ cohort_sync.quoted_literal(sync.schedule.weekday) if sync.schedule.weekday else 'null' }} as {{ string }}) as schedule_weekday,
-        cast({{ sync.schedule.day if sync.schedule.day else 'null' }} as {{ dbt.type_int() }}) as schedule_day,
-        cast({{ cohort_sync.quoted_literal(sync.schedule.timezone) if sync.schedule.timezone else 'null' }} as {{ string }}) as schedule_timezone,
-        cast({{ cohort_sync.quoted_literal(tojson(sync.notify)) }} as {{ string }}) as notify,
-        cast({{ cohort_sync.quoted_literal(sync.mode) }} as {{ string }}) as sync_mode,
-        cast({{ sync.max_data_points if sync.max_data_points else 'null' }} as {{ bigint }}) as max_data_points,
-        cast({{ sync.full_resync_minutes if sync.full_resync_minutes else 'null' }} as {{ bigint }}) as full_resync_minutes
-    {% if not loop.last %}union all{% endif %}
-  {%- else %}
-    select
-        cast(null as {{ string }}) as cohort_id,
-        cast(null as {{ string }}) as cohort_name,
-        cast(null as {{ string }}) as model_name,
-        cast(null as {{ string }}) as delivery,
-        cast(null as {{ string }}) as attribute_name,
-        cast(null as {{ string }}) as schedule_every,
-        cast(null as {{ string }}) as schedule_at,
-        cast(null as {{ string }}) as schedule_weekday,
-        cast(null as {{ dbt.type_int() }}) as schedule_day,
-        cast(null as {{ string }}) as schedule_timezone,
-        cast(null as {{ string }}) as notify,
-        cast(null as {{ string }}) as sync_mode,
-        cast(null as {{ bigint }}) as max_data_points,
-        cast(null as {{ bigint }}) as full_resync_minutes
-    where 1 = 0
-  {%- endfor %}
+  {%- set rows = [] -%}
+  {%- for sync in cohort_sync.declared_attribute_syncs() -%}
+    {%- set row = {
+        'cohort_id': sync.sync_id, 'cohort_name': sync.sync_id, 'model_name': sync.model, 'delivery': 'profile',
+        'attribute_name': none, 'notify': tojson(sync.notify), 'sync_mode': sync.mode,
+        'max_data_points': sync.max_data_points, 'full_resync_minutes': sync.full_resync_minutes} -%}
+    {%- do row.update(cohort_sync.schedule_values(sync.schedule)) -%}
+    {%- do rows.append(row) -%}
+  {%- endfor -%}
+  {{ return(cohort_sync.literal_rows_sql(cohort_sync.declaration_columns() + [
+      ('sync_mode', dbt.type_string()), ('max_data_points', bigint), ('full_resync_minutes', bigint)], rows)) }}
 {% endmacro %}
 
 

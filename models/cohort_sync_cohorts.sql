@@ -50,6 +50,9 @@
 {%- if min_removals is not number or min_removals < 0 -%}
   {{ exceptions.raise_compiler_error("cohort_sync: var 'cohort_sync_min_removals_to_guard' must be a whole number of at least 0, got: " ~ min_removals) }}
 {%- endif -%}
+{#- the removal guard's rule, and its numbers: "<removes><of><held><noun> (<share>%), more than the limit" #}
+{%- set removal_over_share = "planned_removes >= " ~ min_removals ~ " and planned_removes > " ~ max_share ~ " * published_members" -%}
+
 
 with
 
@@ -154,16 +157,8 @@ judged as (
                     "'the run would leave the cohort empty (removing all '",
                     "cast(planned_removes as " ~ string ~ ")",
                     "' members)'"]) }}
-            when planned_removes >= {{ min_removals }}
-                and planned_removes > {{ max_share }} * published_members
-                then {{ dbt.concat([
-                    "'the run would remove '",
-                    "cast(planned_removes as " ~ string ~ ")",
-                    "' of '",
-                    "cast(published_members as " ~ string ~ ")",
-                    "' members ('",
-                    "cast(round(100.0 * planned_removes / published_members, 1) as " ~ string ~ ")",
-                    "'%), more than the " ~ ('%g' | format(max_share * 100)) ~ "% limit'",
+            when {{ removal_over_share }}
+                then {{ dbt.concat(["'the run would remove '"] + cohort_sync.removal_share_text(max_share, "' of '", "' members ('") + [
                     "case when planned_moves > 0 then '; its delivery or attribute changed, so the run moves its members to the new form and removes them from the old one' else '' end"]) }}
         end as guard_reason
     from combined
@@ -246,16 +241,8 @@ syncs_judged as (
                     "'the run would unset every value the sync holds in Braze (all '",
                     "cast(planned_removes as " ~ string ~ ")",
                     "')'"]) }}
-            when planned_removes >= {{ min_removals }}
-                and planned_removes > {{ max_share }} * published_members
-                then {{ dbt.concat([
-                    "'the run would unset '",
-                    "cast(planned_removes as " ~ string ~ ")",
-                    "' of the '",
-                    "cast(published_members as " ~ string ~ ")",
-                    "' values the sync holds in Braze ('",
-                    "cast(round(100.0 * planned_removes / published_members, 1) as " ~ string ~ ")",
-                    "'%), more than the " ~ ('%g' | format(max_share * 100)) ~ "% limit'"]) }}
+            when {{ removal_over_share }}
+                then {{ dbt.concat(["'the run would unset '"] + cohort_sync.removal_share_text(max_share, "' of the '", "' values the sync holds in Braze ('")) }}
         end as guard_reason
     from syncs_combined
 ),

@@ -163,7 +163,7 @@ def test_random_faults_converge_to_the_model_and_only_lost_acks_are_applied_twic
             monkeypatch.setenv("COHORT_SYNC_MAX_ATTEMPTS", "1")
             braze.set_faults([{"endpoint": "track", "times": 1, "drop": "after"}, *random_faults])
         else:
-            facts = dict(facts)
+            before, facts = facts, dict(facts)
             for user in users[:300]:  # a new plan
                 facts[user] = ("enterprise", *facts[user][1:])
             for user in users[300:500]:  # more visits
@@ -176,10 +176,12 @@ def test_random_faults_converge_to_the_model_and_only_lost_acks_are_applied_twic
             braze.set_faults([{"endpoint": "track", "times": 1, "status": 503, "retry_after": 0}, *random_faults])
         write_facts(project, facts)
         adds, removes, points, batches = plan_sync(project)
-        if step == 0:
+        if step == 0:  # every value of 2,000 users, 75 users a request
             assert (adds, removes, batches) == (sum(len(values(facts, u)) for u in users), 0, 27)
-        else:
-            assert removes >= 100 + 200  # the nulls and the leavers
+        else:  # one value of 500 users, the values of those who joined; those of the 200 others unset
+            assert (adds, removes, batches) == (
+                500 + sum(len(values(facts, u)) for u in joining),
+                sum(len(values(before, u)) for u in users[500:600] + users[1_900:]), 10)
         step_start, recorded = len(braze.requests()), len(project.history())
         for _ in range(10):
             notes = project.query(NOTES)[0][0]

@@ -18,6 +18,7 @@ import pytest
 
 from cohort_sync.warehouse.ledger import Ledger
 from tests.sync_project import SyncProject
+from tests.warehouses import PostgresWarehouse, SparkWarehouse
 
 pytestmark = pytest.mark.dbt
 
@@ -51,13 +52,13 @@ CASTS = {
         "double": "cast({c} as double precision)", "decimal": "cast({c} as numeric(12, 4))",
         "boolean": "cast({c} as boolean)", "date": "cast({c} as date)",
         "timestamp": "cast({c} as timestamp)", "timestamptz": "cast({c} as timestamptz)",
-        "array": "string_to_array({c}, '|')", "json": "cast({c} as json)",  # json keeps its keys' order
+        "wall_clock": "cast({c} as timestamp)", "array": "string_to_array({c}, '|')", "json": "cast({c} as json)",  # json keeps its keys' order
     },
     "spark": {  # no JSON type; a timestamp read from text with an offset is the same instant
         "double": "cast({c} as double)", "decimal": "cast({c} as decimal(12, 4))",
         "boolean": "cast({c} as boolean)", "date": "cast({c} as date)",
         "timestamp": "cast({c} as timestamp)", "timestamptz": "cast({c} as timestamp)",
-        "array": "split({c}, '[|]')",
+        "wall_clock": "cast({c} as timestamp_ntz)", "array": "split({c}, '[|]')",
     },
 }
 
@@ -375,3 +376,45 @@ def test_unsetting_60_percent_of_a_syncs_values_is_blocked_until_allowed(make_en
     assert profiles(braze) == {**{m: before[m] for m in users[:40]}, **{m: {} for m in users[40:]}}
     row = sync_history(project, "plans")[-1]
     assert (row["status"], row["added"], row["removed"], row["data_points"]) == ("success", 0, 120, 120)
+
+
+# -- dates and times, whatever the session's settings ---------------------------------------------
+
+
+class NewYorkSpark(SparkWarehouse):
+    """Spark whose dbt sessions run in New York time."""
+
+    def output(self):
+        output = super().output()
+        output["server_side_parameters"] = {**output["server_side_parameters"],
+                                            "spark.sql.session.timeZone": "America/New_York"}
+        return output
+
+
+@pytest.mark.parametrize("engine", ["postgres", "spark"])
+def test_dates_and_times_are_sent_the_same_whatever_the_sessions_zone_and_date_style(
+    engine, request, tmp_path, braze_env, braze
+):
+    """PostgreSQL renders a date as its session's DateStyle says (05/01/2023 under
+    'SQL, DMY'); Spark reads a timestamp_ntz in its session's zone: neither may
+    change what is sent."""
+    if engine == "postgres":
+        server = request.getfixturevalue("postgres_server")
+        project = SyncProject(tmp_path / "project", None, lambda root: PostgresWarehouse(root, server))
+        connection = server.connect()
+        with connection.cursor() as cursor:
+            cursor.execute(f"alter database {project.warehouse.dbname} set datestyle = 'SQL, DMY'")
+            cursor.execute(f"alter database {project.warehouse.dbname} set timezone = 'America/New_York'")
+        connection.close()
+    else:
+        spark = request.getfixturevalue("spark_session")
+        project = SyncProject(tmp_path / "project", None, lambda root: NewYorkSpark(root, spark))
+        request.addfinalizer(lambda: spark.session.conf.set("spark.sql.session.timeZone", "UTC"))
+    project.declare([], cohort_sync_attribute_syncs=[{"model": "birthdays", "mode": "upsert"}])
+    set_model(project, "birthdays", {
+        "external_id": ["u1"], "born": ["1990-05-17"], "dob": ["1990-05-17"],
+        "seen_at": ["2024-07-01 12:34:56.789"], "paid_at": ["2024-07-01 12:34:56.789+02:00"],
+    }, {"born": "date", "dob": "date", "seen_at": "wall_clock", "paid_at": "timestamptz"})
+    synced(project)
+    assert profiles(braze) == {"u1": {"born": "1990-05-17", "dob": "1990-05-17",
+                                      "seen_at": "2024-07-01T12:34:56.789Z", "paid_at": "2024-07-01T10:34:56.789Z"}}
