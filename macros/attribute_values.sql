@@ -68,7 +68,7 @@
     {%- set text = "case when " ~ expr ~ " then 'true' else 'false' end" -%}
     {%- set reason = "cast(null as " ~ string ~ ")" -%}
   {%- elif kind == 'date' -%}
-    {%- set text = cohort_sync.date_text(expr) -%}
+    {%- set text = "cast(" ~ expr ~ " as " ~ string ~ ")" -%}
     {%- set reason = "cast(null as " ~ string ~ ")" -%}
   {%- elif kind == 'time' -%}
     {%- set text = "cast(" ~ cohort_sync.epoch_milliseconds(expr) ~ " as " ~ string ~ ")" -%}
@@ -176,17 +176,6 @@
 {% macro postgres__type_double() %}double precision{% endmacro %}
 
 
-{# A date as YYYY-MM-DD. #}
-{% macro date_text(expr) %}
-  {{ return(adapter.dispatch('date_text', 'cohort_sync')(expr)) }}
-{% endmacro %}
-
-{% macro default__date_text(expr) %}cast({{ expr }} as {{ dbt.type_string() }}){% endmacro %}
-
-{# PostgreSQL's cast to text follows the session's DateStyle (05/01/2023 under 'SQL, DMY'). #}
-{% macro postgres__date_text(expr) %}cast({{ expr }} as text){% endmacro %}
-
-
 {# Milliseconds since the epoch of a timestamp (one without a zone is read as UTC). #}
 {% macro epoch_milliseconds(expr) %}
   {{ return(adapter.dispatch('epoch_milliseconds', 'cohort_sync')(expr)) }}
@@ -198,7 +187,9 @@
 
 {# Spark: a timestamp_ntz is a wall clock, which a cast to timestamp would read in the session's zone. #}
 {% macro spark__epoch_milliseconds(expr) -%}
-  unix_millis(cast({{ expr }} as timestamp))
+  unix_millis(case when typeof({{ expr }}) = 'timestamp_ntz'
+            then cast(concat(cast({{ expr }} as string), '+00:00') as timestamp)
+            else cast({{ expr }} as timestamp) end)
 {%- endmacro %}
 
 

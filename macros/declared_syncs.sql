@@ -88,7 +88,7 @@
       {{ exceptions.raise_compiler_error(fail ~ "field 'on_leave' must be keep (a user who leaves the model keeps the attributes) or unset (they are removed), got: " ~ on_leave) }}
     {%- endif -%}
     {%- set max_points = entry.get('max_data_points') -%}
-    {%- if max_points is not none and (max_points is not number or max_points != max_points | int or max_points < 1) -%}
+    {%- if max_points is not none and (max_points is boolean or max_points is not number or max_points != max_points | int or max_points < 1) -%}
       {{ exceptions.raise_compiler_error(fail ~ "field 'max_data_points' must be a whole number of at least 1, got: " ~ max_points) }}
     {%- endif -%}
     {%- set identifiers = cohort_sync.sync_identifiers(entry.get('identifiers'), fail) -%}

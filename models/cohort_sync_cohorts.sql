@@ -31,7 +31,11 @@
     value written or unset, subscription states free; each membership
     change);
   - full_resync_minutes: the declaration's full_resync_every, in minutes;
-  - sync_mode: an attribute sync's mode (update or upsert), else null.
+  - sync_mode: an attribute sync's mode (update or upsert), else null;
+  - max_data_points: an attribute sync's limit per run (the publisher also
+    holds a full resync to it), else null.
+  For an attribute sync, published_members and members_after count values
+  (what the guard weighs); its history row's members_after counts users.
 #}
 {%- set string = dbt.type_string() -%}
 {%- set cleared = cohort_sync.cleared_cohorts() -%}
@@ -139,7 +143,8 @@ combined as (
         declared.schedule_timezone,
         coalesce(declared.notify, '[]') as notify,
         declared.full_resync_minutes,
-        cast(null as {{ string }}) as sync_mode
+        cast(null as {{ string }}) as sync_mode,
+        cast(null as {{ dbt.type_bigint() }}) as max_data_points
     from known
     left join declared on declared.cohort_id = known.cohort_id
     left join braze_names on braze_names.cohort_id = known.cohort_id
@@ -228,6 +233,7 @@ syncs_judged as (
         notify,
         full_resync_minutes,
         sync_mode,
+        max_data_points,
         published_members + new_values - planned_removes as members_after,
         case
             when max_data_points is not null and planned_data_points > max_data_points
@@ -252,7 +258,7 @@ all_judged as (
                             'action', 'name_status', 'published_members', 'planned_adds', 'planned_removes',
                             'planned_batches', 'planned_data_points', 'members_after', 'guard_reason',
                             'schedule_every', 'schedule_at', 'schedule_weekday', 'schedule_day', 'schedule_timezone',
-                            'notify', 'full_resync_minutes', 'sync_mode'] %}
+                            'notify', 'full_resync_minutes', 'sync_mode', 'max_data_points'] %}
     select {{ plan_columns | join(', ') }} from judged
     union all
     select {{ plan_columns | join(', ') }} from syncs_judged
@@ -290,6 +296,7 @@ final as (
         notify,
         full_resync_minutes,
         sync_mode,
+        max_data_points,
         {{ cohort_sync.users_track_batch_size() }} as users_track_batch_size,
         {% if publish_now -%}
         cohort_id in {{ cohort_sync.literal_list(publish_now) }}

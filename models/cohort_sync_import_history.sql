@@ -1,4 +1,4 @@
-{# The import history for BI tools: one row per publish run and cohort. #}
+{# The import history for BI tools: one row per publish run and cohort (or attribute sync). #}
 with
 
 history as (
@@ -21,6 +21,8 @@ final as (
         retries,
         resent_batches,
         coalesce(rejected, 0) as rejected,
+        coalesce(data_points, 0) as data_points,
+        coalesce(full_resync, false) as full_resync,
         error
     from history
 )

@@ -16,28 +16,11 @@ from typing import Any
 
 import pytest
 
-from cohort_sync.warehouse.ledger import Ledger
 from tests.sync_project import SyncProject
-from tests.warehouses import PostgresWarehouse, SparkWarehouse
+from tests.warehouses import ENGINES, PostgresWarehouse, SparkWarehouse, Warehouse
 
 pytestmark = pytest.mark.dbt
 
-
-@pytest.fixture(autouse=True)
-def _plan_id_of_attribute_changes(monkeypatch):
-    """TEMPORARY, until Ledger.plan_id reads cohort_sync_attribute_changes too: it reads
-    cohort_sync_changes only, so a plan of attribute syncs alone has no id (None) and
-    every acknowledged batch fails with 'the plan changed while it was being published'."""
-    original = Ledger.plan_id
-
-    def plan_id(self):
-        found = original(self)
-        if found is None:
-            rows = self.engine.query(f"select plan_id from {self.relations.attribute_changes} limit 1")
-            found = rows[0][0] if rows else None
-        return found
-
-    monkeypatch.setattr(Ledger, "plan_id", plan_id)
 
 #: How each engine's model turns a raw text column into a value of a kind
 #: (the raw tables hold text, and bigint for integers).
@@ -46,7 +29,7 @@ CASTS = {
         "double": "cast({c} as double)", "decimal": "cast({c} as decimal(12, 4))",
         "boolean": "cast({c} as boolean)", "date": "cast({c} as date)",
         "timestamp": "cast({c} as timestamp)", "timestamptz": "cast({c} as timestamptz)",
-        "array": "string_split({c}, '|')", "json": "cast({c} as json)",
+        "wall_clock": "cast({c} as timestamp)", "array": "string_split({c}, '|')", "json": "cast({c} as json)",
     },
     "postgres": {
         "double": "cast({c} as double precision)", "decimal": "cast({c} as numeric(12, 4))",
@@ -378,43 +361,46 @@ def test_unsetting_60_percent_of_a_syncs_values_is_blocked_until_allowed(make_en
     assert (row["status"], row["added"], row["removed"], row["data_points"]) == ("success", 0, 120, 120)
 
 
-# -- dates and times, whatever the session's settings ---------------------------------------------
+# -- times, whatever the session's zone ----------------------------------------------------------
+
+ZONE = "America/New_York"
+
+
+class NewYorkDuckDB(Warehouse):
+    def output(self):
+        return {**super().output(), "settings": {"TimeZone": ZONE}}
 
 
 class NewYorkSpark(SparkWarehouse):
-    """Spark whose dbt sessions run in New York time."""
-
     def output(self):
         output = super().output()
-        output["server_side_parameters"] = {**output["server_side_parameters"],
-                                            "spark.sql.session.timeZone": "America/New_York"}
+        output["server_side_parameters"] = {**output["server_side_parameters"], "spark.sql.session.timeZone": ZONE}
         return output
 
 
-@pytest.mark.parametrize("engine", ["postgres", "spark"])
-def test_dates_and_times_are_sent_the_same_whatever_the_sessions_zone_and_date_style(
-    engine, request, tmp_path, braze_env, braze
-):
-    """PostgreSQL renders a date as its session's DateStyle says (05/01/2023 under
-    'SQL, DMY'); Spark reads a timestamp_ntz in its session's zone: neither may
-    change what is sent."""
-    if engine == "postgres":
+@pytest.mark.parametrize("engine", ENGINES)
+def test_times_and_dates_are_sent_the_same_whatever_the_sessions_zone(engine, request, tmp_path, braze_env, braze):
+    """dbt's sessions run in New York time: a timestamp without a zone (Spark's
+    timestamp_ntz, which a cast to timestamp reads in the session's zone) is
+    still sent as UTC, an instant as itself, a date as is."""
+    if engine == "duckdb":
+        project = SyncProject(tmp_path / "project", None, NewYorkDuckDB)
+    elif engine == "postgres":
         server = request.getfixturevalue("postgres_server")
         project = SyncProject(tmp_path / "project", None, lambda root: PostgresWarehouse(root, server))
-        connection = server.connect()
+        connection = server.connect()  # not `with connection`: that opens a transaction block
         with connection.cursor() as cursor:
-            cursor.execute(f"alter database {project.warehouse.dbname} set datestyle = 'SQL, DMY'")
-            cursor.execute(f"alter database {project.warehouse.dbname} set timezone = 'America/New_York'")
+            cursor.execute(f"alter database {project.warehouse.dbname} set timezone = '{ZONE}'")
         connection.close()
     else:
         spark = request.getfixturevalue("spark_session")
         project = SyncProject(tmp_path / "project", None, lambda root: NewYorkSpark(root, spark))
-        request.addfinalizer(lambda: spark.session.conf.set("spark.sql.session.timeZone", "UTC"))
-    project.declare([], cohort_sync_attribute_syncs=[{"model": "birthdays", "mode": "upsert"}])
-    set_model(project, "birthdays", {
-        "external_id": ["u1"], "born": ["1990-05-17"], "dob": ["1990-05-17"],
+        request.addfinalizer(lambda: spark.session.conf.set("spark.sql.session.timeZone", "UTC"))  # shared
+    project.declare([], cohort_sync_attribute_syncs=[{"model": "visits", "mode": "upsert"}])
+    set_model(project, "visits", {
+        "external_id": ["u1"], "dob": ["1990-05-17"], "first_visit": ["2023-12-31"],
         "seen_at": ["2024-07-01 12:34:56.789"], "paid_at": ["2024-07-01 12:34:56.789+02:00"],
-    }, {"born": "date", "dob": "date", "seen_at": "wall_clock", "paid_at": "timestamptz"})
+    }, {"dob": "date", "first_visit": "date", "seen_at": "wall_clock", "paid_at": "timestamptz"})
     synced(project)
-    assert profiles(braze) == {"u1": {"born": "1990-05-17", "dob": "1990-05-17",
+    assert profiles(braze) == {"u1": {"dob": "1990-05-17", "first_visit": "2023-12-31",
                                       "seen_at": "2024-07-01T12:34:56.789Z", "paid_at": "2024-07-01T10:34:56.789Z"}}

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any, NamedTuple
 
 MAX_IDENTIFIERS_PER_REQUEST = 1000
@@ -24,6 +24,7 @@ MAX_TRACK_OBJECTS = 75
 IDENTIFIER_KEYS = ("user_ids", "aliases", "device_ids")
 TRACK_KINDS = ("track", "track_resync", "profile", "profile_resync")
 PROFILE_KINDS = ("profile", "profile_resync")
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 class RequestPart(NamedTuple):
@@ -249,6 +250,24 @@ def track_identifier(change: TrackChange) -> dict[str, Any]:
     return {kind: value}
 
 
+def _by_member(changes: Iterable[Any]) -> dict[str, list[Any]]:
+    """Changes grouped by member (one /users/track object each), at most 75 members."""
+    members: dict[str, list[Any]] = {}
+    for change in changes:
+        members.setdefault(change.member_key, []).append(change)
+    if len(members) > MAX_TRACK_OBJECTS:
+        raise ValueError(f"a /users/track request may hold at most {MAX_TRACK_OBJECTS} objects, got {len(members)}")
+    return members
+
+
+def _attributes_request(kind: str, number: int, counts: dict[str, list[int]], bodies: list[dict[str, Any]],
+                        objects: list[TrackObject]) -> PlannedRequest:
+    """A request of `attributes` objects; counts: [adds, removes] per cohort (or sync)."""
+    parts = tuple(RequestPart(cohort_id, adds, removes) for cohort_id, (adds, removes) in sorted(counts.items()))
+    return PlannedRequest(kind, number, parts, json.dumps({"attributes": bodies}, separators=(",", ":")),
+                          tuple(objects))
+
+
 def track_request(kind: str, number: int, changes: Iterable[TrackChange]) -> PlannedRequest:
     """A /users/track request: one attributes object per member, in member key
     order, each carrying `"_update_existing_only": true` (cohort membership
@@ -256,11 +275,7 @@ def track_request(kind: str, number: int, changes: Iterable[TrackChange]) -> Pla
     add, null (which removes it) for a remove. Should one attribute be both
     (a cohort's old attribute is another cohort's new one), true wins.
     """
-    members: dict[str, list[TrackChange]] = {}
-    for change in changes:
-        members.setdefault(change.member_key, []).append(change)
-    if len(members) > MAX_TRACK_OBJECTS:
-        raise ValueError(f"a /users/track request may hold at most {MAX_TRACK_OBJECTS} objects, got {len(members)}")
+    members = _by_member(changes)
     bodies, objects = [], []
     counts: dict[str, list[int]] = {}
     for member_key in sorted(members):
@@ -278,9 +293,7 @@ def track_request(kind: str, number: int, changes: Iterable[TrackChange]) -> Pla
             tuple((row.cohort_id, row.attribute_name, bool(row.should_remove)) for row in rows),
         ))
         bodies.append(body)
-    parts = tuple(RequestPart(cohort_id, adds, removes) for cohort_id, (adds, removes) in sorted(counts.items()))
-    return PlannedRequest(kind, number, parts, json.dumps({"attributes": bodies}, separators=(",", ":")),
-                          tuple(objects))
+    return _attributes_request(kind, number, counts, bodies, objects)
 
 
 class ProfileChange(NamedTuple):
@@ -331,9 +344,9 @@ def attribute_value(value_type: str | None, value_text: str | None) -> Any:
         return float(value_text) if any(c in value_text for c in ".eEn") else int(value_text)
     if value_type == "boolean":
         return value_text == "true"
-    if value_type == "time":
-        at = datetime.fromtimestamp(int(value_text) / 1000, tz=timezone.utc)
-        return at.strftime("%Y-%m-%dT%H:%M:%S.") + f"{at.microsecond // 1000:03d}Z"
+    if value_type == "time":  # exact milliseconds, four-digit years, in UTC
+        at = EPOCH + timedelta(milliseconds=int(value_text))
+        return f"{at.year:04d}-{at:%m-%dT%H:%M:%S}.{at.microsecond // 1000:03d}Z"
     if value_type in ("array", "json"):
         return json.loads(value_text)
     return value_text  # string, date (YYYY-MM-DD: Braze reads it as midnight UTC)
@@ -345,11 +358,7 @@ def profile_request(kind: str, number: int, changes: Iterable[ProfileChange], mo
     changed (null unsets one). `mode` update sends `"_update_existing_only":
     true` (Braze ignores users it does not have); upsert sends false, which
     creates them (for aliases too, whose default is true)."""
-    members: dict[str, list[ProfileChange]] = {}
-    for change in changes:
-        members.setdefault(change.member_key, []).append(change)
-    if len(members) > MAX_TRACK_OBJECTS:
-        raise ValueError(f"a /users/track request may hold at most {MAX_TRACK_OBJECTS} objects, got {len(members)}")
+    members = _by_member(changes)
     bodies, objects = [], []
     counts: dict[str, list[int]] = {}
     for member_key in sorted(members):
@@ -366,6 +375,4 @@ def profile_request(kind: str, number: int, changes: Iterable[ProfileChange], mo
             tuple(int(row.data_points) for row in rows),
         ))
         bodies.append(body)
-    parts = tuple(RequestPart(sync_id, adds, removes) for sync_id, (adds, removes) in sorted(counts.items()))
-    return PlannedRequest(kind, number, parts, json.dumps({"attributes": bodies}, separators=(",", ":")),
-                          tuple(objects))
+    return _attributes_request(kind, number, counts, bodies, objects)

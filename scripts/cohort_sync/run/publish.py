@@ -362,17 +362,27 @@ def _run_cohort(ledger, client, cohort, summary, options, lock, clock, deferred,
         started_at=clock(),
     )
     summary.rows.append(row)
-    blocked = cohort.guard_status == "blocked" and cohort.cohort_id not in options.allow_removals
+    allowed = cohort.cohort_id in options.allow_removals
+    blocked = cohort.guard_status == "blocked" and not allowed
     resends: _Resends | None = None
     waits = False
+    guard_reason = cohort.guard_reason
     row.full_resync = resync = _full_resync(cohort, options, clock) and not blocked
+    resync_points = ledger.resync_data_points(cohort) if resync else 0
+    if resync and cohort.max_data_points is not None and not allowed \
+            and cohort.planned_data_points + resync_points > cohort.max_data_points:
+        blocked, guard_reason = True, (
+            f"the run would write {cohort.planned_data_points + resync_points} data points "
+            f"({cohort.planned_data_points} planned, {resync_points} for its full resync), more than the "
+            f"sync's max_data_points of {cohort.max_data_points}")
+        row.full_resync = resync = False
     try:
         if options.dry_run:
-            _plan_cohort(ledger, cohort, row, blocked)
+            _plan_cohort(ledger, cohort, row, blocked, guard_reason, resync_points)
         elif blocked:
             row.status = "blocked"
             row.error = (
-                f"{cohort.guard_reason}; not published. To publish it anyway, run "
+                f"{guard_reason}; not published. To publish it anyway, run "
                 f"`cohort-sync publish --allow-removals {cohort.cohort_id}` or set var "
                 f"cohort_sync_allow_removals: ['{cohort.cohort_id}'] for one run"
             )
@@ -429,7 +439,7 @@ def _run_track(ledger, client, deferred: list[_Deferred], summary, options, lock
     unexpected error fails every cohort still waiting, then propagates.
     """
     stream = _Stream({d.cohort.cohort_id: d.row for d in deferred}, {d.cohort.cohort_id: d.resends for d in deferred})
-    plan_id = ledger.plan_id()
+    plan_id, sync_plan_id = ledger.plan_id(), ledger.plan_id(syncs=True)
     cohort_ids = {d.cohort.cohort_id for d in deferred if not d.cohort.is_sync}
     syncs = [d.cohort for d in deferred if d.cohort.is_sync]
     resyncing = {d.cohort.cohort_id for d in deferred if d.resync}
@@ -440,7 +450,7 @@ def _run_track(ledger, client, deferred: list[_Deferred], summary, options, lock
             _send(ledger, client, stream, plan_id,
                   (q for q in ledger.pending_track_requests(plan_id, cohort_ids) if (q.adds == 0) == leaving),
                   options.concurrency, lock, clock)
-        _send(ledger, client, stream, plan_id, ledger.pending_profile_requests(plan_id, syncs),
+        _send(ledger, client, stream, sync_plan_id, ledger.pending_profile_requests(sync_plan_id, syncs),
               options.concurrency, lock, clock)
         for waiting in deferred:
             if waiting.cohort.cohort_id in resyncing:
@@ -463,7 +473,8 @@ def _run_track(ledger, client, deferred: list[_Deferred], summary, options, lock
         if unexpected:
             row.status, row.error = "failed", f"publisher error during /users/track (see the traceback): {failure}"
         elif failure is not None and (summary.stopped or row.cohort_id in resyncing
-                                      or sum(ledger.pending_summary(plan_id, row.cohort_id, waiting.cohort.is_sync)[:2])):
+                                      or sum(ledger.pending_summary(sync_plan_id if waiting.cohort.is_sync else plan_id,
+                                                                    row.cohort_id, waiting.cohort.is_sync)[:2])):
             row.status, row.error = "failed", f"/users/track: {failure}"
         else:
             row.status = "partial" if row.rejected else "success"
@@ -479,23 +490,30 @@ def _run_track(ledger, client, deferred: list[_Deferred], summary, options, lock
     return True
 
 
-def _plan_cohort(ledger: Ledger, cohort: CohortPlan, row: HistoryRow, blocked: bool) -> None:
-    adds, removes, batches, points = ledger.pending_summary(ledger.plan_id(), cohort.cohort_id, cohort.is_sync)
-    row.added, row.removed, row.data_points = adds, removes, points
+def _plan_cohort(
+    ledger: Ledger, cohort: CohortPlan, row: HistoryRow, blocked: bool, guard_reason: str | None, resync_points: int
+) -> None:
+    """The dry run's row: what the plan would send, and its data points (with
+    those of the full resync the run would do)."""
+    adds, removes, batches, points = ledger.pending_summary(
+        ledger.plan_id(syncs=cohort.is_sync), cohort.cohort_id, cohort.is_sync)
+    row.added, row.removed, row.data_points = adds, removes, points + resync_points
     row.requests = batches + (1 if cohort.needs_name else 0)
     row.status = "dry_run"
     if blocked:
-        row.error = f"would be blocked: {cohort.guard_reason}"
+        row.error = f"would be blocked: {guard_reason}"
+    elif row.full_resync:
+        row.error = f"would also re-send everything Braze holds (full resync): {resync_points} data point(s)"
     if cohort.is_sync:
         log.info("dry run: attribute sync '%s' would write %d value(s) and unset %d in %d request(s): %d data point(s)%s",
-                 cohort.cohort_id, adds, removes, row.requests, points,
-                 " (then a full resync)" if row.full_resync else "")
+                 cohort.cohort_id, adds, removes, row.requests, row.data_points,
+                 " (with a full resync)" if row.full_resync else "")
         return
     log.info(
         "dry run: cohort '%s' would send %d add(s) and %d remove(s) in %d request(s): %d data point(s)%s%s",
-        cohort.cohort_id, adds, removes, row.requests, points,
+        cohort.cohort_id, adds, removes, row.requests, row.data_points,
         " (including the name call)" if cohort.needs_name else "",
-        " (then a full resync)" if row.full_resync else "",
+        " (with a full resync)" if row.full_resync else "",
     )
 
 

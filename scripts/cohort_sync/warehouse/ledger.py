@@ -116,6 +116,8 @@ class CohortPlan:
     sync_mode: str | None = None  # an attribute sync's (delivery 'profile'): update or upsert
     full_resync_minutes: int | None = None  # full_resync_every: re-send everything this often
     last_full_resync: datetime | None = None  # start of the last synced run that did (else of the first sync)
+    planned_data_points: int = 0  # what the plan costs in Braze data points
+    max_data_points: int | None = None  # an attribute sync's limit per run
 
     @property
     def is_sync(self) -> bool:
@@ -175,7 +177,7 @@ PLAN_COLUMNS = (
     "cohort_id", "cohort_name", "action", "guard_status", "guard_reason",
     "schedule_every", "schedule_at", "schedule_weekday", "schedule_day", "schedule_timezone",
     "publish_now", "notify", "delivery", "attribute_name", "users_track_batch_size",
-    "planned_data_points", "full_resync_minutes", "sync_mode",
+    "planned_data_points", "full_resync_minutes", "sync_mode", "max_data_points",
 )
 #: What the publisher reads or writes in each relation: what `dbt run` with
 #: the same version of the package builds (membership only has to exist).
@@ -325,7 +327,8 @@ class Ledger:
                 track_batch_size=int(c["users_track_batch_size"] or MAX_TRACK_OBJECTS),
                 sync_mode=c["sync_mode"],
                 full_resync_minutes=int(c["full_resync_minutes"]) if c["full_resync_minutes"] else None,
-                last_full_resync=row[-1],
+                last_full_resync=row[-1], planned_data_points=int(c["planned_data_points"] or 0),
+                max_data_points=int(c["max_data_points"]) if c["max_data_points"] is not None else None,
             ))
         return plans
 
@@ -354,9 +357,12 @@ class Ledger:
             rejected.setdefault(cohort_id, []).append((reason, int(count)))
         return rejected
 
-    def plan_id(self) -> str | None:
-        """The id of the plan in cohort_sync_changes (None when it is empty)."""
-        rows = self.engine.query(f"select plan_id from {self.relations.changes} limit 1")
+    def plan_id(self, syncs: bool = False) -> str | None:
+        """The id of the plan in cohort_sync_changes, or with `syncs` in
+        cohort_sync_attribute_changes (None when it is empty). The two are
+        apart: `dbt run -s` may build one and not the other."""
+        relation = self.relations.attribute_changes if syncs else self.relations.changes
+        rows = self.engine.query(f"select plan_id from {relation} limit 1")
         return rows[0][0] if rows else None
 
     def acknowledged_batches(self, plan_id: str | None, cohort_id: str, kind: str = "users") -> set[int]:
@@ -458,6 +464,24 @@ class Ledger:
                         batches.setdefault(change.batch_number, []).append(change)
                 for number in sorted(batches):
                     yield profile_request("profile", number, batches[number], sync.sync_mode or "update")
+
+    def resync_data_points(self, cohort: CohortPlan) -> int:
+        """What a full resync of the cohort would cost in data points: a point per
+        member, or for an attribute sync each acknowledged value the model still has."""
+        if not cohort.is_sync:
+            return self.members(cohort.cohort_id)
+        r = self.relations
+        return int(self.engine.query(
+            f"""select coalesce(sum(v.data_points), 0) from (
+                    select distinct sync_id, member_key, attribute_name, value_hash, data_points
+                    from {r.attribute_rows}
+                    where sync_id = ? and reject_reason is null and not is_null
+                ) as v
+                inner join {r.attribute_state} as s
+                    on s.sync_id = v.sync_id and s.member_key = v.member_key
+                    and s.attribute_name = v.attribute_name and s.value_hash = v.value_hash""",
+            [cohort.cohort_id],
+        )[0][0])
 
     def profile_resync_requests(self, sync: CohortPlan, run_id: str) -> Iterator[PlannedRequest]:
         """Every value Braze should hold for the sync's users, as the model has
