@@ -13,7 +13,15 @@ Generates synthetic audiences in DuckDB (100k, 1M, 10M members; 0.1%, 1%,
 3. latency-bound publish: the endpoint adds 100 ms to every request and
    enforces Braze's 250,000 requests/hour; ids/s as a share of the quota;
 4. memory: peak RSS of the `cohort-sync publish` process at each size;
-5. the whole incremental run (`dbt run`, publishing) at 1% churn.
+5. the whole incremental run (`dbt run`, publishing) at 1% churn;
+6. attribute sync: 100k and 1M users x 20 attributes of mixed kinds,
+   published once into the local endpoint, then 1% of users change one
+   value: building the attribute models (cohort_sync_attribute_rows,
+   cohort_sync_attribute_changes, cohort_sync_cohorts) vs the lower bound,
+   one bare query unpivoting the model and full-outer-joining it with a
+   table of md5 hashes shaped as the state; and the bytes the acknowledged
+   state (cohort_sync_attribute_state) takes per value in DuckDB,
+   extrapolated to 10M users x 20 attributes.
 
 Writes results/report.json, results/report.md and results/chart.png.
 
@@ -58,12 +66,18 @@ FULL = {
     "churns": [0.001, 0.01, 0.1],
     "publish_sizes": [100_000, 1_000_000],
     "latency_adds": 1_000_000,
+    "attribute_sizes": [100_000, 1_000_000],
+    # above this many users the first sync's state is written by one SQL insert of
+    # what the publisher would acknowledge (publishing 20M values takes too long)
+    "attribute_publish_max_users": 100_000,
 }
 SMOKE = {
     "sizes": [2_000, 6_000],
     "churns": [0.01],
     "publish_sizes": [3_000],
     "latency_adds": 3_000,
+    "attribute_sizes": [2_000],
+    "attribute_publish_max_users": 2_000,
 }
 
 
@@ -72,7 +86,7 @@ class Endpoint:
 
     def __init__(self, keys: dict[str, str], *args: str) -> None:
         env = {**os.environ, "BRAZE_PARTNER_NAME": PARTNER, "BRAZE_PARTNER_API_KEY": keys["partner"],
-               "BRAZE_DATA_IMPORT_KEY": keys["import"]}
+               "BRAZE_DATA_IMPORT_KEY": keys["import"], "BRAZE_REST_API_KEY": keys["rest"]}
         self.process = subprocess.Popen(
             [str(BIN / "cohort-sync"), "local-braze", "--port", "0", *args],
             env=env, stdout=subprocess.PIPE, text=True,
@@ -305,6 +319,191 @@ class Bench:
                 "BRAZE_PARTNER_API_KEY": self.keys["partner"], "BRAZE_DATA_IMPORT_KEY": self.keys["import"]}
 
 
+#: The attribute sync's synthetic model: each attribute as a DuckDB expression
+#: of the user's number i, of mixed kinds (6 strings, 4 integers, 4 doubles,
+#: 3 booleans, 3 timestamps; two with nulls, which the state does not hold).
+ATTRIBUTES = {
+    "plan": "['free', 'basic', 'pro', 'team'][1 + i % 4]",
+    "home_city_code": "'city_' || (i % 1000)",
+    "segment": "'segment_' || (i * 7 % 37)",
+    "referrer": "case when i % 10 <> 0 then 'ref_' || (i * 13 % 5003) end",
+    "favourite_category": "'category_' || (i % 97)",
+    "nickname": "'nick_' || i",
+    "orders": "cast(i % 250 as integer)",
+    "visits": "i * 13 % 10007",
+    "age": "cast(18 + i % 60 as smallint)",
+    "loyalty_points": "i * 31 % 100000",
+    "lifetime_value": "cast(round((i % 100000) * 0.37, 2) as double)",
+    "avg_basket": "cast(i % 1000 as double) / 7",
+    "churn_score": "cast(i % 1000 as double) / 1000",
+    "discount_rate": "cast(i % 20 as double) * 0.05",
+    "is_vip": "i % 20 = 0",
+    "newsletter": "i % 3 = 0",
+    "has_app": "i % 2 = 0",
+    "signed_up_at": "timestamp '2020-01-01' + to_seconds(i)",
+    "last_seen_at": "timestamp '2024-06-01' + to_seconds(i % 86400 * 30)",
+    "last_order_at": "case when i % 5 <> 0 then timestamp '2023-01-01' + to_seconds(i * 17 % 31536000) end",
+}
+ATTRIBUTE_SYNC = "user_facts"
+CHANGED_ATTRIBUTE = "lifetime_value"  # 1% of users (i % 100 = 0) get a new value
+STATE_EXTRAPOLATION_USERS = 10_000_000
+
+
+class AttributeBench(Bench):
+    """An attribute sync of `size` users x 20 attributes in its own project
+    and DuckDB file, so the state's storage is measured on its own."""
+
+    def __init__(self, root: Path, keys: dict[str, str]) -> None:
+        self.keys = keys
+        self.project = SyncProject(root)
+        self.project.declare([], cohort_sync_attribute_syncs=[
+            {"model": ATTRIBUTE_SYNC, "mode": "update", "identifiers": ["external_id"]}])
+        self.db = str(self.project.warehouse.database)
+
+    def braze_env(self, endpoint: Endpoint) -> dict[str, str]:
+        return {**super().braze_env(endpoint), "BRAZE_REST_API_KEY": self.keys["rest"]}
+
+    def set_users(self, size: int) -> int:
+        """The model's raw table; returns the values it holds (non-null)."""
+        columns = ", ".join(f"{sql} as {name}" for name, sql in ATTRIBUTES.items())
+        with duckdb.connect(self.db) as con:
+            con.execute("create schema if not exists raw")
+            con.execute(f"create or replace table raw.{ATTRIBUTE_SYNC} as select i as user_number, "
+                        f"'u' || lpad(cast(i as varchar), 10, '0') as external_id, {columns} from range(?) as t(i)",
+                        [size])
+            values = con.execute(f"select {' + '.join(f'count({name})' for name in ATTRIBUTES)} "
+                                 f"from raw.{ATTRIBUTE_SYNC}").fetchall()[0][0]
+        (self.project.root / "models" / f"{ATTRIBUTE_SYNC}.sql").write_text(
+            f"select external_id, {', '.join(ATTRIBUTES)} from raw.{ATTRIBUTE_SYNC}\n")
+        return values
+
+    def publish(self, endpoint: Endpoint) -> float:
+        endpoint.reset()
+        env = {**os.environ, **self.braze_env(endpoint)}
+        started = time.perf_counter()
+        result = subprocess.run(self.project.command("cohort-sync", "publish"), cwd=self.project.root, env=env,
+                                capture_output=True, text=True)
+        if result.returncode != 0:
+            raise RuntimeError(f"cohort-sync publish failed:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}")
+        return time.perf_counter() - started
+
+    def state_bytes(self) -> dict[str, int]:
+        """The state table's storage in DuckDB, as the publisher left it
+        (distinct blocks its column segments occupy, after a checkpoint) and
+        copied alone into a fresh file (the file's growth over an empty copy)."""
+        with duckdb.connect(self.db) as con:
+            con.execute("checkpoint")
+            block_size = con.execute("select block_size from pragma_database_size()").fetchall()[0][0]
+            blocks = con.execute(
+                "select count(distinct b) from (select block_id as b from pragma_storage_info("
+                "'cohort_sync_attribute_state') where persistent union all select unnest(additional_block_ids) "
+                "from pragma_storage_info('cohort_sync_attribute_state') where persistent)"
+            ).fetchall()[0][0]
+            copies = {}
+            for name, where in (("empty", "where false"), ("copy", "")):
+                path = Path(self.db).with_name(f"state_{name}.duckdb")
+                con.execute(f"attach '{path}' as probe")
+                con.execute(f"create table probe.attribute_state as select * from cohort_sync_attribute_state {where}")
+                con.execute("detach probe")
+                copies[name] = path.stat().st_size
+                path.unlink()
+        return {"in_place": blocks * block_size, "copy": copies["copy"] - copies["empty"]}
+
+    def bare_values_sql(self) -> str:
+        """The model's values unpivoted, each cast to text and hashed: what any diff must compute."""
+        casts = ", ".join(f"cast({name} as varchar) as {name}" for name in ATTRIBUTES)
+        return f"""
+            select 'external_id:' || external_id as member_key, attribute_name, value_text,
+                md5(value_text) as value_hash
+            from (select external_id, {casts} from {ATTRIBUTE_SYNC})
+            unpivot (value_text for attribute_name in ({', '.join(ATTRIBUTES)}))"""
+
+    def seed_state(self) -> None:
+        """What publishing the first plan would acknowledge, written by one insert."""
+        with duckdb.connect(self.db) as con:
+            con.execute("""insert into cohort_sync_attribute_state (sync_id, member_key, attribute_name, value_hash,
+                               run_id, acknowledged_at)
+                           select sync_id, member_key, attribute_name, value_hash, 'seed', now()
+                           from cohort_sync_attribute_changes where not should_remove""")
+
+    def run(self, endpoint: Endpoint, size: int, publish: bool) -> dict[str, Any]:
+        """`publish`: the first plan is published into the endpoint (else its state is seeded by SQL)."""
+        values = self.set_users(size)
+        first = self.dbt("run", plan_only=True)
+        if publish:
+            publish_s = self.publish(endpoint)
+            track = [r for r in endpoint.requests() if r.get("endpoint") == "track"]
+            assert sum(sum(r.get("attribute_counts", [])) for r in track) == values
+        else:
+            self.seed_state()
+        with duckdb.connect(self.db) as con:
+            held = con.execute("select count(*) from cohort_sync_attribute_state").fetchall()[0][0]
+        assert held == values, (held, values)
+        stored = self.state_bytes()
+        with duckdb.connect(self.db) as con:
+            # the lower bound's own state: the same shape, its own hashes of the values before the change
+            con.execute(f"""create table bench_bare_state as
+                            select '{ATTRIBUTE_SYNC}' as sync_id, member_key, attribute_name, value_hash,
+                                'seed' as run_id, now() as acknowledged_at
+                            from ({self.bare_values_sql()})""")
+            con.execute(f"update raw.{ATTRIBUTE_SYNC} set {CHANGED_ATTRIBUTE} = {CHANGED_ATTRIBUTE} + 1 "
+                        "where user_number % 100 = 0")
+            changed = con.execute(f"select count(*) from raw.{ATTRIBUTE_SYNC} where user_number % 100 = 0"
+                                  ).fetchall()[0][0]
+        models = ("cohort_sync_attribute_rows", "cohort_sync_attribute_changes", "cohort_sync_cohorts")
+        runs = [self.dbt("run", "--select", *models, plan_only=True) for _ in range(REPEAT)]
+        best = min(runs, key=lambda nodes: sum(nodes.values()))
+        bare_sql = f"""
+            create or replace table bench_bare_attribute_changes as
+            with current_values as ({self.bare_values_sql()})
+            select
+                coalesce(c.member_key, s.member_key) as member_key,
+                coalesce(c.attribute_name, s.attribute_name) as attribute_name,
+                c.value_text,
+                c.value_hash,
+                case when s.member_key is null then 'new' when c.member_key is null then 'unset'
+                    else 'changed' end as change_kind
+            from current_values as c
+            full outer join bench_bare_state as s
+                on s.sync_id = '{ATTRIBUTE_SYNC}' and s.member_key = c.member_key
+                and s.attribute_name = c.attribute_name
+            where s.member_key is null or c.member_key is null or s.value_hash <> c.value_hash
+        """
+        with duckdb.connect(self.db) as con:
+            bare = timed(lambda: con.execute(bare_sql), repeat=REPEAT)
+            found = con.execute("select count(*) from bench_bare_attribute_changes").fetchall()[0][0]
+            planned = con.execute(
+                "select count(*) from cohort_sync_attribute_changes where change_kind = 'changed' "
+                "and attribute_name = ?", [CHANGED_ATTRIBUTE]).fetchall()[0][0]
+            all_planned = con.execute("select count(*) from cohort_sync_attribute_changes").fetchall()[0][0]
+        assert found == planned == all_planned == changed, (found, planned, all_planned, changed)
+        ours = sum(best.values())
+        return {"users": size, "attributes": len(ATTRIBUTES), "values": values, "changes": changed,
+                "first_models_s": sum(first.values()), "state_written_by": "publisher" if publish else "sql",
+                "publish_s": publish_s if publish else None, "track_requests": len(track) if publish else None,
+                "publish_values_per_s": values / publish_s if publish else None, "ours_s": ours, "models_s": best, "bare_s": bare,
+                "ratio": ours / bare, "state_rows": held, "state_bytes": stored["in_place"],
+                "state_bytes_per_row": stored["in_place"] / held, "state_copy_bytes": stored["copy"],
+                "state_copy_bytes_per_row": stored["copy"] / held}
+
+
+def state_extrapolation(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The state at 10M users x 20 attributes (a value each: no nulls), from
+    the two largest runs: the largest's size plus the marginal bytes per row
+    between them for every further row."""
+    runs = sorted(runs, key=lambda r: r["state_rows"])
+    rows = STATE_EXTRAPOLATION_USERS * len(ATTRIBUTES)
+    result: dict[str, Any] = {"users": STATE_EXTRAPOLATION_USERS, "attributes": len(ATTRIBUTES), "rows": rows,
+                              "from_users": [r["users"] for r in runs[-2:]]}
+    last = runs[-1]
+    for name, measure in (("in_place", "state_bytes"), ("copy", "state_copy_bytes")):
+        marginal = (last[measure] / last["state_rows"] if len(runs) < 2 else
+                    (last[measure] - runs[-2][measure]) / (last["state_rows"] - runs[-2]["state_rows"]))
+        total = last[measure] + marginal * (rows - last["state_rows"])
+        result.update({f"{name}_marginal_bytes_per_row": marginal, f"{name}_bytes": total, f"{name}_gb": total / 1e9})
+    return result
+
+
 def judge(report: dict[str, Any]) -> list[dict[str, Any]]:
     """Each target of the issue, met or not, and by how much."""
     largest = max(report["config"]["sizes"])
@@ -372,6 +571,24 @@ def markdown(report: dict[str, Any]) -> str:
     for r in report["incremental"]:
         lines.append(f"| {r['size']:,} | {r['changes']:,} | {r['wall_s']:.1f} | {r['models_s']:.2f} | "
                      f"{r['publish_s']:.2f} | {r['publish_ms_per_1k_changes']:.0f} |")
+    lines += ["", f"Attribute sync ({len(ATTRIBUTES)} attributes of mixed kinds, mode update), published once "
+              f"into the local endpoint, then 1% of users change `{CHANGED_ATTRIBUTE}`: attribute models "
+              "(attribute rows + changes + cohorts) vs bare unpivot + full outer join with md5 hashes, seconds:", "",
+              "| users | values | changes | ours | bare | ratio | state written by (first publish values/s) | "
+              "state bytes/row (in place) | state bytes/row (fresh copy) |",
+              "|---:|---:|---:|---:|---:|---:|---|---:|---:|"]
+    for a in report["attributes"]:
+        writer = (f"publisher ({a['publish_values_per_s']:,.0f})" if a["state_written_by"] == "publisher"
+                  else "one SQL insert")
+        lines.append(f"| {a['users']:,} | {a['values']:,} | {a['changes']:,} | {a['ours_s']:.2f} | "
+                     f"{a['bare_s']:.2f} | {a['ratio']:.2f}x | {writer} | "
+                     f"{a['state_bytes_per_row']:.1f} | {a['state_copy_bytes_per_row']:.1f} |")
+    x = report["attribute_state"]
+    lines += ["", f"The state at {x['users']:,} users x {x['attributes']} attributes ({x['rows']:,} values, "
+              f"extrapolated from {' and '.join(f'{u:,}' for u in x['from_users'])} users): "
+              f"{x['in_place_gb']:.2f} GB as the publisher writes it "
+              f"({x['in_place_marginal_bytes_per_row']:.1f} bytes per further value), "
+              f"{x['copy_gb']:.2f} GB rewritten compactly ({x['copy_marginal_bytes_per_row']:.1f} bytes per value)."]
     return "\n".join(lines) + "\n"
 
 
@@ -412,7 +629,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     work = args.out / "tmp"
     started = time.perf_counter()
-    keys = {"partner": "bench-" + secrets.token_hex(8), "import": "bench-" + secrets.token_hex(8)}
+    keys = {name: "bench-" + secrets.token_hex(8) for name in ("partner", "import", "rest")}
     os.environ["DBT_SEND_ANONYMOUS_USAGE_STATS"] = "false"
     if work.exists():
         subprocess.run(["rm", "-rf", str(work)], check=True)
@@ -450,6 +667,17 @@ def main(argv: list[str] | None = None) -> int:
         report["latency"] = bench.latency_bound(slow, config["latency_adds"])
     finally:
         slow.stop()
+    rest = Endpoint(keys)
+    try:
+        report["attributes"] = []
+        for size in config["attribute_sizes"]:
+            step(f"attribute sync: {size:,} users x {len(ATTRIBUTES)} attributes")
+            publish = size <= config["attribute_publish_max_users"]
+            report["attributes"].append(
+                AttributeBench(work / "attributes" / str(size), keys).run(rest, size, publish))
+    finally:
+        rest.stop()
+    report["attribute_state"] = state_extrapolation(report["attributes"])
 
     report["seconds"] = time.perf_counter() - started
     report["finished_at"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())

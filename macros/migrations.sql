@@ -52,7 +52,8 @@
     {'name': '0007_attribute_syncs',
      'add_columns': {'cohort_sync_run_history': [('data_points', bigint, '0'),
                                                  ('full_resync', dbt.type_boolean(), 'false')],
-                     'cohort_sync_rejected_changes': [('value_hash', string, 'null')]},
+                     'cohort_sync_rejected_changes': [('value_hash', string, 'null')],
+                     'cohort_sync_delivery_log': [('data_points', bigint, 'null')]},
      'create': ['cohort_sync_attribute_state']},
   ]) }}
 {% endmacro %}

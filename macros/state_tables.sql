@@ -46,7 +46,7 @@
     'cohort_sync_delivery_log': [
       ('run_id', string), ('plan_id', string), ('cohort_id', string), ('request_kind', string),
       ('batch_number', bigint), ('added', bigint), ('removed', bigint),
-      ('http_status', bigint), ('acknowledged_at', timestamp)
+      ('http_status', bigint), ('acknowledged_at', timestamp), ('data_points', bigint)
     ],
     'cohort_sync_run_history': [
       ('run_id', string), ('cohort_id', string), ('cohort_name', string),

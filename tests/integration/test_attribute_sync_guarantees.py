@@ -447,9 +447,11 @@ def test_a_due_full_resync_resends_every_current_value_once_and_repairs_users_cr
     facts["u00003"] = ("enterprise", *facts["u00003"][1:])
     write_facts(project, facts)
     assert dbt_run(project, PLAN_ONLY).returncode == 0
-    dry = publish(project, "--dry-run", "--verbose")  # says so, and a dry run does not count as the resync
-    assert dry.returncode == 0 and "(then a full resync)" in dry.stdout + dry.stderr, dry.stdout + dry.stderr
-    assert (project.history()[-1]["status"], project.history()[-1]["full_resync"]) == ("dry_run", True)
+    dry = publish(project, "--dry-run")  # counts the resync's data points, and does not count as the resync
+    assert dry.returncode == 0, dry.stdout + dry.stderr
+    assert f"would also re-send everything Braze holds (full resync): {every_value - 1} data point(s)" in dry.stdout
+    row = project.history()[-1]
+    assert (row["status"], row["full_resync"], row["data_points"]) == ("dry_run", True, every_value)
     row, sent = run()
     assert (row["status"], row["full_resync"], row["added"], row["data_points"]) == (
         "success", True, every_value, every_value)

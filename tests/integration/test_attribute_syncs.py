@@ -26,22 +26,36 @@ pytestmark = pytest.mark.dbt
 #: (the raw tables hold text, and bigint for integers).
 CASTS = {
     "duckdb": {
-        "double": "cast({c} as double)", "decimal": "cast({c} as decimal(12, 4))",
-        "boolean": "cast({c} as boolean)", "date": "cast({c} as date)",
-        "timestamp": "cast({c} as timestamp)", "timestamptz": "cast({c} as timestamptz)",
-        "wall_clock": "cast({c} as timestamp)", "array": "string_split({c}, '|')", "json": "cast({c} as json)",
+        "double": "cast({c} as double)",
+        "decimal": "cast({c} as decimal(12, 4))",
+        "boolean": "cast({c} as boolean)",
+        "date": "cast({c} as date)",
+        "timestamp": "cast({c} as timestamp)",
+        "timestamptz": "cast({c} as timestamptz)",
+        "wall_clock": "cast({c} as timestamp)",
+        "array": "string_split({c}, '|')",
+        "json": "cast({c} as json)",  # keeps its text as given
     },
     "postgres": {
-        "double": "cast({c} as double precision)", "decimal": "cast({c} as numeric(12, 4))",
-        "boolean": "cast({c} as boolean)", "date": "cast({c} as date)",
-        "timestamp": "cast({c} as timestamp)", "timestamptz": "cast({c} as timestamptz)",
-        "wall_clock": "cast({c} as timestamp)", "array": "string_to_array({c}, '|')", "json": "cast({c} as json)",  # json keeps its keys' order
+        "double": "cast({c} as double precision)",
+        "decimal": "cast({c} as numeric(12, 4))",
+        "boolean": "cast({c} as boolean)",
+        "date": "cast({c} as date)",
+        "timestamp": "cast({c} as timestamp)",
+        "timestamptz": "cast({c} as timestamptz)",
+        "wall_clock": "cast({c} as timestamp)",
+        "array": "string_to_array({c}, '|')",
+        "json": "cast({c} as json)",  # json, not jsonb: keeps its keys' order
     },
-    "spark": {  # no JSON type; a timestamp read from text with an offset is the same instant
-        "double": "cast({c} as double)", "decimal": "cast({c} as decimal(12, 4))",
-        "boolean": "cast({c} as boolean)", "date": "cast({c} as date)",
-        "timestamp": "cast({c} as timestamp)", "timestamptz": "cast({c} as timestamp)",
-        "wall_clock": "cast({c} as timestamp_ntz)", "array": "split({c}, '[|]')",
+    "spark": {  # no JSON type
+        "double": "cast({c} as double)",
+        "decimal": "cast({c} as decimal(12, 4))",
+        "boolean": "cast({c} as boolean)",
+        "date": "cast({c} as date)",
+        "timestamp": "cast({c} as timestamp)",
+        "timestamptz": "cast({c} as timestamp)",  # text with an offset: the instant it names
+        "wall_clock": "cast({c} as timestamp_ntz)",
+        "array": "split({c}, '[|]')",
     },
 }
 

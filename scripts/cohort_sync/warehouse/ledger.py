@@ -159,7 +159,7 @@ ATTRIBUTE_STATE_COLUMNS = ("sync_id", "member_key", "attribute_name", "value_has
 COHORT_COLUMNS = ("cohort_id", "cohort_name", "created_at", "run_id", "acknowledged_at")
 DELIVERY_COLUMNS = (
     "run_id", "plan_id", "cohort_id", "request_kind", "batch_number", "added", "removed",
-    "http_status", "acknowledged_at",
+    "http_status", "acknowledged_at", "data_points",
 )
 INFLIGHT_COLUMNS = ("run_id", "cohort_id", "request_kind", "batch_number", "identifiers", "sent_at")
 LOCK_COLUMNS = ("lock_name", "run_id", "owner", "entry_point", "acquired_at", "expires_at")
@@ -638,7 +638,6 @@ class Ledger:
         which the next plan, built from that state, accounts for).
         """
         rejected = [rejected_objects(q, ack) for q, ack in acknowledged]
-        counts = [rejected_counts(q, objects) for (q, _), objects in zip(acknowledged, rejected, strict=True)]
         with self.engine.transaction():
             for delivery, kind in (("cohort_import", "users"), ("attribute", "track")):
                 batches = [(q, objects) for (q, _), objects in zip(acknowledged, rejected, strict=True) if q.kind == kind]
@@ -654,7 +653,7 @@ class Ledger:
             if acknowledged:
                 self._log_acknowledged(
                     run_id, plan_id,
-                    [(q, ack.status, c) for (q, ack), c in zip(acknowledged, counts, strict=True)], at,
+                    [(q, ack.status, objects) for (q, ack), objects in zip(acknowledged, rejected, strict=True)], at,
                 )
                 self._clear_inflight(run_id, [q for q, _ in acknowledged])
             if abandoned:
@@ -878,18 +877,20 @@ class Ledger:
             )
 
     def _log_acknowledged(
-        self, run_id, plan_id, acknowledged: list[tuple[PlannedRequest, int, dict[str, tuple[int, int]]]], at
+        self, run_id, plan_id, acknowledged: list[tuple[PlannedRequest, int, dict[int, str]]], at
     ) -> None:
         """A delivery log row per cohort each request carries, with what Braze
-        took of it (its changes less those rejected). Only batches of the plan
+        took of it (its changes, and their data points, less those of the
+        objects it rejected: {index: reason}). Only batches of the plan
         ('users', 'track', 'profile') carry the plan's id."""
-        self._insert_rows(
-            "delivery_log", DELIVERY_COLUMNS,
-            [(run_id, plan_id if q.kind in ("users", "track", "profile") else None, part.cohort_id, q.kind, q.batch_number,
-              part.adds - rejected.get(part.cohort_id, (0, 0))[0],
-              part.removes - rejected.get(part.cohort_id, (0, 0))[1], status, at)
-             for q, status, rejected in acknowledged for part in q.parts],
-        )
+        rows = []
+        for q, status, objects in acknowledged:
+            rejected, points = rejected_counts(q, objects), q.data_points(objects)
+            rows += [(run_id, plan_id if q.kind in ("users", "track", "profile") else None, part.cohort_id, q.kind,
+                      q.batch_number, part.adds - rejected.get(part.cohort_id, (0, 0))[0],
+                      part.removes - rejected.get(part.cohort_id, (0, 0))[1], status, at,
+                      points.get(part.cohort_id, 0)) for part in q.parts]
+        self._insert_rows("delivery_log", DELIVERY_COLUMNS, rows)
 
     # -- the run lock -------------------------------------------------------------
 
@@ -942,8 +943,8 @@ class Ledger:
         recorded = {row[0] for row in self.engine.query(
             f"select cohort_id from {r.run_history} where run_id = ?", [dead])}
         logged = self.engine.query(
-            f"select cohort_id, request_kind, batch_number, added, removed, acknowledged_at "
-            f"from {r.delivery_log} where run_id = ?", [dead])
+            f"select cohort_id, request_kind, batch_number, added, removed, coalesce(data_points, added + removed), "
+            f"acknowledged_at from {r.delivery_log} where run_id = ?", [dead])
         notes = self.engine.query(
             f"select cohort_id, request_kind, batch_number, sent_at from {r.inflight} where run_id = ?", [dead])
         cohorts = sorted(({row[0] for row in logged} | {row[0] for row in notes}) - recorded)
@@ -953,8 +954,8 @@ class Ledger:
         names.update(self.engine.query(f"select cohort_id, cohort_name from {r.cohorts}"))
         rows = []
         for cohort_id in cohorts:
-            acked = [(kind, _batch(number), int(added or 0), int(removed or 0), at)
-                     for cohort, kind, number, added, removed, at in logged if cohort == cohort_id]
+            acked = [(kind, _batch(number), int(added or 0), int(removed or 0), int(points or 0), at)
+                     for cohort, kind, number, added, removed, points, at in logged if cohort == cohort_id]
             acked_keys = {(kind, number) for kind, number, *_ in acked}
             flying = {(kind, _batch(number)): at for cohort, kind, number, at in notes
                       if cohort == cohort_id and (kind, _batch(number)) not in acked_keys}
@@ -964,7 +965,7 @@ class Ledger:
                 entry_point=entry_point, started_at=min(times, default=acquired_at),
                 finished_at=max(times, default=acquired_at), status="interrupted",
                 added=sum(row[2] for row in acked), removed=sum(row[3] for row in acked),
-                requests=len(acked) + len(flying),
+                data_points=sum(row[4] for row in acked), requests=len(acked) + len(flying),
                 resent_batches=len(self.unconfirmed(cohort_id, dead) & (acked_keys | set(flying))),
                 members_after=self.members(cohort_id),
                 error=(
