@@ -19,37 +19,57 @@
   - the reason the value cannot be sent, or null.
 #}
 
-{# The kind of a column, from its data type; none when no kind fits. #}
+{#
+  The kind of a column, from its data type; none when no kind fits (an
+  array's elements must be strings: Braze's arrays are of strings; on
+  PostgreSQL, whose columns say only ARRAY, elements are cast to text).
+#}
 {% macro attribute_kind(column) %}
   {%- set dtype = column.dtype | lower | trim -%}
+  {%- set strings = ['string', 'text', 'uuid', 'varchar', 'character varying', 'char', 'character', 'bpchar'] -%}
   {%- if dtype in ['boolean', 'bool'] -%}
     {{ return('boolean') }}
   {%- elif dtype == 'date' -%}
     {{ return('date') }}
   {%- elif dtype.startswith('timestamp') or dtype == 'datetime' -%}
     {{ return('time') }}
-  {%- elif dtype.endswith('[]') or dtype == 'array' or dtype.startswith('array<') -%}
+  {%- elif dtype.endswith('[]') or dtype.startswith('array<') -%}
+    {%- set element = dtype[:-2] if dtype.endswith('[]') else dtype[6:-1] -%}
+    {{ return('array' if modules.re.sub('\\(.*\\)$', '', element) | trim in strings else none) }}
+  {%- elif dtype == 'array' -%}
     {{ return('array') }}
   {%- elif dtype in ['json', 'jsonb'] -%}
     {{ return('json') }}
-  {%- elif modules.re.match('^(tinyint|smallint|int|integer|bigint|hugeint|uhugeint|ubigint|uinteger|usmallint|utinyint|int1|int2|int4|int8|long|short|byte|real|float|float4|float8|double|double precision|decimal|numeric)\\b', dtype) -%}
+  {%- elif cohort_sync.is_integer_type(dtype) or modules.re.match('^(real|float|float4|float8|double|double precision|decimal|numeric)\\b', dtype) -%}
     {{ return('number') }}
-  {%- elif column.is_string() or dtype in ['string', 'text', 'uuid', 'varchar', 'character varying', 'char', 'character', 'bpchar'] -%}
+  {%- elif column.is_string() or dtype in strings -%}
     {{ return('string') }}
   {%- endif -%}
   {{ return(none) }}
 {% endmacro %}
 
 
+{# Whether a column type is an integer type (its values are sent as they are, never through a float). #}
+{% macro is_integer_type(dtype) %}
+  {{ return(modules.re.match('^(tinyint|smallint|int|integer|bigint|hugeint|uhugeint|ubigint|uinteger|usmallint|utinyint|int1|int2|int4|int8|long|short|byte)\\b', dtype | lower | trim) is not none) }}
+{% endmacro %}
+
+
 {#
   The SQL of one attribute of one row: {text, canonical, reason}, each an
   expression (reason: a string literal or null), for a column `expr` of
-  `kind`, sent as attribute `name`. `max_array` is the array cap.
+  `kind` and type `dtype`, sent as attribute `name`. `max_array` is the
+  array cap.
 #}
-{% macro attribute_value_sql(expr, kind, name, max_array) %}
+{% macro attribute_value_sql(expr, kind, name, max_array, dtype='') %}
   {%- set string = dbt.type_string() -%}
   {%- set standard = name | lower in cohort_sync.braze_standard_fields() -%}
-  {%- if kind == 'string' -%}
+  {%- if kind == 'number' and cohort_sync.is_integer_type(dtype) -%}
+    {#- as is: a bigint beyond 2^53 keeps every digit (an integral float
+        below 1e15 renders the same, so 1 and 1.0 still match) -#}
+    {%- set text = "cast(" ~ expr ~ " as " ~ string ~ ")" -%}
+    {%- set reason = "cast(null as " ~ string ~ ")" -%}
+  {%- elif kind == 'string' -%}
     {%- set text = "cast(" ~ expr ~ " as " ~ string ~ ")" -%}
     {%- set reason = "case when " ~ dbt.length(text) ~ " > 255 then 'string_too_long' end" -%}
   {%- elif kind == 'number' -%}

@@ -44,7 +44,7 @@ sync_{{ loop.index }}_raw as (
         {%- endfor %}
         {%- for attribute in read.attributes %}
         {%- set column = adapter.quote(attribute.column) %}
-        {%- set value = cohort_sync.attribute_value_sql(column, attribute.kind, attribute.name, max_array) %}
+        {%- set value = cohort_sync.attribute_value_sql(column, attribute.kind, attribute.name, max_array, attribute.dtype) %}
         {{ column }} is null as a{{ loop.index }}_is_null,
         {{ value.text }} as a{{ loop.index }}_text,
         {{ value.canonical }} as a{{ loop.index }}_canonical,

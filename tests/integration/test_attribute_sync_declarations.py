@@ -110,8 +110,6 @@ def test_a_sync_id_may_not_be_a_cohort_id(project):
             in failure_text(result))
 
 
-@pytest.mark.xfail(strict=True, reason="attribute_kind takes any `...[]` type for an array of strings: an array of "
-                                       "structs is sent as DuckDB's text of each struct (reported)")
 def test_an_array_of_structs_is_refused(project):
     result = compile_rows(project, [{**ODD, "attributes": ["plan", "baskets"]}])
     assert not result.success
