@@ -270,3 +270,33 @@ def test_publishing_only_partner_cohorts_needs_no_rest_key(make_project, braze, 
     only = project.cli("cohort-sync", "publish", "--cohort", "churn")
     assert only.returncode == 0, only.stderr
     assert braze.cohorts()["churn"]["user_ids"] == ["u1"]
+
+
+def test_a_cohort_declared_with_full_resync_every_sets_every_member_again_once_due(make_project, braze, rest_only):
+    """full_resync_every on a cohort: once the last full resync (else the first
+    sync) is that old, the run sets the attribute on every member again,
+    counted in its data points; not before, and not on the run after."""
+    members = ids("u", 0, 120)
+    seed(braze, members)
+    project = make_project()
+    project.declare([{"model": "buyers", "name": "Buyers", "delivery": "attribute", "full_resync_every": "1h"}])
+    project.set_audience("buyers", {"external_id": members})
+    assert project.run().success
+    assert (history(project, "buyers")["data_points"], history(project, "buyers")["full_resync"]) == (120, False)
+
+    sent = len(braze.requests())
+    assert project.run().success  # not due: nothing to send
+    assert track_requests(braze, sent) == [] and not history(project, "buyers")["full_resync"]
+
+    project.query("update cohort_sync_run_history set started_at = started_at - interval 2 hour, "
+                  "finished_at = finished_at - interval 2 hour")
+    sent = len(braze.requests())
+    assert project.run().success
+    row = history(project, "buyers")
+    assert (row["full_resync"], row["data_points"], row["added"]) == (True, 120, 120)
+    assert sum(r["objects"] for r in track_requests(braze, sent)) == 120
+    assert flagged(braze, "cohort_buyers") == set(members)
+
+    sent = len(braze.requests())
+    assert project.run().success  # the resync restarted the period
+    assert track_requests(braze, sent) == [] and not history(project, "buyers")["full_resync"]
