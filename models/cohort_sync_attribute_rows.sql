@@ -104,36 +104,51 @@ all_values as (
 ),
 
 {#- two rows of one user disagree when one attribute has two values (a
-    null counts as a value) #}
-compared as (
+    null counts as a value); only users with more than one row can #}
+repeated_users as (
     select
-        all_values.*,
-        case
-            when member_key is not null
-                and min(coalesce(value_hash, '-')) over (partition by sync_id, member_key, attribute_name)
-                    <> max(coalesce(value_hash, '-')) over (partition by sync_id, member_key, attribute_name)
-                then 1 else 0
-        end as disagrees
+        sync_id,
+        member_key
     from all_values
+    where member_key is not null and counts_row
+    group by sync_id, member_key
+    having count(*) > 1
+),
+
+conflicted as (
+    select distinct
+        all_values.sync_id,
+        all_values.member_key
+    from all_values
+    inner join repeated_users
+        on repeated_users.sync_id = all_values.sync_id
+        and repeated_users.member_key = all_values.member_key
+    group by all_values.sync_id, all_values.member_key, all_values.attribute_name
+    having min(coalesce(all_values.value_hash, '-')) <> max(coalesce(all_values.value_hash, '-'))
 ),
 
 final as (
     select
-        {{ cohort_sync.sync_row_columns() | reject('equalto', 'reject_reason') | join(',\n        ') }},
-        attribute_name,
-        value_type,
-        is_null,
-        value_text,
-        value_hash,
-        data_points,
-        counts_row,
+        {%- for name in cohort_sync.sync_row_columns() if name != 'reject_reason' %}
+        all_values.{{ name }},
+        {%- endfor %}
+        all_values.attribute_name,
+        all_values.value_type,
+        all_values.is_null,
+        all_values.value_text,
+        all_values.value_hash,
+        all_values.data_points,
+        all_values.counts_row,
         coalesce(
-            reject_reason,
-            case when max(disagrees) over (partition by sync_id, member_key) = 1 then 'conflicting_rows' end,
-            value_reason
+            all_values.reject_reason,
+            case when conflicted.member_key is not null then 'conflicting_rows' end,
+            all_values.value_reason
         ) as reject_reason,
-        reject_reason is not null or max(disagrees) over (partition by sync_id, member_key) = 1 as rejects_row
-    from compared
+        all_values.reject_reason is not null or conflicted.member_key is not null as rejects_row
+    from all_values
+    left join conflicted
+        on conflicted.sync_id = all_values.sync_id
+        and conflicted.member_key = all_values.member_key
 )
 
 select * from final

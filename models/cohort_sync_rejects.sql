@@ -1,7 +1,8 @@
 {#
   Audience rows, and attribute sync values, that cannot be sent, with the
   reason; never sent, never dropped silently. cohort_id is the cohort's or
-  the attribute sync's id; attribute_name is null for a cohort's rows.
+  the attribute sync's id; attribute_name is null for a cohort's rows and
+  for a sync's rows rejected whole (their identifier, or a conflict).
 #}
 {%- set identifiers = cohort_sync.identifier_columns() %}
 
@@ -20,13 +21,14 @@ rejected as (
     union all
     select
         sync_id as cohort_id,
-        attribute_name,
+        case when rejects_row then null else attribute_name end as attribute_name,
         reject_reason,
         {%- for name in identifiers %}
         raw_{{ name }}{{ "," if not loop.last }}
         {%- endfor %}
     from {{ ref('cohort_sync_attribute_rows') }}
-    where reject_reason is not null
+    -- a row's own reject (its identifier, a conflict) once per model row; a value's once per value
+    where reject_reason is not null and (counts_row or not rejects_row)
 ),
 
 final as (
