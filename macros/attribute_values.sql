@@ -51,7 +51,9 @@
 
 {# Whether a column type is an integer type (its values are sent as they are, never through a float). #}
 {% macro is_integer_type(dtype) %}
-  {{ return(modules.re.match('^(tinyint|smallint|int|integer|bigint|hugeint|uhugeint|ubigint|uinteger|usmallint|utinyint|int1|int2|int4|int8|long|short|byte)\\b', dtype | lower | trim) is not none) }}
+  {%- set dtype = dtype | lower | trim -%}
+  {{ return(modules.re.match('^(tinyint|smallint|int|integer|bigint|hugeint|uhugeint|ubigint|uinteger|usmallint|utinyint|int1|int2|int4|int8|long|short|byte)\\b', dtype) is not none
+            or modules.re.match('^(decimal|numeric)\\(\\s*[0-9]+\\s*,\\s*0\\s*\\)$', dtype) is not none) }}
 {% endmacro %}
 
 
@@ -63,7 +65,7 @@
 #}
 {% macro attribute_value_sql(expr, kind, name, max_array, dtype='') %}
   {%- set string = dbt.type_string() -%}
-  {%- set standard = name | lower in cohort_sync.braze_standard_fields() -%}
+  {%- set standard = name in cohort_sync.braze_standard_fields() -%}
   {%- if kind == 'number' and cohort_sync.is_integer_type(dtype) -%}
     {#- as is: a bigint beyond 2^53 keeps every digit (an integral float
         below 1e15 renders the same, so 1 and 1.0 still match) -#}
@@ -88,11 +90,14 @@
     {%- set text = "case when " ~ expr ~ " then 'true' else 'false' end" -%}
     {%- set reason = "cast(null as " ~ string ~ ")" -%}
   {%- elif kind == 'date' -%}
-    {%- set text = "cast(" ~ expr ~ " as " ~ string ~ ")" -%}
-    {%- set reason = "cast(null as " ~ string ~ ")" -%}
+    {%- set text = "case when " ~ cohort_sync.is_finite(expr) ~ " then cast(" ~ expr ~ " as " ~ string ~ ") end" -%}
+    {%- set reason = "case when not " ~ cohort_sync.is_finite(expr) ~ " then 'invalid_date' end" -%}
   {%- elif kind == 'time' -%}
-    {%- set text = "cast(" ~ cohort_sync.epoch_milliseconds(expr) ~ " as " ~ string ~ ")" -%}
-    {%- set reason = "cast(null as " ~ string ~ ")" -%}
+    {#- infinity (a common "valid until"), and years outside 0001-9999, have no ISO 8601 form -#}
+    {%- set millis = "case when " ~ cohort_sync.is_finite(expr) ~ " then " ~ cohort_sync.epoch_milliseconds(expr) ~ " end" -%}
+    {%- set text = "cast(" ~ millis ~ " as " ~ string ~ ")" -%}
+    {%- set reason = "case when " ~ millis ~ " is null or " ~ millis ~ " < -62135596800000 or " ~ millis
+                     ~ " > 253402300799999 then 'invalid_time' end" -%}
   {%- elif kind == 'array' -%}
     {%- set text = cohort_sync.string_set_json(expr) -%}
     {%- set reason -%}
@@ -104,11 +109,11 @@
     {%- endset -%}
   {%- elif kind == 'json' -%}
     {%- set text = "cast(" ~ expr ~ " as " ~ string ~ ")" -%}
-    {%- set reason = "cast(null as " ~ string ~ ")" -%}
+    {%- set reason = cohort_sync.json_reject_reason(expr) -%}
   {%- endif -%}
   {%- set canonical = cohort_sync.json_canonical(expr) if kind == 'json' else text -%}
   {%- if standard -%}
-    {%- set checked = cohort_sync.standard_field_sql(name | lower, expr, kind, text) -%}
+    {%- set checked = cohort_sync.standard_field_sql(name, expr, kind, text) -%}
     {%- set text, reason = checked.text, "coalesce(" ~ checked.reason ~ ", " ~ reason ~ ")" -%}
     {%- set canonical = text -%}
   {%- endif -%}
@@ -289,4 +294,50 @@
 {# PostgreSQL's jsonb stores keys in one order. #}
 {% macro postgres__json_canonical(expr) -%}
   cast(cast({{ expr }} as jsonb) as text)
+{%- endmacro %}
+
+
+{# Whether a date or timestamp is finite (DuckDB and PostgreSQL have infinity; Spark has none). #}
+{% macro is_finite(expr) %}
+  {{ return(adapter.dispatch('is_finite', 'cohort_sync')(expr)) }}
+{% endmacro %}
+
+{% macro default__is_finite(expr) %}isfinite({{ expr }}){% endmacro %}
+
+{% macro spark__is_finite(expr) %}({{ expr }} is not null){% endmacro %}
+
+
+{#
+  Why a JSON value cannot be a nested attribute, or null: Braze takes an
+  object of at most 100 KB whose keys have no '.', space or leading '$'
+  ('$time' excepted) and whose strings are at most 255 characters; one
+  invalid nested value drops every nested attribute of the request.
+#}
+{% macro json_reject_reason(expr) %}
+  {{ return(adapter.dispatch('json_reject_reason', 'cohort_sync')(expr)) }}
+{% endmacro %}
+
+{% macro default__json_reject_reason(expr) -%}
+  case
+            when json_type({{ expr }}) <> 'OBJECT' then 'invalid_json'
+            when length(cast({{ expr }} as {{ dbt.type_string() }})) > 102400 then 'invalid_json'
+            when exists (
+                select 1 from json_tree({{ expr }}) as node
+                where (node.fullkey not like '%]' and node.key is not null and node.key <> '$time'
+                        and (node.key like '%.%' or node.key like '% %' or node.key like '$%'))
+                    or (node.type = 'VARCHAR' and length(json_extract_string(node.value, '$')) > 255)
+            ) then 'invalid_json'
+        end
+{%- endmacro %}
+
+{% macro postgres__json_reject_reason(expr) -%}
+  case
+            when jsonb_typeof(cast({{ expr }} as jsonb)) <> 'object' then 'invalid_json'
+            when length(cast({{ expr }} as text)) > 102400 then 'invalid_json'
+            when jsonb_path_exists(cast({{ expr }} as jsonb),
+                'strict $.** ? (@.type() == "object").keyvalue() ? (@.key like_regex "[. ]" || (@.key starts with "$" && @.key != "$time"))')
+                then 'invalid_json'
+            when jsonb_path_exists(cast({{ expr }} as jsonb), 'strict $.** ? (@.type() == "string" && @ like_regex "^.{128}.{128}")')
+                then 'invalid_json'
+        end
 {%- endmacro %}

@@ -181,7 +181,7 @@
                           '_update_existing_only', '_merge_objects'] -%}
     {{ exceptions.raise_compiler_error(fail ~ "field 'attributes': '" ~ name ~ "' is an identifier or a control field in Braze, not an attribute a sync can write") }}
   {%- endif -%}
-  {{ return({'name': name, 'column': column, 'standard': name | lower in cohort_sync.braze_standard_fields()}) }}
+  {{ return({'name': name, 'column': column, 'standard': name in cohort_sync.braze_standard_fields()}) }}
 {% endmacro %}
 
 
@@ -270,6 +270,9 @@
     {%- endif -%}
     {%- if column.name | lower in identifiers -%}
       {{ exceptions.raise_compiler_error(fail ~ "field 'attributes': column '" ~ column.name ~ "' is one of the sync's identifiers; to send it as an attribute too, list the identifiers in 'identifiers'") }}
+    {%- endif -%}
+    {%- if attribute.name in ['email', 'phone'] and attribute.name in identifiers -%}
+      {{ exceptions.raise_compiler_error(fail ~ "field 'attributes': the attribute '" ~ attribute.name ~ "' is also one of the sync's identifiers; an object cannot carry it twice: leave it out, or list the identifiers without it in 'identifiers'") }}
     {%- endif -%}
     {%- set kind = cohort_sync.attribute_kind(column) -%}
     {%- if kind is none or (kind == 'json' and target.type == 'spark') -%}

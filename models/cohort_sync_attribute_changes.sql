@@ -61,17 +61,20 @@ rows_read as (
     where member_key is not null
 ),
 
+{#- one value per user and attribute: rows that agree canonically may
+    still differ in text (JSON keys in another order): either text is it #}
 current_values as (
-    select distinct
+    select
         sync_id,
         member_key,
         attribute_name,
         value_type,
-        value_text,
+        min(value_text) as value_text,
         value_hash,
-        data_points
+        max(data_points) as data_points
     from rows_read
     where reject_reason is null and not is_null
+    group by sync_id, member_key, attribute_name, value_type, value_hash
 ),
 
 present as (
@@ -149,12 +152,17 @@ planned as (
             or (present.member_key is null and sync_attributes.on_leave = 'unset')))
 ),
 
+{#- Braze rejects whole objects: a user's changes are held back while they
+    would make exactly the object Braze rejected (the same values of the
+    same attributes); once any of them differs, all are planned again #}
 rejected as (
-    select distinct
+    select
         cohort_id as sync_id,
         member_key,
         attribute_name,
-        coalesce(value_hash, '') as value_key
+        coalesce(value_hash, '') as value_key,
+        run_id,
+        batch_number
     from {{ source('cohort_sync', 'rejected_changes') }}
     where delivery = 'profile'
         and plan_id is not null
@@ -163,39 +171,123 @@ rejected as (
     {%- endif %}
 ),
 
-to_send as (
-    select planned.*
+rejected_objects as (
+    select
+        sync_id,
+        member_key,
+        run_id,
+        batch_number,
+        count(*) as object_values
+    from rejected
+    group by sync_id, member_key, run_id, batch_number
+),
+
+planned_users as (
+    select
+        sync_id,
+        member_key,
+        count(*) as planned_values
     from planned
-    left join rejected
+    group by sync_id, member_key
+),
+
+rejected_again as (
+    select
+        rejected.sync_id,
+        rejected.member_key,
+        rejected.run_id,
+        rejected.batch_number,
+        count(*) as matching_values
+    from planned
+    inner join rejected
         on rejected.sync_id = planned.sync_id
         and rejected.member_key = planned.member_key
         and rejected.attribute_name = planned.attribute_name
         and rejected.value_key = coalesce(planned.value_hash, '')
-    where rejected.member_key is null
+    group by rejected.sync_id, rejected.member_key, rejected.run_id, rejected.batch_number
+),
+
+held_users as (
+    select distinct
+        rejected_again.sync_id,
+        rejected_again.member_key
+    from rejected_again
+    inner join rejected_objects
+        on rejected_objects.sync_id = rejected_again.sync_id
+        and rejected_objects.member_key = rejected_again.member_key
+        and rejected_objects.run_id = rejected_again.run_id
+        and rejected_objects.batch_number = rejected_again.batch_number
+    inner join planned_users
+        on planned_users.sync_id = rejected_again.sync_id
+        and planned_users.member_key = rejected_again.member_key
+    where rejected_again.matching_values = rejected_objects.object_values
+        and planned_users.planned_values = rejected_objects.object_values
+),
+
+to_send as (
+    select
+        planned.*,
+        planned.change_kind = 'unset' as should_remove,
+        {{ dbt.split_part('planned.member_key', "':'", 1) }} as identifier_type
+    from planned
+    left join held_users
+        on held_users.sync_id = planned.sync_id
+        and held_users.member_key = planned.member_key
+    where held_users.member_key is null
+),
+
+{#- as for attribute cohorts (cohort_sync_changes, `phased`): when a sync's
+    changes mix identifier types or use aliases, two users may be one
+    person (a phone lead who signed up), and an unset sent under one
+    identifier must reach Braze before the values sent under the other. The
+    users who only unset then come first, in batches of their own, which
+    the publisher sends, acknowledged, before the others. #}
+phased as (
+    select
+        to_send.*,
+        case
+            when max(case when should_remove then 0 else 1 end) over (partition by sync_id, member_key) = 1 then 2
+            when min(identifier_type) over (partition by sync_id) <> max(identifier_type) over (partition by sync_id)
+                or max(case when identifier_type = 'alias' then 1 else 0 end) over (partition by sync_id) = 1
+                then 1
+            else 2
+        end as phase
+    from to_send
 ),
 
 numbered as (
     select
-        to_send.*,
-        dense_rank() over (partition by sync_id order by member_key) as member_number
-    from to_send
+        phased.*,
+        dense_rank() over (partition by sync_id, phase order by member_key) as phase_number
+    from phased
+),
+
+counted as (
+    select
+        numbered.*,
+        max(case when phase = 1 then phase_number end) over (partition by sync_id) as leaving_users
+    from numbered
 ),
 
 final as (
     select
         cast({{ cohort_sync.quoted_literal(invocation_id) }} as {{ string }}) as plan_id,
         sync_id,
-        {{ cohort_sync.batch_number('member_number', track_batch_size) }} as batch_number,
-        member_number as change_number,
+        case
+            when phase = 1 then {{ cohort_sync.batch_number('phase_number', track_batch_size) }}
+            else {{ cohort_sync.batch_number('phase_number', track_batch_size) }}
+                + coalesce({{ cohort_sync.batch_number('leaving_users', track_batch_size) }}, 0)
+        end as batch_number,
+        case when phase = 1 then phase_number else phase_number + coalesce(leaving_users, 0) end as change_number,
         member_key,
         attribute_name,
         change_kind,
-        change_kind = 'unset' as should_remove,
+        should_remove,
         value_type,
         value_text,
         value_hash,
         data_points
-    from numbered
+    from counted
 )
 
 select * from final

@@ -366,23 +366,26 @@ def _run_cohort(ledger, client, cohort, summary, options, lock, clock, deferred,
     blocked = cohort.guard_status == "blocked" and not allowed
     resends: _Resends | None = None
     waits = False
-    guard_reason = cohort.guard_reason
     row.full_resync = resync = _full_resync(cohort, options, clock) and not blocked
     resync_points = ledger.resync_data_points(cohort) if resync else 0
     if resync and cohort.max_data_points is not None and not allowed \
             and cohort.planned_data_points + resync_points > cohort.max_data_points:
-        blocked, guard_reason = True, (
-            f"the run would write {cohort.planned_data_points + resync_points} data points "
-            f"({cohort.planned_data_points} planned, {resync_points} for its full resync), more than the "
-            f"sync's max_data_points of {cohort.max_data_points}")
+        # The plan still goes out; the resync waits until it fits, or is allowed once.
+        row.error = (
+            f"full resync not done: with it the run would write {cohort.planned_data_points + resync_points} data "
+            f"points ({cohort.planned_data_points} planned, {resync_points} for the resync), more than the sync's "
+            f"max_data_points of {cohort.max_data_points}; to do it anyway, run `cohort-sync publish "
+            f"--allow-removals {cohort.cohort_id}` or set var cohort_sync_allow_removals: ['{cohort.cohort_id}']")
+        log.warning("attribute sync '%s': %s", cohort.cohort_id, row.error)
         row.full_resync = resync = False
+        resync_points = 0
     try:
         if options.dry_run:
-            _plan_cohort(ledger, cohort, row, blocked, guard_reason, resync_points)
+            _plan_cohort(ledger, cohort, row, blocked, resync_points)
         elif blocked:
             row.status = "blocked"
             row.error = (
-                f"{guard_reason}; not published. To publish it anyway, run "
+                f"{cohort.guard_reason}; not published. To publish it anyway, run "
                 f"`cohort-sync publish --allow-removals {cohort.cohort_id}` or set var "
                 f"cohort_sync_allow_removals: ['{cohort.cohort_id}'] for one run"
             )
@@ -450,8 +453,10 @@ def _run_track(ledger, client, deferred: list[_Deferred], summary, options, lock
             _send(ledger, client, stream, plan_id,
                   (q for q in ledger.pending_track_requests(plan_id, cohort_ids) if (q.adds == 0) == leaving),
                   options.concurrency, lock, clock)
-        _send(ledger, client, stream, sync_plan_id, ledger.pending_profile_requests(sync_plan_id, syncs),
-              options.concurrency, lock, clock)
+        for leaving in (True, False):  # as for cohorts: batches that only unset go first (see `phased`)
+            _send(ledger, client, stream, sync_plan_id,
+                  (q for q in ledger.pending_profile_requests(sync_plan_id, syncs) if (q.adds == 0) == leaving),
+                  options.concurrency, lock, clock)
         for waiting in deferred:
             if waiting.cohort.cohort_id in resyncing:
                 cohort = waiting.cohort
@@ -478,7 +483,7 @@ def _run_track(ledger, client, deferred: list[_Deferred], summary, options, lock
             row.status, row.error = "failed", f"/users/track: {failure}"
         else:
             row.status = "partial" if row.rejected else "success"
-            row.error = stream.rejections(row.cohort_id)
+            row.error = stream.rejections(row.cohort_id) or row.error  # or why its full resync waits
             if row.rejected:
                 log.error("cohort '%s': %s", row.cohort_id, row.error)
         _finish(ledger, waiting.cohort, row, waiting.resends, options, clock)
@@ -490,9 +495,7 @@ def _run_track(ledger, client, deferred: list[_Deferred], summary, options, lock
     return True
 
 
-def _plan_cohort(
-    ledger: Ledger, cohort: CohortPlan, row: HistoryRow, blocked: bool, guard_reason: str | None, resync_points: int
-) -> None:
+def _plan_cohort(ledger: Ledger, cohort: CohortPlan, row: HistoryRow, blocked: bool, resync_points: int) -> None:
     """The dry run's row: what the plan would send, and its data points (with
     those of the full resync the run would do)."""
     adds, removes, batches, points = ledger.pending_summary(
@@ -501,7 +504,7 @@ def _plan_cohort(
     row.requests = batches + (1 if cohort.needs_name else 0)
     row.status = "dry_run"
     if blocked:
-        row.error = f"would be blocked: {guard_reason}"
+        row.error = f"would be blocked: {cohort.guard_reason}"
     elif row.full_resync:
         row.error = f"would also re-send everything Braze holds (full resync): {resync_points} data point(s)"
     if cohort.is_sync:
