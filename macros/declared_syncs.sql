@@ -278,7 +278,7 @@
     {%- if kind is none or (kind == 'json' and target.type == 'spark') -%}
       {{ exceptions.raise_compiler_error(fail ~ "column '" ~ column.name ~ "' is of type " ~ column.dtype ~ ", which cohort_sync does not send (string, number, boolean, date, timestamp, array of strings, JSON): cast it in the model") }}
     {%- endif -%}
-    {%- do attributes.append({'name': attribute.name, 'column': column.name, 'kind': kind, 'dtype': column.dtype,
+    {%- do attributes.append({'name': attribute.name, 'column': column.name, 'kind': kind, 'dtype': column.data_type,
                               'standard': attribute.standard}) -%}
   {%- endfor -%}
   {%- if attributes | length == 0 -%}

@@ -355,7 +355,7 @@ def test_sigkill_four_times_then_a_full_run_converges_and_resends_only_what_was_
 
 
 @pytest.mark.usefixtures("rest_only")
-def test_a_change_braze_rejects_is_recorded_not_resent_and_sent_once_its_value_changes(make_project, braze):
+def test_an_object_braze_rejects_is_recorded_not_resent_and_sent_whole_once_it_changes(make_project, braze):
     project = sync_project(make_project, "update")
     users = ids("u", 0, 200)
     braze.seed_profiles([{"external_id": u} for u in users])
@@ -387,26 +387,33 @@ def test_a_change_braze_rejects_is_recorded_not_resent_and_sent_once_its_value_c
     assert braze.requests()[start:] == []
     assert project.history()[-1]["status"] == "success"
 
-    # Its data fixed in Braze, the model's visits change for that user: that value goes, alone
+    # Braze rejects whole objects: once the model's visits change for that user, the object
+    # differs from the rejected one, so every value of it is planned again (the fixed one
+    # and the two Braze never took): one object of three values
     braze.set_track_rejects([])
     facts["u00007"] = (facts["u00007"][0], 7_007, facts["u00007"][2])
     write_facts(project, facts)
     start = len(braze.requests())
     assert project.run().success
     [sent] = served(braze.requests()[start:])
-    assert (sent["objects"], sent["attribute_counts"], sent["data_points"], sent["errors"]) == (1, [1], 1, [])
-    assert profiles(braze)["u00007"] == {"visits": 7_007}
+    assert (sent["objects"], sent["attribute_counts"], sent["data_points"], sent["errors"]) == (1, [3], 3, [])
+    assert profiles(braze) == {u: values(facts, u) for u in users}
     row = project.history()[-1]
-    assert (row["status"], row["added"], row["rejected"], row["data_points"]) == ("success", 1, 0, 1)
+    assert (row["status"], row["added"], row["rejected"], row["data_points"]) == ("success", 3, 0, 3)
     assert len(project.query("select * from cohort_sync_rejected_changes")) == 3  # recorded once
 
-    # The values still held back, unchanged, go once var cohort_sync_retry_rejected asks for them
+    # The same object rejected again: held back until var cohort_sync_retry_rejected asks for it
+    braze.set_track_rejects(["u00008"], "invalid value for plan")
+    facts["u00008"] = (facts["u00008"][0], 8_008, facts["u00008"][2])
+    write_facts(project, facts)
+    assert not project.run().success  # partial
     start = len(braze.requests())
     assert project.run().success
-    assert braze.requests()[start:] == []
+    assert braze.requests()[start:] == []  # the object Braze rejected is not sent again
+    braze.set_track_rejects([])
     assert project.run(vars={"cohort_sync_retry_rejected": True}).success
     [sent] = served(braze.requests()[start:])
-    assert (sent["objects"], sent["attribute_counts"]) == (1, [2])
+    assert (sent["objects"], sent["attribute_counts"]) == (1, [1])
     assert profiles(braze) == {u: values(facts, u) for u in users}
 
 

@@ -418,3 +418,60 @@ def test_times_and_dates_are_sent_the_same_whatever_the_sessions_zone(engine, re
     synced(project)
     assert profiles(braze) == {"u1": {"dob": "1990-05-17", "first_visit": "2023-12-31",
                                       "seen_at": "2024-07-01T12:34:56.789Z", "paid_at": "2024-07-01T10:34:56.789Z"}}
+
+
+# -- what review found: infinite times, JSON Braze refuses, exact big numbers, mixed identifiers --
+
+
+@pytest.mark.parametrize("warehouse", ["duckdb", "postgres"], indirect=True)  # the engines with infinity and JSON
+def test_infinite_times_and_json_braze_refuses_are_rejects_and_big_integers_go_exactly(make_engine_project, braze):
+    project = make_engine_project()
+    project.declare([], cohort_sync_attribute_syncs=[{"model": "odd_facts", "mode": "upsert"}])
+    users = ids("u", 0, 6)
+    project.warehouse.load("odd_facts", {
+        "external_id": users,
+        "valid_until": ["2030-01-01 00:00:00", "infinity", "2030-01-01 00:00:00", "2030-01-01 00:00:00",
+                        "2030-01-01 00:00:00", "2030-01-01 00:00:00"],
+        "prefs": ['{"a": {"b": 1}}', '{"a": 1}', "[1, 2]", "null", '{"a.b": 1}', '{"a": {"$time": "2020-01-01"}}'],
+        "big": ["9007199254740993"] * 6,
+    }, {})
+    numeric = "numeric(30, 0)" if project.warehouse.name == "postgres" else "decimal(30, 0)"
+    (project.root / "models" / "odd_facts.sql").write_text(
+        f"select external_id, cast(valid_until as timestamp) as valid_until, cast(prefs as json) as prefs, "
+        f"cast(big as bigint) as big, cast(cast(big as {numeric}) * 1000 as {numeric}) as bigger "
+        f"from {project.warehouse.raw_schema}.odd_facts\n")
+    synced(project)
+    rejects = project.query("select attribute_name, reject_reason, external_id from cohort_sync_rejects "
+                            "where cohort_id = 'odd_facts'")
+    assert sorted(rejects) == [("prefs", "invalid_json", "u00002"), ("prefs", "invalid_json", "u00003"),
+                               ("prefs", "invalid_json", "u00004"), ("valid_until", "invalid_time", "u00001")]
+    held = profiles(braze)
+    assert held["u00000"] == {"valid_until": "2030-01-01T00:00:00.000Z", "prefs": {"a": {"b": 1}},
+                              "big": 9007199254740993, "bigger": 9007199254740993000}
+    assert "valid_until" not in held["u00001"] and held["u00001"]["prefs"] == {"a": 1}
+    assert held["u00005"]["prefs"] == {"a": {"$time": "2020-01-01"}}
+    assert [sorted(p) for u, p in sorted(held.items()) if u in ("u00002", "u00003", "u00004")] == [
+        ["big", "bigger", "valid_until"]] * 3
+
+
+def test_when_identifiers_mix_users_who_only_unset_go_first(make_engine_project, braze):
+    """A phone lead who signed up: unset under the phone, written under the
+    external id, in one run. The unset is acknowledged before the write, so
+    the profile keeps the value."""
+    project = make_engine_project()
+    project.declare([], cohort_sync_attribute_syncs=[{
+        "model": "leads", "mode": "update", "identifiers": ["external_id", "phone"], "on_leave": "unset"}])
+    braze.seed_profiles([{"external_id": "u1", "phone": "+15550001"}, {"external_id": "u2"}])
+    set_model(project, "leads", {"external_id": [None, "u2"], "phone": ["+15550001", None],
+                                 "plan": ["gold", "free"]}, {})
+    synced(project)
+    assert profiles(braze) == {"u1": {"plan": "gold"}, "u2": {"plan": "free"}}
+
+    set_model(project, "leads", {"external_id": ["u1", "u2"], "phone": ["+15550001", None],
+                                 "plan": ["gold", "free"]}, {})
+    sent = len(braze.requests())
+    synced(project)
+    assert project.query("select member_key, change_kind, batch_number from cohort_sync_attribute_changes "
+                         "order by batch_number") == [("phone:+15550001", "unset", 1), ("external_id:u1", "new", 2)]
+    assert [r["attribute_counts"] for r in track_requests(braze, sent)] == [[1], [1]]
+    assert profiles(braze) == {"u1": {"plan": "gold"}, "u2": {"plan": "free"}}
