@@ -94,6 +94,8 @@
     {%- set reason = "case when not " ~ cohort_sync.is_finite(expr) ~ " then 'invalid_date' end" -%}
   {%- elif kind == 'time' -%}
     {#- infinity (a common "valid until"), and years outside 0001-9999, have no ISO 8601 form -#}
+    {#- DuckDB's timestamps of other precisions (naive, like `timestamp`) are read as microseconds -#}
+    {%- set expr = "cast(" ~ expr ~ " as timestamp)" if dtype | lower in ['timestamp_ns', 'timestamp_ms', 'timestamp_s'] else expr -%}
     {%- set millis = "case when " ~ cohort_sync.is_finite(expr) ~ " then " ~ cohort_sync.epoch_milliseconds(expr) ~ " end" -%}
     {%- set text = "cast(" ~ millis ~ " as " ~ string ~ ")" -%}
     {%- set reason = "case when " ~ millis ~ " is null or " ~ millis ~ " < -62135596800000 or " ~ millis

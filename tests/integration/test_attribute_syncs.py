@@ -435,11 +435,13 @@ def test_infinite_times_and_json_braze_refuses_are_rejects_and_big_integers_go_e
         "prefs": ['{"a": {"b": 1}}', '{"a": 1}', "[1, 2]", "null", '{"a.b": 1}', '{"a": {"$time": "2020-01-01"}}'],
         "big": ["9007199254740993"] * 6,
     }, {})
-    numeric = "numeric(30, 0)" if project.warehouse.name == "postgres" else "decimal(30, 0)"
+    duckdb = project.warehouse.name == "duckdb"
+    numeric = "decimal(30, 0)" if duckdb else "numeric(30, 0)"
     (project.root / "models" / "odd_facts.sql").write_text(
         f"select external_id, cast(valid_until as timestamp) as valid_until, cast(prefs as json) as prefs, "
-        f"cast(big as bigint) as big, cast(cast(big as {numeric}) * 1000 as {numeric}) as bigger "
-        f"from {project.warehouse.raw_schema}.odd_facts\n")
+        f"cast(big as bigint) as big, cast(cast(big as {numeric}) * 1000 as {numeric}) as bigger"
+        + (", cast('2030-01-01 00:00:00.123456789' as timestamp_ns) as precise" if duckdb else "")
+        + f" from {project.warehouse.raw_schema}.odd_facts\n")
     synced(project)
     rejects = project.query("select attribute_name, reject_reason, external_id from cohort_sync_rejects "
                             "where cohort_id = 'odd_facts'")
@@ -447,11 +449,12 @@ def test_infinite_times_and_json_braze_refuses_are_rejects_and_big_integers_go_e
                                ("prefs", "invalid_json", "u00004"), ("valid_until", "invalid_time", "u00001")]
     held = profiles(braze)
     assert held["u00000"] == {"valid_until": "2030-01-01T00:00:00.000Z", "prefs": {"a": {"b": 1}},
-                              "big": 9007199254740993, "bigger": 9007199254740993000}
+                              "big": 9007199254740993, "bigger": 9007199254740993000,
+                              **({"precise": "2030-01-01T00:00:00.123Z"} if duckdb else {})}
     assert "valid_until" not in held["u00001"] and held["u00001"]["prefs"] == {"a": 1}
     assert held["u00005"]["prefs"] == {"a": {"$time": "2020-01-01"}}
     assert [sorted(p) for u, p in sorted(held.items()) if u in ("u00002", "u00003", "u00004")] == [
-        ["big", "bigger", "valid_until"]] * 3
+        ["big", "bigger", *(["precise"] if duckdb else []), "valid_until"]] * 3
 
 
 def test_when_identifiers_mix_users_who_only_unset_go_first(make_engine_project, braze):
