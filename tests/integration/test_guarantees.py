@@ -397,7 +397,7 @@ def test_a_401_stops_the_whole_run_naming_the_likely_key(make_project, braze, mo
     assert [(r["cohort_id"], r["status"], r["requests"]) for r in project.history()] == [
         ("a_audience", "failed", 1), ("b_audience", "skipped", 0)]
     assert project.history()[1]["error"] == reason
-    assert re.search(r"^b_audience +skipped +0 +0 +0 +0 +0 +0 +0 +not attempted: the run stopped", result.stdout, re.M)
+    assert re.search(r"^b_audience +skipped +0 +0 +0 +0 +0 +0 +0 +0 +not attempted: the run stopped", result.stdout, re.M)
     assert f"b_audience (skipped): {reason}" in result.stdout
 
 
