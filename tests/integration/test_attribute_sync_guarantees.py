@@ -475,3 +475,26 @@ def test_a_due_full_resync_resends_every_current_value_once_and_repairs_users_cr
     row, sent = run()  # the resync is done: nothing is due
     assert (row["status"], row["requests"], row["full_resync"], row["data_points"], sent) == (
         "success", 0, False, 0, [])
+
+
+@pytest.mark.usefixtures("rest_only")
+def test_a_full_resync_over_several_pages_resends_each_value_exactly_once(make_project, braze):
+    """4,000 users are more than one page of the resync's reads (50 requests of
+    75 on DuckDB): every user's values go again, each once, in full requests."""
+    project = sync_project(make_project, "upsert")
+    users = ids("u", 0, 4000)
+    facts = {u: (PLANS[n % 3], n, None if n % 5 == 0 else n % 2 == 0) for n, u in enumerate(users)}
+    write_facts(project, facts)
+    assert dbt_run(project, PLAN_ONLY).returncode == 0
+    assert publish(project).returncode == 0
+    start = len(braze.requests())
+    resync = publish(project, "--full-resync")
+    assert resync.returncode == 0, resync.stderr[-2000:]
+    sent = served(braze.requests()[start:])
+    assert [r["objects"] for r in sent] == [75] * 53 + [25]
+    applied = track_objects_applied(sent)
+    assert len(applied) == len(set(applied)) == 4000  # each user's object once
+    assert sum(sum(r["attribute_counts"]) for r in sent) == sum(len(values(facts, u)) for u in users)
+    row = project.history()[-1]
+    assert (row["full_resync"], row["data_points"]) == (True, sum(len(values(facts, u)) for u in users))
+    assert profiles(braze) == {u: values(facts, u) for u in users}

@@ -486,36 +486,47 @@ class Ledger:
     def profile_resync_requests(self, sync: CohortPlan, run_id: str) -> Iterator[PlannedRequest]:
         """Every value Braze should hold for the sync's users, as the model has
         it now (the state keeps hashes only), except those this run wrote, as
-        /users/track requests of the sync's batch size, by member key."""
+        /users/track requests of the sync's batch size, by member key: two
+        queries per page of `page_batches` requests."""
         r = self.relations
         size = int(sync.track_batch_size)
+        page = size * self.engine.page_batches
         number, after = 0, ""
         while True:
             keys = [row[0] for row in self.engine.query(
                 f"""select distinct member_key from {r.attribute_state}
                     where sync_id = ? and run_id <> ? and member_key > ?
-                    order by member_key limit {size}""",
+                    order by member_key limit {page}""",
                 [sync.cohort_id, run_id, after],
             )]
             if not keys:
                 break
             rows = self.engine.query(
-                f"""select distinct 0, v.sync_id, v.member_key, v.attribute_name, false, v.value_type, v.value_text,
-                        v.value_hash, v.data_points
+                f"""select v.member_key, v.attribute_name, v.value_type, min(v.value_text), v.value_hash,
+                        max(v.data_points)
                     from {r.attribute_rows} as v
                     inner join {r.attribute_state} as s
                         on s.sync_id = v.sync_id and s.member_key = v.member_key
                         and s.attribute_name = v.attribute_name and s.value_hash = v.value_hash
                     where v.sync_id = ? and v.reject_reason is null and not v.is_null and s.run_id <> ?
-                        and v.member_key in ({', '.join('?' for _ in keys)})
+                        and v.member_key > ? and v.member_key <= ?
+                    group by v.member_key, v.attribute_name, v.value_type, v.value_hash
                     order by v.member_key, v.attribute_name""",
-                [sync.cohort_id, run_id, *keys],
+                [sync.cohort_id, run_id, after, keys[-1]],
             )
-            if rows:
-                number += 1
-                yield profile_request("profile_resync", number, [ProfileChange(number, *row[1:]) for row in rows],
-                                      sync.sync_mode or "update")
-            if len(keys) < size:
+            users: dict[str, list[tuple]] = {}
+            for row in rows:
+                users.setdefault(row[0], []).append(row)
+            for start in range(0, len(keys), size):
+                chunk = [row for key in keys[start:start + size] for row in users.get(key, ())]
+                if chunk:
+                    number += 1
+                    yield profile_request(
+                        "profile_resync", number,
+                        [ProfileChange(number, sync.cohort_id, key, name, False, kind, text, digest, points)
+                         for key, name, kind, text, digest, points in chunk],
+                        sync.sync_mode or "update")
+            if len(keys) < page:
                 break
             after = keys[-1]
 
