@@ -55,30 +55,64 @@ sync_{{ loop.index }}_raw as (
 
 {{ cohort_sync.identify_ctes('sync_' ~ loop.index ~ '_raw', 'sync_' ~ loop.index ~ '_', cohort_sync.sync_value_columns(read)) }},
 
-sync_{{ loop.index }}_values as (
-    {%- set sync_index = loop.index %}
+{#- the unpivot: one pass over the identified rows, crossed with the
+    sync's attributes (a few literal rows), each picking its columns #}
+sync_{{ loop.index }}_attributes as (
     {%- for attribute in read.attributes %}
-    {%- set a = 'a' ~ loop.index %}
     {%- set bad_name = attribute.name.startswith('$') or attribute.name | length > 255 %}
     select
-        {%- for name in cohort_sync.sync_row_columns() %}
-        {{ 'cohort_id as sync_id' if name == 'sync_id' else name }},
-        {%- endfor %}
+        {{ loop.index }} as attribute_number,
         cast({{ cohort_sync.quoted_literal(attribute.name) }} as {{ string }}) as attribute_name,
         cast('{{ attribute.kind }}' as {{ string }}) as value_type,
-        {{ a }}_is_null as is_null,
-        case when not {{ a }}_is_null then {{ a }}_text end as value_text,
-        case when not {{ a }}_is_null then {{ dbt.hash(dbt.concat(["'" ~ attribute.kind ~ ":'", a ~ "_canonical"])) }} end as value_hash,
         {{ cohort_sync.attribute_data_points(attribute.name) }} as data_points,
-        {{ 'true' if loop.first else 'false' }} as counts_row,
-        {% if bad_name -%}
-        cast('invalid_attribute_name' as {{ string }})
-        {%- else -%}
-        case when not {{ a }}_is_null then {{ a }}_reason end
-        {%- endif %} as value_reason
-    from sync_{{ sync_index }}_identified
+        cast({{ "'invalid_attribute_name'" if bad_name else 'null' }} as {{ string }}) as name_reason
     {% if not loop.last %}union all{% endif %}
+    {%- else %}
+    select
+        0 as attribute_number,
+        cast(null as {{ string }}) as attribute_name,
+        cast(null as {{ string }}) as value_type,
+        0 as data_points,
+        cast(null as {{ string }}) as name_reason
+    where 1 = 0
     {%- endfor %}
+),
+
+sync_{{ loop.index }}_pivoted as (
+    select
+        {%- for name in cohort_sync.sync_row_columns() %}
+        identified.{{ 'cohort_id as sync_id' if name == 'sync_id' else name }},
+        {%- endfor %}
+        attributes.attribute_number,
+        attributes.attribute_name,
+        attributes.value_type,
+        attributes.data_points,
+        attributes.name_reason,
+        {%- for part in ['is_null', 'text', 'canonical', 'reason'] %}
+        case attributes.attribute_number
+            {%- for attribute in read.attributes %}
+            when {{ loop.index }} then identified.a{{ loop.index }}_{{ part }}
+            {%- endfor %}
+        end as value_{{ part }}{{ "," if not loop.last }}
+        {%- endfor %}
+    from sync_{{ loop.index }}_identified as identified
+    cross join sync_{{ loop.index }}_attributes as attributes
+),
+
+sync_{{ loop.index }}_values as (
+    select
+        {%- for name in cohort_sync.sync_row_columns() %}
+        {{ name }},
+        {%- endfor %}
+        attribute_name,
+        value_type,
+        value_is_null as is_null,
+        case when not value_is_null then value_text end as value_text,
+        case when not value_is_null then {{ dbt.hash(dbt.concat(["value_type", "':'", "value_canonical"])) }} end as value_hash,
+        data_points,
+        attribute_number = 1 as counts_row,
+        coalesce(name_reason, case when not value_is_null then value_reason end) as value_reason
+    from sync_{{ loop.index }}_pivoted
 ),
 {% endfor %}
 
