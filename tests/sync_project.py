@@ -5,8 +5,11 @@ on any engine of tests/warehouses.py (DuckDB by default)."""
 from __future__ import annotations
 
 import json
+import random
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -75,6 +78,22 @@ class SyncProject:
     def cli(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
         """Run `dbt ...` or `cohort-sync ...` as a separate process, as a scheduler would."""
         return subprocess.run(self.command(*args), cwd=self.root, capture_output=True, text=True, timeout=timeout)
+
+    def publish_killed(self, reached: Callable[[], bool], rng: random.Random, timeout: float = 60) -> str:
+        """Start `cohort-sync publish` as its own process, SIGKILL it once
+        `reached()` holds (and up to 50 ms more, at random), and return the id
+        of the dead run, which still holds the lock."""
+        process = subprocess.Popen(self.command("cohort-sync", "publish"), cwd=self.root,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + timeout
+        while not reached():
+            assert time.monotonic() < deadline and process.poll() is None
+            time.sleep(0.002)
+        time.sleep(rng.uniform(0, 0.05))
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        [(run_id,)] = self.query("select run_id from cohort_sync_lock")
+        return run_id
 
     def run(self, vars: dict[str, Any] | None = None) -> dbtRunnerResult:
         return self.dbt("run", vars=vars)

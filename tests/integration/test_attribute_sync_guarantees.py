@@ -16,8 +16,6 @@ twice, the same digest), each request the digest of the objects it applied.
 from __future__ import annotations
 
 import random
-import signal
-import subprocess
 import time
 from collections import Counter
 from typing import Any
@@ -277,16 +275,7 @@ def test_sigkill_four_times_then_a_full_run_converges_and_resends_only_what_was_
     for _ in range(4):
         starts.append(len(braze.requests()))
         target = rng.randint(2, 9)  # requests received before the kill: some acknowledged, at most 3 in flight
-        process = subprocess.Popen(project.command("cohort-sync", "publish"), cwd=project.root,
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 60
-        while received(starts[-1]) < target:
-            assert time.monotonic() < deadline and process.poll() is None
-            time.sleep(0.002)
-        time.sleep(rng.uniform(0, 0.05))
-        process.send_signal(signal.SIGKILL)
-        process.wait()
-        [(run_id,)] = project.query("select run_id from cohort_sync_lock")
+        run_id = project.publish_killed(lambda start=starts[-1], target=target: received(start) >= target, rng)
         flying = project.query("select request_kind, batch_number from cohort_sync_inflight where run_id = ?", [run_id])
         assert {kind for kind, _ in flying} <= {"profile"}
         dead.append((run_id, {int(number) for _, number in flying}))

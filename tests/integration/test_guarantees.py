@@ -147,16 +147,7 @@ def test_resent_batches_are_exactly_the_batches_braze_received_twice_across_kill
     for _ in range(4):
         starts.append(len(braze.requests()))
         target = rng.randint(1, 4)
-        process = subprocess.Popen(project.command("cohort-sync", "publish"), cwd=project.root,
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 60
-        while received(starts[-1]) < target:
-            assert time.monotonic() < deadline and process.poll() is None
-            time.sleep(0.002)
-        time.sleep(rng.uniform(0, 0.05))
-        process.send_signal(signal.SIGKILL)
-        process.wait()
-        [(run_id,)] = project.query("select run_id from cohort_sync_lock")
+        run_id = project.publish_killed(lambda start=starts[-1], target=target: received(start) >= target, rng)
         dead.append((run_id, project.query(
             "select count(*) from cohort_sync_inflight where run_id = ?", [run_id])[0][0]))
         deadline = time.monotonic() + 15  # the requests it left at the endpoint are applied, late
