@@ -240,21 +240,12 @@
     {{ return({'identifiers': {}, 'attributes': []}) }}
   {%- endif -%}
   {%- set contract = cohort_sync.identifier_columns() -%}
-  {%- set wanted = [] -%}
-  {%- for name in (sync.identifiers if sync.identifiers is not none else contract) -%}
-    {%- do wanted.extend(['alias_name', 'alias_label'] if name == 'alias' else [name]) -%}
-  {%- endfor -%}
+  {%- set wanted = cohort_sync.wanted_identifiers(sync) -%}
   {%- set columns = {} -%}
   {%- for column in adapter.get_columns_in_relation(ref(sync.package, sync.model)) -%}
     {%- do columns.update({column.name | lower: column}) -%}
   {%- endfor -%}
-  {%- set identifiers = {} -%}
-  {%- for name in wanted if name in columns -%}
-    {%- do identifiers.update({name: columns[name].name}) -%}
-  {%- endfor -%}
-  {%- if identifiers | length == 0 -%}
-    {{ exceptions.raise_compiler_error(fail ~ "model '" ~ sync.model ~ "' has none of the identifier columns " ~ wanted | join(', ')) }}
-  {%- endif -%}
+  {%- set identifiers = cohort_sync.model_identifiers(sync, columns, fail) -%}
   {%- set declared = sync.attributes -%}
   {%- if declared is none -%}
     {%- set declared = [] -%}
@@ -285,6 +276,29 @@
     {{ exceptions.raise_compiler_error(fail ~ "model '" ~ sync.model ~ "' has no column to send besides its identifiers") }}
   {%- endif -%}
   {{ return({'identifiers': identifiers, 'attributes': attributes}) }}
+{% endmacro %}
+
+
+{# The identifier columns a sync (attribute or event) reads: those declared, else every contract column. #}
+{% macro wanted_identifiers(sync) %}
+  {%- set wanted = [] -%}
+  {%- for name in (sync.identifiers if sync.identifiers is not none else cohort_sync.identifier_columns()) -%}
+    {%- do wanted.extend(['alias_name', 'alias_label'] if name == 'alias' else [name]) -%}
+  {%- endfor -%}
+  {{ return(wanted) }}
+{% endmacro %}
+
+{# The sync's identifier columns the model has ({contract name: column}), given its columns by lower-case name. #}
+{% macro model_identifiers(sync, columns, fail) %}
+  {%- set wanted = cohort_sync.wanted_identifiers(sync) -%}
+  {%- set identifiers = {} -%}
+  {%- for name in wanted if name in columns -%}
+    {%- do identifiers.update({name: columns[name].name}) -%}
+  {%- endfor -%}
+  {%- if identifiers | length == 0 -%}
+    {{ exceptions.raise_compiler_error(fail ~ "model '" ~ sync.model ~ "' has none of the identifier columns " ~ wanted | join(', ')) }}
+  {%- endif -%}
+  {{ return(identifiers) }}
 {% endmacro %}
 
 

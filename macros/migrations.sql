@@ -55,13 +55,17 @@
                      'cohort_sync_rejected_changes': [('value_hash', string, 'null')],
                      'cohort_sync_delivery_log': [('data_points', bigint, 'null')]},
      'create': ['cohort_sync_attribute_state']},
+    {'name': '0008_event_syncs',
+     'add_columns': {'cohort_sync_run_history': [('event_watermark', bigint, 'null'), ('late_events', bigint, '0'),
+                                                 ('possibly_duplicated', bigint, '0'), ('possibly_lost', bigint, '0')]},
+     'create': ['cohort_sync_event_state', 'cohort_sync_event_inflight', 'cohort_sync_event_uncertain']},
   ]) }}
 {% endmacro %}
 
 
 {# The version of this dbt package, recorded with each step it applies. #}
 {% macro package_version() %}
-  {{ return('0.4.0') }}
+  {{ return('0.5.0') }}
 {% endmacro %}
 
 

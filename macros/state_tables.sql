@@ -54,7 +54,9 @@
       ('status', string), ('added', bigint), ('removed', bigint),
       ('requests', bigint), ('retries', bigint), ('resent_batches', bigint),
       ('members_after', bigint), ('error', string), ('package_version', string),
-      ('rejected', bigint), ('data_points', bigint), ('full_resync', dbt.type_boolean())
+      ('rejected', bigint), ('data_points', bigint), ('full_resync', dbt.type_boolean()),
+      ('event_watermark', bigint), ('late_events', bigint), ('possibly_duplicated', bigint),
+      ('possibly_lost', bigint)
     ],
     'cohort_sync_rejected_changes': [
       ('run_id', string), ('plan_id', string), ('cohort_id', string), ('delivery', string),
@@ -67,6 +69,18 @@
     'cohort_sync_attribute_state': [
       ('sync_id', string), ('member_key', string), ('attribute_name', string), ('value_hash', string),
       ('run_id', string), ('acknowledged_at', timestamp)
+    ],
+    'cohort_sync_event_state': [
+      ('sync_id', string), ('event_id', string), ('member_key', string), ('event_time_ms', bigint),
+      ('outcome', string), ('run_id', string), ('acknowledged_at', timestamp)
+    ],
+    'cohort_sync_event_inflight': [
+      ('run_id', string), ('sync_id', string), ('batch_number', bigint), ('event_id', string),
+      ('member_key', string), ('event_time_ms', bigint), ('sent_at', timestamp)
+    ],
+    'cohort_sync_event_uncertain': [
+      ('sync_id', string), ('event_id', string), ('member_key', string), ('event_time_ms', bigint),
+      ('outcome', string), ('sent_by_run', string), ('recorded_by_run', string), ('recorded_at', timestamp)
     ],
     'cohort_sync_inflight': [
       ('run_id', string), ('cohort_id', string), ('request_kind', string),
@@ -133,6 +147,7 @@
     'cohort_sync_published_cohorts': ['cohort_id'],
     'cohort_sync_attribute_state': ['sync_id', 'member_key', 'attribute_name'],
     'cohort_sync_inflight': ['run_id', 'cohort_id', 'request_kind', 'batch_number'],
+    'cohort_sync_event_inflight': ['run_id', 'sync_id', 'event_id'],
     'cohort_sync_lock': ['lock_name']
   }) }}
 {% endmacro %}

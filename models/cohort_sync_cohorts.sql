@@ -36,15 +36,25 @@
     holds a full resync to it), else null.
   For an attribute sync, published_members and members_after count values
   (what the guard weighs); its history row's members_after counts users.
+
+  An event sync (delivery 'event', cohort_id its sync id) counts events:
+  published_members those the ledger holds, planned_adds those the plan
+  sends; it is blocked when the plan would send more than its max_events
+  (the replay guard). sync_mode is upsert when it creates users, else
+  update; late_events counts the events older than its window that Braze
+  never acknowledged (reported, never sent); lookback_minutes,
+  event_guarantee (at_least_once or at_most_once) and event_kind (event or
+  purchase) are the declaration's. Null for the other rows.
 #}
 {%- set string = dbt.type_string() -%}
 {%- set cleared = cohort_sync.cleared_cohorts() -%}
 {%- set allowed = cohort_sync.cohort_id_list('cohort_sync_allow_removals') -%}
 {%- set publish_now = cohort_sync.cohort_id_list('cohort_sync_publish_now') -%}
 {%- set declared_ids = cohort_sync.declared_cohorts() | map(attribute='cohort_id') | list
-    + cohort_sync.declared_attribute_syncs() | map(attribute='sync_id') | list -%}
+    + cohort_sync.declared_attribute_syncs() | map(attribute='sync_id') | list
+    + cohort_sync.declared_event_syncs() | map(attribute='sync_id') | list -%}
 {%- for cohort_id in publish_now if cohort_id not in declared_ids -%}
-  {{ exceptions.raise_compiler_error("cohort_sync: var 'cohort_sync_publish_now' names '" ~ cohort_id ~ "', which is not declared in cohort_sync_cohorts or cohort_sync_attribute_syncs") }}
+  {{ exceptions.raise_compiler_error("cohort_sync: var 'cohort_sync_publish_now' names '" ~ cohort_id ~ "', which is not declared in cohort_sync_cohorts, cohort_sync_attribute_syncs or cohort_sync_event_syncs") }}
 {%- endfor -%}
 {%- set max_share = var('cohort_sync_max_removal_share', 0.5) -%}
 {%- set min_removals = var('cohort_sync_min_removals_to_guard', 100) -%}
@@ -253,15 +263,103 @@ syncs_judged as (
     from syncs_combined
 ),
 
+{#- event syncs: the events the ledger holds, those the plan sends, and
+    the late ones (older than the window, never acknowledged) #}
+declared_event_syncs as (
+    {{ cohort_sync.declared_event_syncs_sql() }}
+),
+
+held_events as (
+    select
+        sync_id,
+        count(*) as held_events
+    from {{ source('cohort_sync', 'event_state') }}
+    group by sync_id
+),
+
+planned_events as (
+    select
+        sync_id,
+        count(distinct event_id) as events,
+        sum(case when property_number = 0 then data_points else 0 end) as data_points,
+        count(distinct batch_number) as batches
+    from {{ ref('cohort_sync_event_changes') }}
+    group by sync_id
+),
+
+late_events as (
+    select
+        event_rows.sync_id,
+        count(distinct event_rows.event_id) as late_events
+    from {{ ref('cohort_sync_event_rows') }} as event_rows
+    left join {{ source('cohort_sync', 'event_state') }} as ledger
+        on ledger.sync_id = event_rows.sync_id
+        and ledger.event_id = event_rows.event_id
+    where event_rows.window_status = 'late'
+        and event_rows.property_number = 0
+        and event_rows.reject_reason is null
+        and ledger.event_id is null
+    group by event_rows.sync_id
+),
+
+events_judged as (
+    select
+        declared_event_syncs.cohort_id,
+        declared_event_syncs.cohort_name,
+        declared_event_syncs.model_name,
+        declared_event_syncs.delivery,
+        declared_event_syncs.attribute_name,
+        cast(null as {{ string }}) as braze_cohort_name,
+        'publish' as action,
+        'unused' as name_status,
+        coalesce(held_events.held_events, 0) as published_members,
+        coalesce(planned_events.events, 0) as planned_adds,
+        0 as planned_removes,
+        coalesce(planned_events.batches, 0) as planned_batches,
+        coalesce(planned_events.data_points, 0) as planned_data_points,
+        coalesce(held_events.held_events, 0) + coalesce(planned_events.events, 0) as members_after,
+        case
+            when coalesce(planned_events.events, 0) > declared_event_syncs.max_events
+                then {{ dbt.concat([
+                    "'the run would send '",
+                    "cast(planned_events.events as " ~ string ~ ")",
+                    "' events, more than the sync''s max_events of '",
+                    "cast(declared_event_syncs.max_events as " ~ string ~ ")",
+                    "' (Braze counts every event sent, and may trigger a Canvas on each)'"]) }}
+        end as guard_reason,
+        declared_event_syncs.schedule_every,
+        declared_event_syncs.schedule_at,
+        declared_event_syncs.schedule_weekday,
+        declared_event_syncs.schedule_day,
+        declared_event_syncs.schedule_timezone,
+        declared_event_syncs.notify,
+        cast(null as {{ dbt.type_bigint() }}) as full_resync_minutes,
+        declared_event_syncs.sync_mode,
+        cast(null as {{ dbt.type_bigint() }}) as max_data_points,
+        declared_event_syncs.lookback_minutes,
+        declared_event_syncs.event_guarantee,
+        declared_event_syncs.event_kind,
+        coalesce(late_events.late_events, 0) as late_events
+    from declared_event_syncs
+    left join held_events on held_events.sync_id = declared_event_syncs.cohort_id
+    left join planned_events on planned_events.sync_id = declared_event_syncs.cohort_id
+    left join late_events on late_events.sync_id = declared_event_syncs.cohort_id
+),
+
 all_judged as (
     {%- set plan_columns = ['cohort_id', 'cohort_name', 'model_name', 'delivery', 'attribute_name', 'braze_cohort_name',
                             'action', 'name_status', 'published_members', 'planned_adds', 'planned_removes',
                             'planned_batches', 'planned_data_points', 'members_after', 'guard_reason',
                             'schedule_every', 'schedule_at', 'schedule_weekday', 'schedule_day', 'schedule_timezone',
                             'notify', 'full_resync_minutes', 'sync_mode', 'max_data_points'] %}
-    select {{ plan_columns | join(', ') }} from judged
+    {%- set event_columns = ['lookback_minutes', 'event_guarantee', 'event_kind', 'late_events'] %}
+    {%- set no_events = "cast(null as " ~ dbt.type_bigint() ~ ") as lookback_minutes, cast(null as " ~ string
+        ~ ") as event_guarantee, cast(null as " ~ string ~ ") as event_kind, 0 as late_events" %}
+    select {{ plan_columns | join(', ') }}, {{ no_events }} from judged
     union all
-    select {{ plan_columns | join(', ') }} from syncs_judged
+    select {{ plan_columns | join(', ') }}, {{ no_events }} from syncs_judged
+    union all
+    select {{ (plan_columns + event_columns) | join(', ') }} from events_judged
 ),
 
 final as (
@@ -297,6 +395,10 @@ final as (
         full_resync_minutes,
         sync_mode,
         max_data_points,
+        lookback_minutes,
+        event_guarantee,
+        event_kind,
+        late_events,
         {{ cohort_sync.users_track_batch_size() }} as users_track_batch_size,
         {% if publish_now -%}
         cohort_id in {{ cohort_sync.literal_list(publish_now) }}

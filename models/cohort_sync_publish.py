@@ -18,6 +18,8 @@ def model(dbt, session):
     dbt.ref("cohort_sync_rejects")
     dbt.ref("cohort_sync_attribute_changes")
     dbt.ref("cohort_sync_attribute_rows")
+    dbt.ref("cohort_sync_event_changes")
+    dbt.ref("cohort_sync_event_rows")
     dbt.source("cohort_sync", "published_state")
     dbt.source("cohort_sync", "published_cohorts")
     dbt.source("cohort_sync", "delivery_log")
@@ -28,6 +30,9 @@ def model(dbt, session):
     dbt.source("cohort_sync", "schema_migrations")
     dbt.source("cohort_sync", "rejected_changes")
     dbt.source("cohort_sync", "attribute_state")
+    dbt.source("cohort_sync", "event_state")
+    dbt.source("cohort_sync", "event_inflight")
+    dbt.source("cohort_sync", "event_uncertain")
 
     from cohort_sync.run.dbt_model import as_bool, publish_in_dbt
     from cohort_sync.warehouse.ledger import Relations
@@ -54,5 +59,10 @@ def model(dbt, session):
         attribute_changes=name("cohort_sync_attribute_changes"),
         attribute_rows=name("cohort_sync_attribute_rows"),
         attribute_state=name("cohort_sync", "attribute_state"),
+        event_changes=name("cohort_sync_event_changes"),
+        event_rows=name("cohort_sync_event_rows"),
+        event_state=name("cohort_sync", "event_state"),
+        event_inflight=name("cohort_sync", "event_inflight"),
+        event_uncertain=name("cohort_sync", "event_uncertain"),
     )
     return publish_in_dbt(session, relations, dry_run=as_bool(dry_run), full_resync=as_bool(full_resync))

@@ -110,6 +110,7 @@ class Ack:
     status: int
     attempts: int
     errors: tuple[ObjectError, ...] = ()  # from /users/track: the objects rejected, every other one applied
+    maybe_duplicated: bool = False  # an earlier attempt may have been applied too (a timeout, a 5xx, a dropped answer)
 
     @property
     def retries(self) -> int:
@@ -296,7 +297,8 @@ class BrazeClient:
             ready=ready,
         )
 
-    def track(self, body: str, *, detail: str = "", ready: Callable[[], None] | None = None) -> Ack:
+    def track(self, body: str, *, detail: str = "", ready: Callable[[], None] | None = None,
+              retry_uncertain: bool = True) -> Ack:
         """Send one /users/track request.
 
         `body` is its JSON text as rendered ({"attributes": [...], "events":
@@ -304,13 +306,16 @@ class BrazeClient:
         log and the errors (such as "batch=3 objects=75 cohorts=a,b");
         `ready`: see update_cohort. The Ack's errors name the objects Braze
         rejected, every other object having been applied: a rejected object
-        needs its data fixed, not a resend.
+        needs its data fixed, not a resend. Its maybe_duplicated says an
+        earlier attempt may have been applied as well. `retry_uncertain`
+        False (events sent at most once) gives up, with maybe_applied, rather
+        than retry after an attempt Braze may have applied.
         """
         self._require(USERS_TRACK)
         what = f"/users/track request ({detail})" if detail else "/users/track request"
-        response, attempts = self._post(
+        response, attempts, maybe_duplicated = self._post(
             USERS_TRACK, TRACK_PATH, body, what=what, detail=detail, ready=ready,
-            headers={"Authorization": f"Bearer {self._settings.rest_api_key}"},
+            headers={"Authorization": f"Bearer {self._settings.rest_api_key}"}, retry_uncertain=retry_uncertain,
         )
         try:
             errors = object_errors(response, body)
@@ -320,7 +325,7 @@ class BrazeClient:
                 "it may have applied some of the objects", response.status_code,
                 attempts=attempts, maybe_applied=True,
             ) from None
-        return Ack(status=response.status_code, attempts=attempts, errors=errors)
+        return Ack(status=response.status_code, attempts=attempts, errors=errors, maybe_duplicated=maybe_duplicated)
 
     def _require(self, family: str) -> None:
         """Refuse, before any request, a family whose keys the settings lack."""
@@ -353,11 +358,11 @@ class BrazeClient:
         )
         for key, text in (encoded or {}).items():
             body = f"{body[:-1]},{json.dumps(key)}:{text}}}"
-        response, attempts = self._post(
+        response, attempts, maybe_duplicated = self._post(
             COHORT_IMPORT, self._partner_path + path, body, what=what,
             detail=f"cohort={fields['cohort_id']} {detail}", ready=ready,
         )
-        return Ack(status=response.status_code, attempts=attempts)
+        return Ack(status=response.status_code, attempts=attempts, maybe_duplicated=maybe_duplicated)
 
     def _post(
         self,
@@ -369,9 +374,12 @@ class BrazeClient:
         detail: str,
         ready: Callable[[], None] | None,
         headers: Mapping[str, str] | None = None,
-    ) -> tuple[requests.Response, int]:
+        retry_uncertain: bool = True,
+    ) -> tuple[requests.Response, int, bool]:
         """Send under the family's rate limit, retrying what can succeed later:
-        the 2xx answer and the attempts it took, or a BrazeError."""
+        the 2xx answer, the attempts it took and whether an earlier attempt
+        may have been applied too; or a BrazeError. Without `retry_uncertain`,
+        an attempt that may have been applied is not retried."""
         limiter = self._limiters[family]
         url = self._settings.rest_endpoint + path
         timeout = self._settings.timeout_seconds
@@ -395,7 +403,7 @@ class BrazeClient:
                 if family == USERS_TRACK:
                     observe_rate_headers(limiter, response.headers)
                 if 200 <= status < 300:
-                    return response, attempt
+                    return response, attempt, maybe_applied
                 maybe_applied = maybe_applied or status >= 500
                 message = self._redact(server_message(response))
                 advice = rest_auth_advice(status, message) if family == USERS_TRACK else (
@@ -413,6 +421,11 @@ class BrazeClient:
                     response.headers.get("Retry-After") or response.headers.get("X-Ratelimit-Retry-After")
                 )
 
+            if maybe_applied and not retry_uncertain:
+                raise BrazeUnavailableError(
+                    f"gave up on the {what} after attempt {attempt}, which Braze may have applied ({reason}): "
+                    "sent at most once, it is not retried", attempts=attempt, maybe_applied=True,
+                )
             delay = retry_after if retry_after is not None else backoff(attempt)
             elapsed = self._clock() - started
             if attempt == self._settings.max_attempts or elapsed + delay > self._settings.max_retry_seconds:

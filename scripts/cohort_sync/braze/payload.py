@@ -6,7 +6,9 @@
 - /users/track: 'track' (a batch of the plan: one attribute object per
   member, carrying each cohort attribute of the member that changed) and
   'track_resync'; 'profile' (a batch of an attribute sync's plan: one
-  object per user, carrying each value that changed) and 'profile_resync'.
+  object per user, carrying each value that changed) and 'profile_resync';
+  'event' (a batch of an event sync's plan: one event or purchase object
+  per event).
 
 Every request names the cohorts it carries, with their counts (its parts),
 which is all the publish loop and the ledger need to know of it.
@@ -22,7 +24,7 @@ from typing import Any, NamedTuple
 MAX_IDENTIFIERS_PER_REQUEST = 1000
 MAX_TRACK_OBJECTS = 75
 IDENTIFIER_KEYS = ("user_ids", "aliases", "device_ids")
-TRACK_KINDS = ("track", "track_resync", "profile", "profile_resync")
+TRACK_KINDS = ("track", "track_resync", "profile", "profile_resync", "event")
 PROFILE_KINDS = ("profile", "profile_resync")
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
@@ -45,8 +47,9 @@ class TrackObject(NamedTuple):
     member_key: str
     identifier: tuple[str, str | None, str | None]  # (identifier_type, value, alias label)
     changes: tuple[tuple[str, str, bool], ...]
-    hashes: tuple[str | None, ...] = ()  # per change, for attribute syncs
+    hashes: tuple[str | None, ...] = ()  # per change, for attribute syncs (an event's: its content)
     points: tuple[int, ...] = ()  # data points per change (default: one each)
+    time_ms: int | None = None  # an event's time (milliseconds since the epoch, UTC)
 
     @property
     def data_points(self) -> int:
@@ -63,6 +66,8 @@ class PlannedRequest(NamedTuple):
     parts: tuple[RequestPart, ...]
     body: str
     objects: tuple[TrackObject, ...] = ()  # /users/track: in the body's order
+    array: str = "attributes"  # /users/track: the array holding the objects (events, purchases)
+    at_most_once: bool = False  # an event request: never retried once an attempt may have been applied
 
     @property
     def adds(self) -> int:
@@ -376,3 +381,78 @@ def profile_request(kind: str, number: int, changes: Iterable[ProfileChange], mo
         ))
         bodies.append(body)
     return _attributes_request(kind, number, counts, bodies, objects)
+
+
+class EventChange(NamedTuple):
+    """One row of an event sync's plan (cohort_sync_event_changes): an event's
+    header (property_number 0) or one of its properties."""
+
+    batch_number: int
+    sync_id: str
+    event_id: str
+    member_key: str
+    event_time_ms: int
+    event_name: str | None
+    product_id: str | None
+    currency: str | None
+    price_text: str | None
+    quantity_text: str | None
+    content_hash: str
+    data_points: int
+    property_number: int
+    property_name: str | None
+    value_type: str | None
+    value_text: str | None
+
+
+EVENT_CHANGE_COLUMNS = EventChange._fields
+
+
+def event_time(milliseconds: int) -> str:
+    """ISO 8601 in UTC, to the millisecond, as Braze reads an event's `time`."""
+    return attribute_value("time", str(int(milliseconds)))
+
+
+def event_request(number: int, rows: Iterable[EventChange], kind: str, create_users: bool,
+                  at_most_once: bool = False) -> PlannedRequest:
+    """A /users/track request of one event sync's batch: one object per event
+    in `events` (kind event) or `purchases` (kind purchase), in the plan's
+    order, each with the user's identifier, `_update_existing_only` (false
+    when the sync creates users), its time, name or purchase fields, and
+    its properties (the JSON column's keys merged in)."""
+    events: dict[str, list[EventChange]] = {}
+    for row in rows:
+        events.setdefault(row.event_id, []).append(row)
+    if len(events) > MAX_TRACK_OBJECTS:
+        raise ValueError(f"a /users/track request may hold at most {MAX_TRACK_OBJECTS} objects, got {len(events)}")
+    bodies, objects, sync_ids = [], [], set()
+    for event_id, fields in events.items():
+        head = fields[0]
+        sync_ids.add(head.sync_id)
+        identifier = identifier_from_key(head.member_key)
+        body: dict[str, Any] = {**object_identifier(identifier), "_update_existing_only": not create_users}
+        if kind == "purchase":
+            body.update(product_id=head.product_id, currency=head.currency,
+                        price=attribute_value("number", head.price_text))
+            if head.quantity_text is not None:
+                body["quantity"] = int(head.quantity_text)
+        else:
+            body["name"] = head.event_name
+        body["time"] = event_time(head.event_time_ms)
+        properties: dict[str, Any] = {}
+        for row in fields:
+            if row.property_name == "$properties":
+                properties.update(json.loads(row.value_text))
+            elif row.property_name is not None:
+                properties[row.property_name] = attribute_value(row.value_type, row.value_text)
+        if properties:
+            body["properties"] = properties
+        bodies.append(body)
+        objects.append(TrackObject(head.member_key, identifier, ((head.sync_id, event_id, False),),
+                                   (head.content_hash,), (int(head.data_points),), int(head.event_time_ms)))
+    if len(sync_ids) > 1:
+        raise ValueError(f"an event request carries one sync's events, got {', '.join(sorted(sync_ids))}")
+    array = "purchases" if kind == "purchase" else "events"
+    parts = tuple(RequestPart(sync_id, len(objects), 0) for sync_id in sync_ids)
+    return PlannedRequest("event", number, parts, json.dumps({array: bodies}, separators=(",", ":")),
+                          tuple(objects), array, at_most_once)

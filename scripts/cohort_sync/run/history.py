@@ -54,7 +54,19 @@ class HistoryRow:
       (--full-resync, or the declaration's full_resync_every).
 
     An attribute sync's row counts values: added are values written (new or
-    changed), removed values unset.
+    changed), removed values unset. An event sync's counts events: added
+    are events Braze acknowledged, members_after the events its ledger
+    holds, and:
+
+    - event_watermark: the newest event time acknowledged (milliseconds
+      since the epoch, UTC), once the sync synced; its next window starts a
+      lookback behind the largest on record;
+    - late_events: events older than the window and never acknowledged:
+      reported (cohort_sync_rejects, late_outside_window), never sent;
+    - possibly_duplicated: events this run sent whose earlier sending, or an
+      earlier attempt, may have been applied (cohort_sync_event_uncertain);
+    - possibly_lost: events left unsent under at_most_once because an
+      earlier run's request carrying them may or may not have been applied.
     """
 
     run_id: str
@@ -75,13 +87,17 @@ class HistoryRow:
     package_version: str = __version__  # the cohort-sync that wrote the row ('0.1.0' before 0.2.0)
     data_points: int = 0
     full_resync: bool = False
+    event_watermark: int | None = None
+    late_events: int = 0
+    possibly_duplicated: int = 0
+    possibly_lost: int = 0
 
 
 HISTORY_COLUMNS = tuple(f.name for f in fields(HistoryRow))
 #: What a history column added by a migration reads as in rows from before it
 #: (Spark adds columns without a default; the other engines fill it in).
 HISTORY_DEFAULTS = {"package_version": "'0.1.0'", "resent_batches": "0", "rejected": "0", "data_points": "0",
-                    "full_resync": "false"}
+                    "full_resync": "false", "late_events": "0", "possibly_duplicated": "0", "possibly_lost": "0"}
 #: Statuses of a cohort that synced (its schedule counts it; partial: Braze
 #: rejected some changes, which need their data fixed, not a retry).
 SYNCED = ("success", "partial")

@@ -366,7 +366,8 @@ def _run_cohort(ledger, client, cohort, summary, options, lock, clock, deferred,
     blocked = cohort.guard_status == "blocked" and not allowed
     resends: _Resends | None = None
     waits = False
-    row.full_resync = resync = _full_resync(cohort, options, clock) and not blocked
+    # an event sync never re-sends: Braze would count every event again
+    row.full_resync = resync = _full_resync(cohort, options, clock) and not blocked and not cohort.is_event_sync
     resync_points = ledger.resync_data_points(cohort) if resync else 0
     if resync and cohort.max_data_points is not None and not allowed \
             and cohort.planned_data_points + resync_points > cohort.max_data_points:
@@ -392,7 +393,7 @@ def _run_cohort(ledger, client, cohort, summary, options, lock, clock, deferred,
             log.error("cohort '%s' blocked: %s", cohort.cohort_id, row.error)
         else:
             resends = _Resends(ledger.unconfirmed(cohort.cohort_id, row.run_id))
-            if cohort.is_sync:
+            if cohort.is_sync or cohort.is_event_sync:
                 row.status = "success"
             else:
                 _publish_cohort(ledger, client, cohort, row, options, lock, clock, resends, resync)
@@ -416,8 +417,11 @@ def _run_cohort(ledger, client, cohort, summary, options, lock, clock, deferred,
 
 def _finish(ledger, cohort, row, resends, options, clock) -> None:
     """Write the cohort's history row, with the notifications it owes."""
+    if cohort.is_event_sync:
+        _finish_events(ledger, cohort, row, options)
     row.finished_at = clock()
-    row.members_after = ledger.members(cohort.cohort_id)
+    row.members_after = ledger.members(cohort.cohort_id) if not cohort.is_event_sync else (
+        ledger.events_delivered(cohort.cohort_id) + row.added)
     if row.status == "running":  # an unexpected error: record it, then let it propagate
         row.status, row.error = "failed", "publisher error (see the traceback)"
     # The notes of earlier runs are settled with the row: once the cohort is
@@ -427,6 +431,24 @@ def _finish(ledger, cohort, row, resends, options, clock) -> None:
         forget_all=resends is not None and row.status in SYNCED,
         notifications=[] if options.dry_run else _queue_notifications(ledger, cohort, row, clock),
     )
+
+
+def _finish_events(ledger: Ledger, cohort: CohortPlan, row: HistoryRow, options: PublishOptions) -> None:
+    """An event sync's row: its late events, and once it synced, its watermark
+    (the next window starts a lookback behind it) and the ledger pruned."""
+    row.late_events = cohort.late_events
+    if cohort.late_events:
+        note = (f"{cohort.late_events} event(s) older than the sync's window (a lookback of "
+                f"{cohort.lookback_minutes} minutes behind its newest event) were never acknowledged: reported, "
+                "not sent (late_outside_window in cohort_sync_rejects)")
+        log.warning("event sync '%s': %s", cohort.cohort_id, note)
+        row.error = f"{row.error}; {note}" if row.error else note
+    if row.status in SYNCED and not options.dry_run:
+        row.event_watermark = ledger.event_watermark(cohort.cohort_id)
+        pruned = ledger.prune_events(cohort, row.event_watermark)
+        if pruned:
+            log.info("event sync '%s': %d acknowledged id(s) older than the ledger keeps were forgotten",
+                     cohort.cohort_id, pruned)
 
 
 def _run_track(ledger, client, deferred: list[_Deferred], summary, options, lock, clock) -> bool:
@@ -442,9 +464,10 @@ def _run_track(ledger, client, deferred: list[_Deferred], summary, options, lock
     unexpected error fails every cohort still waiting, then propagates.
     """
     stream = _Stream({d.cohort.cohort_id: d.row for d in deferred}, {d.cohort.cohort_id: d.resends for d in deferred})
-    plan_id, sync_plan_id = ledger.plan_id(), ledger.plan_id(syncs=True)
-    cohort_ids = {d.cohort.cohort_id for d in deferred if not d.cohort.is_sync}
+    plan_id, sync_plan_id, event_plan_id = ledger.plan_id(), ledger.plan_id(syncs=True), ledger.plan_id(events=True)
+    cohort_ids = {d.cohort.cohort_id for d in deferred if not d.cohort.is_sync and not d.cohort.is_event_sync}
     syncs = [d.cohort for d in deferred if d.cohort.is_sync]
+    event_syncs = [d for d in deferred if d.cohort.is_event_sync]
     resyncing = {d.cohort.cohort_id for d in deferred if d.resync}
     failure: BaseException | None = None
     unexpected = False
@@ -457,6 +480,15 @@ def _run_track(ledger, client, deferred: list[_Deferred], summary, options, lock
             _send(ledger, client, stream, sync_plan_id,
                   (q for q in ledger.pending_profile_requests(sync_plan_id, syncs) if (q.adds == 0) == leaving),
                   options.concurrency, lock, clock)
+        skip = {}
+        for waiting in event_syncs:  # what a crash left uncertain, settled before anything is sent again
+            duplicated, lost, skip[waiting.cohort.cohort_id] = ledger.resolve_uncertain_events(
+                waiting.cohort, summary.run_id, clock())
+            waiting.row.possibly_duplicated += duplicated
+            waiting.row.possibly_lost += lost
+        _send(ledger, client, stream, event_plan_id,
+              ledger.pending_event_requests(event_plan_id, [d.cohort for d in event_syncs], skip),
+              options.concurrency, lock, clock)
         for waiting in deferred:
             if waiting.cohort.cohort_id in resyncing:
                 cohort = waiting.cohort
@@ -478,8 +510,7 @@ def _run_track(ledger, client, deferred: list[_Deferred], summary, options, lock
         if unexpected:
             row.status, row.error = "failed", f"publisher error during /users/track (see the traceback): {failure}"
         elif failure is not None and (summary.stopped or row.cohort_id in resyncing
-                                      or sum(ledger.pending_summary(sync_plan_id if waiting.cohort.is_sync else plan_id,
-                                                                    row.cohort_id, waiting.cohort.is_sync)[:2])):
+                                      or sum(ledger.pending_of(waiting.cohort)[:2])):
             row.status, row.error = "failed", f"/users/track: {failure}"
         else:
             row.status = "partial" if row.rejected else "success"
@@ -498,8 +529,7 @@ def _run_track(ledger, client, deferred: list[_Deferred], summary, options, lock
 def _plan_cohort(ledger: Ledger, cohort: CohortPlan, row: HistoryRow, blocked: bool, resync_points: int) -> None:
     """The dry run's row: what the plan would send, and its data points (with
     those of the full resync the run would do)."""
-    adds, removes, batches, points = ledger.pending_summary(
-        ledger.plan_id(syncs=cohort.is_sync), cohort.cohort_id, cohort.is_sync)
+    adds, removes, batches, points = ledger.pending_of(cohort)
     row.added, row.removed, row.data_points = adds, removes, points + resync_points
     row.requests = batches + (1 if cohort.needs_name else 0)
     row.status = "dry_run"
@@ -507,6 +537,11 @@ def _plan_cohort(ledger: Ledger, cohort: CohortPlan, row: HistoryRow, blocked: b
         row.error = f"would be blocked: {cohort.guard_reason}"
     elif row.full_resync:
         row.error = f"would also re-send everything Braze holds (full resync): {resync_points} data point(s)"
+    if cohort.is_event_sync:
+        log.info("dry run: event sync '%s' would send %d %s(s) in %d request(s): %d data point(s)%s",
+                 cohort.cohort_id, adds, cohort.event_kind or "event", row.requests, row.data_points,
+                 f"; {cohort.late_events} late event(s) outside its window would not be sent" if cohort.late_events else "")
+        return
     if cohort.is_sync:
         log.info("dry run: attribute sync '%s' would write %d value(s) and unset %d in %d request(s): %d data point(s)%s",
                  cohort.cohort_id, adds, removes, row.requests, row.data_points,
@@ -578,6 +613,8 @@ class _Stream:
             row.removed += part.removes - rejected_removes
             row.rejected += rejected_adds + rejected_removes
             row.data_points += points.get(part.cohort_id, 0)
+            if request.kind == "event" and ack.maybe_duplicated:  # an earlier attempt may have been applied too
+                row.possibly_duplicated += part.adds - rejected_adds
             self.resends[part.cohort_id].sent(request, row)
 
     def rejections(self, cohort_id: str) -> str | None:
@@ -646,7 +683,8 @@ def _publish_cohort(
 def _transmit(client: BrazeClient, request: PlannedRequest, ready: Callable[[], None]):
     """Send one request to its endpoint (in a worker thread)."""
     if request.track:
-        return client.track(request.body, detail=request.describe(), ready=ready)
+        return client.track(request.body, detail=request.describe(), ready=ready,
+                            retry_uncertain=not request.at_most_once)
     part = request.parts[0]
     return client.update_cohort(
         part.cohort_id, request.body, batch=request.batch_number, adds=request.adds,

@@ -21,6 +21,7 @@ from datetime import datetime
 from typing import Any
 
 from ..braze.payload import (
+    EVENT_CHANGE_COLUMNS,
     MAX_IDENTIFIERS_PER_REQUEST,
     MAX_TRACK_OBJECTS,
     PROFILE_CHANGE_COLUMNS,
@@ -41,6 +42,7 @@ from ..ops.notify import NotificationRecord, Recipient, Streak, recipients_from_
 from ..run.history import HISTORY_COLUMNS, HISTORY_DEFAULTS, SYNCED, HistoryRow
 from ..run.schedule import Schedule
 from .engines import Engine, causes
+from .event_ledger import EventLedger
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +57,9 @@ STATE_TABLES = (
     "schema_migrations",
     "rejected_changes",
     "attribute_state",
+    "event_state",
+    "event_inflight",
+    "event_uncertain",
 )
 LOCK_NAME = "publisher"
 
@@ -87,6 +92,11 @@ class Relations:
     attribute_changes: str
     attribute_rows: str
     attribute_state: str
+    event_changes: str
+    event_rows: str
+    event_state: str
+    event_inflight: str
+    event_uncertain: str
 
     def events(self, table: str) -> str:
         """The append-only event log behind a state table's view (Spark): `<name>_events`."""
@@ -118,6 +128,10 @@ class CohortPlan:
     last_full_resync: datetime | None = None  # start of the last synced run that did (else of the first sync)
     planned_data_points: int = 0  # what the plan costs in Braze data points
     max_data_points: int | None = None  # an attribute sync's limit per run
+    lookback_minutes: int | None = None  # an event sync's: how far behind its newest event a late one is sent
+    event_guarantee: str | None = None  # an event sync's: at_least_once or at_most_once
+    event_kind: str | None = None  # an event sync's: event or purchase
+    late_events: int = 0  # an event sync's events older than its window, never acknowledged
 
     @property
     def is_sync(self) -> bool:
@@ -125,9 +139,14 @@ class CohortPlan:
         return self.delivery == "profile"
 
     @property
+    def is_event_sync(self) -> bool:
+        """An event sync (cohort_sync_event_syncs)."""
+        return self.delivery == "event"
+
+    @property
     def tracked(self) -> bool:
-        """Delivered through /users/track (an attribute cohort or an attribute sync)."""
-        return self.delivery in ("attribute", "profile")
+        """Delivered through /users/track (an attribute cohort, an attribute or an event sync)."""
+        return self.delivery in ("attribute", "profile", "event")
 
     def resync_due(self, now: datetime) -> bool:
         """Whether its full_resync_every calls for a full resync now."""
@@ -156,6 +175,10 @@ REJECTED_COLUMNS = (
     "batch_number", "error_type", "rejected_at", "value_hash",
 )
 ATTRIBUTE_STATE_COLUMNS = ("sync_id", "member_key", "attribute_name", "value_hash", "run_id", "acknowledged_at")
+EVENT_STATE_COLUMNS = ("sync_id", "event_id", "member_key", "event_time_ms", "outcome", "run_id", "acknowledged_at")
+EVENT_INFLIGHT_COLUMNS = ("run_id", "sync_id", "batch_number", "event_id", "member_key", "event_time_ms", "sent_at")
+EVENT_UNCERTAIN_COLUMNS = ("sync_id", "event_id", "member_key", "event_time_ms", "outcome", "sent_by_run",
+                           "recorded_by_run", "recorded_at")
 COHORT_COLUMNS = ("cohort_id", "cohort_name", "created_at", "run_id", "acknowledged_at")
 DELIVERY_COLUMNS = (
     "run_id", "plan_id", "cohort_id", "request_kind", "batch_number", "added", "removed",
@@ -171,6 +194,7 @@ EVENT_TABLES = {
     "inflight": INFLIGHT_COLUMNS,
     "lock": LOCK_COLUMNS,
     "attribute_state": ATTRIBUTE_STATE_COLUMNS,
+    "event_inflight": EVENT_INFLIGHT_COLUMNS,
 }
 EVENT_COLUMNS = ("is_live", "event_seq")
 PLAN_COLUMNS = (
@@ -178,6 +202,7 @@ PLAN_COLUMNS = (
     "schedule_every", "schedule_at", "schedule_weekday", "schedule_day", "schedule_timezone",
     "publish_now", "notify", "delivery", "attribute_name", "users_track_batch_size",
     "planned_data_points", "full_resync_minutes", "sync_mode", "max_data_points",
+    "lookback_minutes", "event_guarantee", "event_kind", "late_events",
 )
 #: What the publisher reads or writes in each relation: what `dbt run` with
 #: the same version of the package builds (membership only has to exist).
@@ -199,10 +224,16 @@ EXPECTED_COLUMNS: dict[str, tuple[str, ...]] = {
     "attribute_rows": ("sync_id", "member_key", "attribute_name", "value_type", "value_text", "value_hash",
                        "data_points", "is_null", "reject_reason"),
     "attribute_state": ATTRIBUTE_STATE_COLUMNS,
+    "event_changes": ("plan_id", *EVENT_CHANGE_COLUMNS),
+    "event_rows": ("sync_id", "member_key", "event_id", "event_time_ms", "window_status", "content_hash",
+                   "reject_reason", "property_number"),
+    "event_state": EVENT_STATE_COLUMNS,
+    "event_inflight": EVENT_INFLIGHT_COLUMNS,
+    "event_uncertain": EVENT_UNCERTAIN_COLUMNS,
 }
 
 
-class Ledger:
+class Ledger(EventLedger):
     """The publisher's reads and writes, in SQL every engine runs (see engines.py).
 
     On transactional engines each write is one transaction. On Spark each
@@ -329,6 +360,9 @@ class Ledger:
                 full_resync_minutes=int(c["full_resync_minutes"]) if c["full_resync_minutes"] else None,
                 last_full_resync=row[-1], planned_data_points=int(c["planned_data_points"] or 0),
                 max_data_points=int(c["max_data_points"]) if c["max_data_points"] is not None else None,
+                lookback_minutes=int(c["lookback_minutes"]) if c["lookback_minutes"] is not None else None,
+                event_guarantee=c["event_guarantee"], event_kind=c["event_kind"],
+                late_events=int(c["late_events"] or 0),
             ))
         return plans
 
@@ -357,11 +391,13 @@ class Ledger:
             rejected.setdefault(cohort_id, []).append((reason, int(count)))
         return rejected
 
-    def plan_id(self, syncs: bool = False) -> str | None:
+    def plan_id(self, syncs: bool = False, events: bool = False) -> str | None:
         """The id of the plan in cohort_sync_changes, or with `syncs` in
-        cohort_sync_attribute_changes (None when it is empty). The two are
-        apart: `dbt run -s` may build one and not the other."""
-        relation = self.relations.attribute_changes if syncs else self.relations.changes
+        cohort_sync_attribute_changes, or with `events` in
+        cohort_sync_event_changes (None when it is empty). They are apart:
+        `dbt run -s` may build one and not the others."""
+        r = self.relations
+        relation = r.event_changes if events else r.attribute_changes if syncs else r.changes
         rows = self.engine.query(f"select plan_id from {relation} limit 1")
         return rows[0][0] if rows else None
 
@@ -427,7 +463,8 @@ class Ledger:
         syncs with changes."""
         rows = self.engine.query(
             f"select distinct cohort_id from {self.relations.changes} where delivery = 'attribute' "
-            f"union select distinct sync_id from {self.relations.attribute_changes}"
+            f"union select distinct sync_id from {self.relations.attribute_changes} "
+            f"union select distinct sync_id from {self.relations.event_changes}"
         )
         return {row[0] for row in rows}
 
@@ -567,10 +604,33 @@ class Ledger:
             for number in sorted(batches):
                 yield track_request("track", number, batches[number])
 
-    def pending_summary(self, plan_id: str | None, cohort_id: str, sync: bool = False) -> tuple[int, int, int, int]:
+    def pending_of(self, cohort: CohortPlan) -> tuple[int, int, int, int]:
+        """pending_summary of the cohort or sync, in its own plan."""
+        events = cohort.is_event_sync
+        return self.pending_summary(self.plan_id(syncs=cohort.is_sync, events=events), cohort.cohort_id,
+                                    cohort.is_sync, events)
+
+    def pending_summary(self, plan_id: str | None, cohort_id: str, sync: bool = False,
+                        events: bool = False) -> tuple[int, int, int, int]:
         """(adds, removes, batches, data points) of the plan not yet acknowledged
-        for the cohort (for an attribute sync: values written, values unset)."""
+        for the cohort (for an attribute sync: values written, values unset;
+        for an event sync: events, 0)."""
         r = self.relations
+        if events:
+            row = self.engine.query(
+                f"""
+                select count(distinct c.event_id), count(distinct c.batch_number),
+                    coalesce(sum(case when c.property_number = 0 then c.data_points else 0 end), 0)
+                from {r.event_changes} as c
+                left join (
+                    select distinct batch_number from {r.delivery_log}
+                    where plan_id = ? and cohort_id = ? and request_kind = 'event'
+                ) as d on d.batch_number = c.batch_number
+                where c.sync_id = ? and d.batch_number is null
+                """,
+                [plan_id or "", cohort_id, cohort_id],
+            )[0]
+            return int(row[0]), 0, int(row[1]), int(row[2])
         if sync:
             row = self.engine.query(
                 f"""
@@ -657,8 +717,13 @@ class Ledger:
             batches = [(q, objects) for (q, _), objects in zip(acknowledged, rejected, strict=True) if q.kind == "profile"]
             if batches:
                 self._apply_profile_batches(run_id, plan_id, batches, at)
+            batches = [(q, ack, objects) for (q, ack), objects in zip(acknowledged, rejected, strict=True)
+                       if q.kind == "event"]
+            if batches:
+                self._apply_event_batches(run_id, batches, at)
             rows = [row for (q, _), objects in zip(acknowledged, rejected, strict=True)
-                    for row in _rejected_rows(run_id, plan_id if q.kind in ("track", "profile") else None, q, objects, at)]
+                    for row in _rejected_rows(run_id, plan_id if q.kind in ("track", "profile", "event") else None,
+                                              q, objects, at)]
             if rows:
                 self._insert_rows("rejected_changes", REJECTED_COLUMNS, rows)
             if acknowledged:
@@ -861,12 +926,17 @@ class Ledger:
         return {(kind, _batch(number)) for run, kind, number in notes if (run, kind, _batch(number)) not in logged}
 
     def _insert_inflight(self, run_id, requests: list[PlannedRequest], at) -> None:
-        """A note per cohort each request carries (a /users/track request may carry several)."""
+        """A note per cohort each request carries (a /users/track request may carry several),
+        and the ids of the events an event request carries."""
         self._insert_rows(
             "inflight", INFLIGHT_COLUMNS,
             [(run_id, part.cohort_id, q.kind, q.batch_number, part.adds + part.removes, at)
              for q in requests for part in q.parts],
         )
+        events = [(run_id, obj.changes[0][0], q.batch_number, obj.changes[0][1], obj.member_key, obj.time_ms, at)
+                  for q in requests if q.kind == "event" for obj in q.objects]
+        if events:
+            self._insert_rows("event_inflight", EVENT_INFLIGHT_COLUMNS, events)
 
     def _clear_inflight(self, run_id: str | None, requests: list[PlannedRequest]) -> None:
         """Clear the in-flight notes of these requests (null-safe: a name call has no batch)."""
@@ -876,6 +946,14 @@ class Ledger:
                 keys.setdefault(cohort_id, set()).add((q.kind, q.batch_number))
         for cohort_id, cohort_keys in sorted(keys.items()):
             self._delete_notes("run_id = ?", [run_id], cohort_id, cohort_keys)
+        events: dict[str, set[int]] = {}
+        for q in requests:
+            if q.kind == "event":
+                events.setdefault(q.parts[0].cohort_id, set()).add(int(q.batch_number))
+        for sync_id, numbers in sorted(events.items()):
+            self._delete("event_inflight",
+                         f"run_id = ? and sync_id = ? and batch_number in ({', '.join(str(n) for n in sorted(numbers))})",
+                         [run_id, sync_id])
 
     def _delete_notes(self, runs: str, params: list[Any], cohort_id: str, keys: set[tuple[str, int | None]]) -> None:
         """Delete the cohort's notes of the runs `runs` matches whose (kind, batch) is in `keys`."""
@@ -897,7 +975,7 @@ class Ledger:
         rows = []
         for q, status, objects in acknowledged:
             rejected, points = rejected_counts(q, objects), q.data_points(objects)
-            rows += [(run_id, plan_id if q.kind in ("users", "track", "profile") else None, part.cohort_id, q.kind,
+            rows += [(run_id, plan_id if q.kind in ("users", "track", "profile", "event") else None, part.cohort_id, q.kind,
                       q.batch_number, part.adds - rejected.get(part.cohort_id, (0, 0))[0],
                       part.removes - rejected.get(part.cohort_id, (0, 0))[1], status, at,
                       points.get(part.cohort_id, 0)) for part in q.parts]
@@ -1006,8 +1084,9 @@ class Ledger:
         r = self.relations
         return int(self.engine.query(
             f"""select (select count(*) from {r.published_state} where cohort_id = ?)
-                    + (select count(distinct member_key) from {r.attribute_state} where sync_id = ?)""",
-            [cohort_id, cohort_id],
+                    + (select count(distinct member_key) from {r.attribute_state} where sync_id = ?)
+                    + (select count(*) from {r.event_state} where sync_id = ?)""",
+            [cohort_id, cohort_id, cohort_id],
         )[0][0])
 
     def member_counts(self) -> dict[str, int]:
@@ -1015,7 +1094,8 @@ class Ledger:
         r = self.relations
         rows = self.engine.query(
             f"select cohort_id, count(*) from {r.published_state} group by cohort_id "
-            f"union all select sync_id, count(distinct member_key) from {r.attribute_state} group by sync_id"
+            f"union all select sync_id, count(distinct member_key) from {r.attribute_state} group by sync_id "
+            f"union all select sync_id, count(*) from {r.event_state} group by sync_id"
         )
         counts: dict[str, int] = {}
         for cohort_id, count in rows:
@@ -1208,11 +1288,11 @@ def rejected_objects(request: PlannedRequest, ack: Any) -> dict[int, str]:
     errors = getattr(ack, "errors", None) or ()
     found: dict[int, str] = {}
     for error in errors:
-        if error.input_array != "attributes" or not 0 <= error.index < len(request.objects):
+        if error.input_array != request.array or not 0 <= error.index < len(request.objects):
             raise ValueError(
                 f"Braze's answer to {request.kind} batch {request.batch_number} names object "
-                f"{error.input_array}[{error.index}], which the request (of {len(request.objects)} attribute "
-                "objects) does not have; nothing of it was recorded"
+                f"{error.input_array}[{error.index}], which the request (of {len(request.objects)} "
+                f"{request.array} objects) does not have; nothing of it was recorded"
             )
         found[error.index] = str(error.type or "rejected by Braze")
     return found
@@ -1231,7 +1311,7 @@ def _rejected_rows(run_id, plan_id, request: PlannedRequest, objects: dict[int, 
     """cohort_sync_rejected_changes rows: one per change of each rejected object
     (for an attribute sync, per value, with its hash: the same value is not
     planned again)."""
-    delivery = "profile" if request.kind in PROFILE_KINDS else "attribute"
+    delivery = "profile" if request.kind in PROFILE_KINDS else "event" if request.kind == "event" else "attribute"
     rows = []
     for index, reason in sorted(objects.items()):
         obj = request.objects[index]

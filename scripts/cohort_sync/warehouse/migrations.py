@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 
 #: The last step of state_migrations() in macros/migrations.sql: what this
 #: version reads and writes (a unit test keeps the two equal).
-STATE_SCHEMA_STEP = "0007_attribute_syncs"
+STATE_SCHEMA_STEP = "0008_event_syncs"
 MIGRATE_MACRO = "cohort_sync.migrate_state_tables"
 MIGRATE_TIMEOUT_SECONDS = 1800
 

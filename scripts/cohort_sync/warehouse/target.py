@@ -26,6 +26,8 @@ MODELS = {
     "rejects": "cohort_sync_rejects",
     "attribute_changes": "cohort_sync_attribute_changes",
     "attribute_rows": "cohort_sync_attribute_rows",
+    "event_changes": "cohort_sync_event_changes",
+    "event_rows": "cohort_sync_event_rows",
 }
 
 
