@@ -421,7 +421,7 @@ def _finish(ledger, cohort, row, resends, options, clock) -> None:
         _finish_events(ledger, cohort, row, options)
     row.finished_at = clock()
     row.members_after = ledger.members(cohort.cohort_id) if not cohort.is_event_sync else (
-        ledger.events_delivered(cohort.cohort_id) + row.added)
+        ledger.events_delivered(cohort.cohort_id) + (0 if options.dry_run else row.added))
     if row.status == "running":  # an unexpected error: record it, then let it propagate
         row.status, row.error = "failed", "publisher error (see the traceback)"
     # The notes of earlier runs are settled with the row: once the cohort is

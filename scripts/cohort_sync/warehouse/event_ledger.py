@@ -168,7 +168,8 @@ class EventLedger:
         history row counts them (the ledger itself keeps only recent ids)."""
         rows = self.engine.query(
             f"select members_after from {self.relations.run_history} "
-            "where cohort_id = ? and members_after is not null order by finished_at desc limit 1",
+            "where cohort_id = ? and members_after is not null and status <> 'dry_run' "
+            "order by finished_at desc limit 1",
             [sync_id],
         )
         return int(rows[0][0]) if rows else 0
