@@ -32,9 +32,11 @@ Retry-After) to requests beyond that rate, enforced over a sliding
 
 A fault rule: {"endpoint": "users"|"cohorts"|"track"|"any", "times": N (or
 "probability": p), "status": 503, "retry_after": 1, "headers": {...},
-"body": "...", "latency_ms": 100, "drop": "before"|"after"}. "drop":
-"after" applies the request and then closes the connection without
-answering (a lost ack).
+"body": "...", "latency_ms": 100, "drop": "before"|"after",
+"answer_after_ms": 2000}. "drop": "after" applies the request and then
+closes the connection without answering (a lost ack); "answer_after_ms"
+applies it and answers only after that delay (a client's timeout loses
+the ack).
 """
 
 from __future__ import annotations
@@ -867,6 +869,8 @@ def _handler_for(braze: LocalBraze) -> type[BaseHTTPRequestHandler]:
             if fault and fault.get("drop") == "after":
                 self._drop()
                 return
+            if fault and fault.get("answer_after_ms"):
+                time.sleep(fault["answer_after_ms"] / 1000)
             self._send(status, payload, headers)
 
         def _control(self, raw: bytes) -> None:
