@@ -26,7 +26,11 @@
   {%- set earliest = -62135596800000 -%}
   {%- set start = sync.start_ms if sync.start_ms is not none else earliest -%}
   {%- set watermark = none -%}
-  {%- if execute -%}
+  {%- if execute and adapter.get_relation(history.database, history.schema, history.identifier) is not none -%}
+    {%- if 'event_watermark' not in adapter.get_columns_in_relation(history) | map(attribute='name') | map('lower') | list -%}
+      {{ exceptions.raise_compiler_error("cohort_sync: event sync '" ~ sync.sync_id ~ "': the state table " ~ history
+          ~ " predates event syncs; `dbt run` (its on-run-start hook) or any `cohort-sync` command migrates it") }}
+    {%- endif -%}
     {%- set found = run_query("select max(event_watermark) from " ~ history ~ " where cohort_id = "
                               ~ cohort_sync.quoted_literal(sync.sync_id)) -%}
     {%- set watermark = found.columns[0].values()[0] if found and found.rows | length > 0 else none -%}

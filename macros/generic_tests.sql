@@ -66,3 +66,16 @@ from {{ model }}
 group by sync_id, batch_number
 having count(distinct member_key) > {{ limit }}
 {% endmacro %}
+
+
+{# An event sync's batches hold at most `limit` events (Braze takes 75 objects per /users/track request). #}
+{% test event_batches_within_limit(model, limit=75) %}
+  {{ return(adapter.dispatch('test_event_batches_within_limit', 'cohort_sync')(model, limit)) }}
+{% endtest %}
+
+{% macro default__test_event_batches_within_limit(model, limit) %}
+select sync_id, batch_number, count(distinct event_id) as objects
+from {{ model }}
+group by sync_id, batch_number
+having count(distinct event_id) > {{ limit }}
+{% endmacro %}

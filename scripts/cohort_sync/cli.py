@@ -62,15 +62,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--full-resync",
         action="store_true",
         help="also re-send every current member as an add, and every current value of each attribute sync "
-             "(repairs drift after edits in Braze)",
+             "(repairs drift after edits in Braze; event syncs never re-send)",
     )
     publish_cmd.add_argument(
         "--allow-removals",
         action="append",
         default=[],
         metavar="COHORT_ID",
-        help="publish this cohort or attribute sync even if its guard blocks it (mass removal, emptying, "
-             "max_data_points); repeatable",
+        help="publish this cohort or sync even if its guard blocks it (mass removal, emptying, "
+             "max_data_points, an event sync's max_events), for this run; repeatable",
     )
 
     publish_cmd.add_argument(
@@ -78,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="COHORT_ID",
-        help="publish only this cohort or attribute sync (when due, or at once with --now); repeatable",
+        help="publish only this cohort or sync (when due, or at once with --now); repeatable",
     )
     publish_cmd.add_argument(
         "--now", action="store_true", help="publish regardless of schedules (the manual trigger)"

@@ -139,7 +139,8 @@ def test_rejected_rows_are_counted_per_cohort_and_reason_by_the_cli_and_in_dbt_r
     })
     project.set_audience("clean_audience", {"external_id": ["c1"]})
     expected = [
-        "rejected audience rows and attribute values (never sent; each is in cohort_sync_rejects with its values):",
+        "rejected audience rows, attribute values and events (never sent; each is in cohort_sync_rejects with "
+        "its values):",
         "  churn_audience: 4 (alias_name_without_alias_label 1, identifier_too_long 1, no_identifier 2)",
     ]
     built = project.cli("dbt", "run", "--vars", "{cohort_sync_publish_on_run: false}")

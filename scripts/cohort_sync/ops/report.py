@@ -64,13 +64,13 @@ def render_report(sizes: Sequence[HistoryRow], recent: Sequence[HistoryRow], gen
             f"{size_chart(points)}</section>"
         )
     head = ["started (UTC)", "cohort", "status", "added", "removed", "members", "requests", "retries", "data points",
-            "error"]
+            "possibly duplicated", "possibly lost", "error"]
     body = "".join(
         f'<tr class="run"><td>{row.started_at:%Y-%m-%d %H:%M}</td><td>{escape(row.cohort_id)}</td>'
         f'<td class="{escape(row.status)}">{escape(row.status)}</td>'
         + "".join(f'<td class="n">{value:,}</td>' if value is not None else '<td class="n"></td>'
                   for value in (row.added, row.removed, row.members_after, row.requests, row.retries,
-                                row.data_points))
+                                row.data_points, row.possibly_duplicated, row.possibly_lost))
         + f"<td>{escape(first_line(row.error))}</td></tr>"
         for row in recent
     )

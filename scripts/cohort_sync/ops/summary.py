@@ -64,6 +64,18 @@ def format_errors(rows: Sequence[HistoryRow]) -> str:
     return "\n".join(f"{row.cohort_id} ({row.status}): {row.error}" for row in rows if row.error)
 
 
+def format_uncertain(rows: Sequence[HistoryRow]) -> str:
+    """Per event sync, the events whose delivery is uncertain: where their ids are."""
+    lines = [
+        f"{row.cohort_id}: " + " and ".join(part for part in (
+            f"{row.possibly_duplicated:,} event(s) possibly duplicated in Braze" if row.possibly_duplicated else "",
+            f"{row.possibly_lost:,} event(s) possibly lost (at_most_once: not sent again)" if row.possibly_lost else "",
+        ) if part) + "; their ids are in cohort_sync_event_uncertain"
+        for row in rows if row.possibly_duplicated or row.possibly_lost
+    ]
+    return "\n".join(lines)
+
+
 def format_notifications(
     records: Sequence[NotificationRecord], *, history: bool = False, run_id: str | None = None
 ) -> str:
@@ -102,7 +114,8 @@ def format_summary(summary: RunSummary) -> str:
 
 def format_rejects(rejects: Mapping[str, Sequence[tuple[str, int]]]) -> str:
     """The audience rows never sent, per cohort and reason."""
-    lines = ["rejected audience rows and attribute values (never sent; each is in cohort_sync_rejects with its values):"]
+    lines = ["rejected audience rows, attribute values and events (never sent; each is in cohort_sync_rejects with "
+             "its values):"]
     for cohort_id, reasons in sorted(rejects.items()):
         total = sum(count for _, count in reasons)
         lines.append(f"  {cohort_id}: {total:,} ({', '.join(f'{reason} {count:,}' for reason, count in reasons)})")
@@ -120,9 +133,12 @@ def format_run(
     rejected, the notifications sent, and the rows recorded for a run that died
     before recording them."""
     errors = format_errors(rows)
+    uncertain = format_uncertain(rows)
     parts = [format_table(rows)]
     if errors:
         parts.append(errors)
+    if uncertain:
+        parts.append(uncertain)
     if rejects:
         parts.append(format_rejects(rejects))
     if notifications:
