@@ -1049,14 +1049,17 @@ class Ledger(EventLedger):
             flying = {(kind, _batch(number)): at for cohort, kind, number, at in notes
                       if cohort == cohort_id and (kind, _batch(number)) not in acked_keys}
             times = [row[-1] for row in acked] + list(flying.values())
+            events = any(kind == "event" for kind, *_ in acked) or any(kind == "event" for kind, _ in flying)
+            added = sum(row[2] for row in acked)
             rows.append(HistoryRow(
                 run_id=dead, cohort_id=cohort_id, cohort_name=names.get(cohort_id) or cohort_id,
                 entry_point=entry_point, started_at=min(times, default=acquired_at),
                 finished_at=max(times, default=acquired_at), status="interrupted",
-                added=sum(row[2] for row in acked), removed=sum(row[3] for row in acked),
+                added=added, removed=sum(row[3] for row in acked),
                 data_points=sum(row[4] for row in acked), requests=len(acked) + len(flying),
                 resent_batches=len(self.unconfirmed(cohort_id, dead) & (acked_keys | set(flying))),
-                members_after=self.members(cohort_id),
+                # an event sync's: events delivered so far (its ledger keeps only recent ids)
+                members_after=self.events_delivered(cohort_id) + added if events else self.members(cohort_id),
                 error=(
                     f"the run died before recording this cohort's outcome; recorded by run {by_run} from what "
                     f"it left: {len(acked)} acknowledged request(s) and {len(flying)} in flight"
