@@ -40,18 +40,12 @@ class EventLedger:
         for sync in syncs:
             done = self.acknowledged_batches(plan_id, sync.cohort_id, "event")
             left_out = skip.get(sync.cohort_id, set())
-            last = self.engine.query(
-                f"select max(batch_number) from {r.event_changes} where sync_id = ?", [sync.cohort_id],
-            )[0][0]
-            page = self.engine.page_batches
-            for first in range(1, int(last or 0) + 1, page):
-                if all(n in done for n in range(first, first + page)):
-                    continue
+            for first, last in self.pending_pages(r.event_changes, sync.cohort_id, done):
                 rows = self.engine.query(
                     f"""select {', '.join(EVENT_CHANGE_COLUMNS)} from {r.event_changes}
                         where sync_id = ? and batch_number between ? and ?
                         order by batch_number, change_number, property_number""",
-                    [sync.cohort_id, first, first + page - 1],
+                    [sync.cohort_id, first, last],
                 )
                 batches: dict[int, list[EventChange]] = {}
                 for row in rows:

@@ -468,31 +468,28 @@ class Ledger(EventLedger):
         )
         return {row[0] for row in rows}
 
+    def pending_pages(self, relation: str, sync_id: str, done: set[int]) -> Iterator[tuple[int, int]]:
+        """(first, last) batch numbers of each page of a sync's plan in `relation`
+        that holds a batch not in `done`: `page_batches` batches a page."""
+        last = self.engine.query(f"select max(batch_number) from {relation} where sync_id = ?", [sync_id])[0][0]
+        page = self.engine.page_batches
+        for first in range(1, int(last or 0) + 1, page):
+            if not all(n in done for n in range(first, first + page)):
+                yield first, first + page - 1
+
     def pending_profile_requests(self, plan_id: str | None, syncs: list[CohortPlan]) -> Iterator[PlannedRequest]:
         """The attribute syncs' planned values not yet acknowledged for the
         plan, as /users/track requests: one per batch of a sync (a user's
         values share a batch), read a page of batches at a time."""
         r = self.relations
         for sync in syncs:
-            done = set()
-            if plan_id is not None:
-                done = {int(row[0]) for row in self.engine.query(
-                    f"""select batch_number from {r.delivery_log}
-                        where plan_id = ? and request_kind = 'profile' and cohort_id = ?""",
-                    [plan_id, sync.cohort_id],
-                )}
-            last = self.engine.query(
-                f"select max(batch_number) from {r.attribute_changes} where sync_id = ?", [sync.cohort_id],
-            )[0][0]
-            page = self.engine.page_batches
-            for first in range(1, int(last or 0) + 1, page):
-                if all(n in done for n in range(first, first + page)):
-                    continue
+            done = self.acknowledged_batches(plan_id, sync.cohort_id, "profile")
+            for first, last in self.pending_pages(r.attribute_changes, sync.cohort_id, done):
                 rows = self.engine.query(
                     f"""select {', '.join(PROFILE_CHANGE_COLUMNS)} from {r.attribute_changes}
                         where sync_id = ? and batch_number between ? and ?
                         order by batch_number, member_key, attribute_name""",
-                    [sync.cohort_id, first, first + page - 1],
+                    [sync.cohort_id, first, last],
                 )
                 batches: dict[int, list[ProfileChange]] = {}
                 for row in rows:
