@@ -42,13 +42,7 @@
                             'time', 'properties', 'properties_json', 'product_id', 'currency', 'price', 'quantity',
                             'start_at', 'backfill', 'lookback', 'max_events', 'create_users', 'guarantee',
                             'schedule', 'notify', 'description'] -%}
-  {%- set registry = var('cohort_sync_event_syncs', []) -%}
-  {%- if registry is none -%}
-    {%- set registry = [] -%}
-  {%- endif -%}
-  {%- if registry is string or registry is mapping -%}
-    {{ exceptions.raise_compiler_error("cohort_sync: var 'cohort_sync_event_syncs' must be a list of event sync declarations, got: " ~ registry) }}
-  {%- endif -%}
+  {%- set registry = cohort_sync.sync_registry('cohort_sync_event_syncs', 'event sync declarations') -%}
   {%- set taken = {} -%}
   {%- for cohort in cohort_sync.declared_cohorts() -%}
     {%- do taken.update({cohort.cohort_id: 'a cohort_id in cohort_sync_cohorts'}) -%}
@@ -59,22 +53,8 @@
   {%- set syncs = [] -%}
   {%- for entry in registry -%}
     {%- set position = "cohort_sync_event_syncs[" ~ loop.index0 ~ "]" -%}
-    {%- if entry is not mapping -%}
-      {{ exceptions.raise_compiler_error("cohort_sync: " ~ position ~ " must be a mapping with at least 'model', 'kind', 'event_id' and 'time', got: " ~ entry) }}
-    {%- endif -%}
-    {%- set model = entry.get('model') -%}
-    {%- if model is not string or model | trim == '' -%}
-      {{ exceptions.raise_compiler_error("cohort_sync: " ~ position ~ ": field 'model' is required (the model's name)") }}
-    {%- endif -%}
-    {%- set sync_id = (entry.get('sync_id') if entry.get('sync_id') is not none else model) | string | trim -%}
-    {%- set label = "event sync '" ~ sync_id ~ "' (" ~ position ~ ")" -%}
-    {%- set fail = "cohort_sync: " ~ label ~ ": " -%}
-    {%- for field in entry if field not in allowed_fields -%}
-      {{ exceptions.raise_compiler_error(fail ~ "unknown setting '" ~ field ~ "'; allowed settings are " ~ allowed_fields | join(', ')) }}
-    {%- endfor -%}
-    {%- if sync_id == '' -%}
-      {{ exceptions.raise_compiler_error(fail ~ "field 'sync_id' must not be empty") }}
-    {%- endif -%}
+    {%- set named = cohort_sync.sync_entry(entry, position, 'event sync', "'model', 'kind', 'event_id' and 'time'", allowed_fields) -%}
+    {%- set model, sync_id, label, fail = named.model, named.sync_id, named.label, named.fail -%}
     {%- if sync_id in taken -%}
       {{ exceptions.raise_compiler_error(fail ~ "field 'sync_id' is also " ~ taken[sync_id] ~ "; cohorts and syncs share one namespace (history, schedules, notifications): choose another id") }}
     {%- endif -%}
@@ -200,7 +180,16 @@
   {%- elif modules.re.match('^[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}$', text) -%}
     {%- set text = text ~ ':00' -%}
   {%- endif -%}
-  {%- if not modules.re.match('^[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}$', text) -%}
+  {%- set parts = modules.re.match('^([0-9]{4})-([0-9]{2})-([0-9]{2}) ([0-9]{2}):([0-9]{2}):([0-9]{2})$', text) -%}
+  {%- set valid = parts is not none -%}
+  {%- if valid -%}
+    {#- a date that does not exist (2026-13-01, 2026-02-30) is refused here, not by strptime's bare error -#}
+    {%- set year, month, day = parts.group(1) | int, parts.group(2) | int, parts.group(3) | int -%}
+    {%- set valid = year >= 1 and month >= 1 and month <= 12 and day >= 1 and day <= 31 and parts.group(4) | int < 24
+                    and parts.group(5) | int < 60 and parts.group(6) | int < 60 -%}
+    {%- set valid = valid and (modules.datetime.date(year, month, 1) + modules.datetime.timedelta(days=day - 1)).month == month -%}
+  {%- endif -%}
+  {%- if not valid -%}
     {{ exceptions.raise_compiler_error(fail ~ "field 'start_at' must be a UTC date or time such as '2026-11-01' or '2026-11-01 06:00:00', got: " ~ value) }}
   {%- endif -%}
   {%- set parsed = modules.datetime.datetime.strptime(text, '%Y-%m-%d %H:%M:%S') -%}

@@ -39,34 +39,14 @@
 {% macro default__declared_attribute_syncs() %}
   {%- set allowed_fields = ['model', 'sync_id', 'package', 'mode', 'identifiers', 'attributes', 'nulls', 'on_leave',
                             'max_data_points', 'full_resync_every', 'schedule', 'notify', 'description'] -%}
-  {%- set registry = var('cohort_sync_attribute_syncs', []) -%}
-  {%- if registry is none -%}
-    {%- set registry = [] -%}
-  {%- endif -%}
-  {%- if registry is string or registry is mapping -%}
-    {{ exceptions.raise_compiler_error("cohort_sync: var 'cohort_sync_attribute_syncs' must be a list of sync declarations, got: " ~ registry) }}
-  {%- endif -%}
+  {%- set registry = cohort_sync.sync_registry('cohort_sync_attribute_syncs', 'sync declarations') -%}
   {%- set cohort_ids = cohort_sync.declared_cohorts() | map(attribute='cohort_id') | list -%}
   {%- set syncs = [] -%}
   {%- set seen = {} -%}
   {%- for entry in registry -%}
     {%- set position = "cohort_sync_attribute_syncs[" ~ loop.index0 ~ "]" -%}
-    {%- if entry is not mapping -%}
-      {{ exceptions.raise_compiler_error("cohort_sync: " ~ position ~ " must be a mapping with at least 'model' and 'mode', got: " ~ entry) }}
-    {%- endif -%}
-    {%- set model = entry.get('model') -%}
-    {%- if model is not string or model | trim == '' -%}
-      {{ exceptions.raise_compiler_error("cohort_sync: " ~ position ~ ": field 'model' is required (the model's name)") }}
-    {%- endif -%}
-    {%- set sync_id = (entry.get('sync_id') if entry.get('sync_id') is not none else model) | string | trim -%}
-    {%- set label = "attribute sync '" ~ sync_id ~ "' (" ~ position ~ ")" -%}
-    {%- set fail = "cohort_sync: " ~ label ~ ": " -%}
-    {%- for field in entry if field not in allowed_fields -%}
-      {{ exceptions.raise_compiler_error(fail ~ "unknown setting '" ~ field ~ "'; allowed settings are " ~ allowed_fields | join(', ')) }}
-    {%- endfor -%}
-    {%- if sync_id == '' -%}
-      {{ exceptions.raise_compiler_error(fail ~ "field 'sync_id' must not be empty") }}
-    {%- endif -%}
+    {%- set named = cohort_sync.sync_entry(entry, position, 'attribute sync', "'model' and 'mode'", allowed_fields) -%}
+    {%- set model, sync_id, label, fail = named.model, named.sync_id, named.label, named.fail -%}
     {%- if sync_id in seen -%}
       {{ exceptions.raise_compiler_error(fail ~ "field 'sync_id' duplicates " ~ seen[sync_id] ~ "; each sync_id must be declared once") }}
     {%- endif -%}
@@ -109,6 +89,46 @@
     }) -%}
   {%- endfor -%}
   {{ return(syncs) }}
+{% endmacro %}
+
+
+{# A sync registry var: its list of declarations (none is an empty list); anything else fails. #}
+{% macro sync_registry(var_name, what) %}
+  {%- set registry = var(var_name, []) -%}
+  {%- if registry is none -%}
+    {%- set registry = [] -%}
+  {%- endif -%}
+  {%- if registry is string or registry is mapping -%}
+    {{ exceptions.raise_compiler_error("cohort_sync: var '" ~ var_name ~ "' must be a list of " ~ what ~ ", got: " ~ registry) }}
+  {%- endif -%}
+  {{ return(registry) }}
+{% endmacro %}
+
+
+{#
+  One declaration of a sync registry, checked for what every sync has: a
+  mapping with a model, a sync_id (default: the model) and only `allowed`
+  settings. Returns {model, sync_id, label, fail}: `fail` starts every
+  message about it ("cohort_sync: <noun> '<id>' (<position>): ").
+#}
+{% macro sync_entry(entry, position, noun, required, allowed) %}
+  {%- if entry is not mapping -%}
+    {{ exceptions.raise_compiler_error("cohort_sync: " ~ position ~ " must be a mapping with at least " ~ required ~ ", got: " ~ entry) }}
+  {%- endif -%}
+  {%- set model = entry.get('model') -%}
+  {%- if model is not string or model | trim == '' -%}
+    {{ exceptions.raise_compiler_error("cohort_sync: " ~ position ~ ": field 'model' is required (the model's name)") }}
+  {%- endif -%}
+  {%- set sync_id = (entry.get('sync_id') if entry.get('sync_id') is not none else model) | string | trim -%}
+  {%- set label = noun ~ " '" ~ sync_id ~ "' (" ~ position ~ ")" -%}
+  {%- set fail = "cohort_sync: " ~ label ~ ": " -%}
+  {%- for field in entry if field not in allowed -%}
+    {{ exceptions.raise_compiler_error(fail ~ "unknown setting '" ~ field ~ "'; allowed settings are " ~ allowed | join(', ')) }}
+  {%- endfor -%}
+  {%- if sync_id == '' -%}
+    {{ exceptions.raise_compiler_error(fail ~ "field 'sync_id' must not be empty") }}
+  {%- endif -%}
+  {{ return({'model': model, 'sync_id': sync_id, 'label': label, 'fail': fail}) }}
 {% endmacro %}
 
 
