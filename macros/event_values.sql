@@ -8,9 +8,10 @@
 {#
   Where a sync's run reads its model, from the newest event time that a
   completed run recorded (run_history.event_watermark; none before the
-  first):
+  first) and how far back the ledger keeps ids (event_horizon):
   - window_start_ms: an event at or after it and not acknowledged is sent:
-    the watermark less the lookback (never before start_at);
+    the watermark less the lookback (never before start_at, nor behind the
+    horizon: after a lookback is raised, the ids behind it are gone);
   - read_from_ms: rows from here to the window's start are late: counted
     and reported, never sent; rows before it are not read at all (the
     ledger keeps acknowledged ids this far back, and no further);
@@ -25,22 +26,25 @@
   {%- set history = source('cohort_sync', 'run_history') -%}
   {%- set earliest = -62135596800000 -%}
   {%- set start = sync.start_ms if sync.start_ms is not none else earliest -%}
-  {%- set watermark = none -%}
+  {%- set watermark, horizon = none, none -%}
   {%- if execute and adapter.get_relation(history.database, history.schema, history.identifier) is not none -%}
     {%- if 'event_watermark' not in adapter.get_columns_in_relation(history) | map(attribute='name') | map('lower') | list -%}
       {{ exceptions.raise_compiler_error("cohort_sync: event sync '" ~ sync.sync_id ~ "': the state table " ~ history
           ~ " predates event syncs; `dbt run` (its on-run-start hook) or any `cohort-sync` command migrates it") }}
     {%- endif -%}
-    {%- set found = run_query("select max(event_watermark) from " ~ history ~ " where cohort_id = "
+    {%- set found = run_query("select max(event_watermark), max(event_horizon) from " ~ history ~ " where cohort_id = "
                               ~ cohort_sync.quoted_literal(sync.sync_id)) -%}
     {%- set watermark = found.columns[0].values()[0] if found and found.rows | length > 0 else none -%}
+    {%- set horizon = found.columns[1].values()[0] if found and found.rows | length > 0 else none -%}
   {%- endif -%}
   {%- set lookback = sync.lookback_minutes * 60000 -%}
+  {#- the ledger forgot the ids behind its horizon: no window reaches there (a lookback raised since) -#}
+  {%- set floor = [start, horizon | int] | max if horizon is not none else start -%}
   {%- if watermark is none -%}
     {%- set window_start, read_from = start, start -%}
   {%- else -%}
-    {%- set window_start = [start, watermark | int - lookback] | max -%}
-    {%- set read_from = [start, watermark | int - 2 * lookback] | max -%}
+    {%- set window_start = [floor, watermark | int - lookback] | max -%}
+    {%- set read_from = [floor, watermark | int - 2 * lookback] | max -%}
   {%- endif -%}
   {%- set prefilter = none -%}
   {%- if read_from > earliest and read.time is defined and read.time.kind in ['time', 'date'] -%}

@@ -57,7 +57,8 @@
      'create': ['cohort_sync_attribute_state']},
     {'name': '0008_event_syncs',
      'add_columns': {'cohort_sync_run_history': [('event_watermark', bigint, 'null'), ('late_events', bigint, '0'),
-                                                 ('possibly_duplicated', bigint, '0'), ('possibly_lost', bigint, '0')]},
+                                                 ('possibly_duplicated', bigint, '0'), ('possibly_lost', bigint, '0'),
+                                                 ('event_horizon', bigint, 'null')]},
      'create': ['cohort_sync_event_state', 'cohort_sync_event_inflight', 'cohort_sync_event_uncertain']},
   ]) }}
 {% endmacro %}

@@ -56,7 +56,7 @@
       ('members_after', bigint), ('error', string), ('package_version', string),
       ('rejected', bigint), ('data_points', bigint), ('full_resync', dbt.type_boolean()),
       ('event_watermark', bigint), ('late_events', bigint), ('possibly_duplicated', bigint),
-      ('possibly_lost', bigint)
+      ('possibly_lost', bigint), ('event_horizon', bigint)
     ],
     'cohort_sync_rejected_changes': [
       ('run_id', string), ('plan_id', string), ('cohort_id', string), ('delivery', string),

@@ -154,11 +154,16 @@ event_{{ loop.index }}_rows as (
         fields.property_number,
         fields.property_name,
         fields.value_type,
+        {%- if fields.properties %}
         case fields.property_number
             {%- for property in fields.properties %}
             when {{ loop.index }} then checked.p{{ loop.index }}_text
             {%- endfor %}
         end as value_text
+        {%- else %}
+        {#- no properties declared: a case without a when is not SQL #}
+        cast(null as {{ string }}) as value_text
+        {%- endif %}
     from event_{{ loop.index }}_checked as checked
     cross join event_{{ loop.index }}_fields as fields
     where (checked.event_time_ms is null or checked.event_time_ms >= {{ window.read_from_ms }})

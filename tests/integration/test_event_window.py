@@ -66,3 +66,57 @@ def test_the_next_run_reads_only_the_window_and_its_late_band(make_project, braz
     watermark = newest + timedelta(hours=24)
     assert oldest >= (watermark - timedelta(days=2)).timestamp() * 1000
     assert held == 25 + 24  # from the new watermark less 2 days (newest - 24 h): 25 old hourly events, and the new
+
+
+def events_model(project, rows: list[tuple[str, str, datetime]]) -> None:
+    project.warehouse.load("raw_events", {
+        "event_id": [e for e, _, _ in rows], "external_id": [u for _, u, _ in rows],
+        "occurred_at": [t.strftime("%Y-%m-%d %H:%M:%S") for _, _, t in rows]}, {})
+    (project.root / "models" / "app_events.sql").write_text(
+        "select event_id, external_id, cast(occurred_at as timestamp) as occurred_at "
+        f"from {project.warehouse.raw_schema}.raw_events\n")
+
+
+def held_events(braze) -> list[str]:
+    return sorted(e["properties"]["event_id"] for p in braze.profiles() for e in p["events"])
+
+
+def test_a_raised_lookback_never_replans_forgotten_ids_and_a_future_event_does_not_stall_the_window(
+        make_project, braze):
+    """The ledger forgets ids behind its horizon (the watermark less twice the
+    lookback): a lookback raised later must not reach behind it, or those
+    events would go to Braze twice. An event dated in the future (Braze
+    records it as now) must not move the watermark past the clock, or every
+    event still to come would be late."""
+    project = make_project()
+    declaration = {"model": "app_events", "kind": "event", "event_id": "event_id", "name": "app_open",
+                   "time": "occurred_at", "properties": ["event_id"], "backfill": True, "lookback": "1d",
+                   "create_users": True}
+    project.declare([], cohort_sync_event_syncs=[declaration])
+    now = datetime.now(timezone.utc).replace(microsecond=0)
+    rows = [(f"e{n}", f"u{n % 9}", now - timedelta(hours=2 + n)) for n in range(240)]  # ten days, hourly
+    events_model(project, rows)
+    assert project.run().success
+    assert len(held_events(braze)) == 240
+    [(held,)] = project.query("select count(*) from cohort_sync_event_state")
+    assert held == 49  # the watermark (now - 2 h) less two days: the rest is forgotten
+
+    # a lookback of five days: the window may not reach behind the ledger's horizon
+    project.declare([], cohort_sync_event_syncs=[{**declaration, "lookback": "5d"}])
+    assert project.run().success
+    assert project.query("select count(*) from cohort_sync_event_changes") == [(0,)]
+    assert len(held_events(braze)) == 240 == len(set(held_events(braze)))
+
+    # an event dated next year, then one that happened half an hour ago (late, within the lookback)
+    rows.append(("future", "u1", now + timedelta(days=200)))
+    events_model(project, rows)
+    assert project.run().success
+    [(watermark,)] = project.query(
+        "select event_watermark from cohort_sync_run_history where cohort_id = 'app_events' "
+        "order by finished_at desc limit 1")
+    assert watermark <= datetime.now(timezone.utc).timestamp() * 1000  # the clock, not next year
+    rows.append(("recent", "u2", now - timedelta(minutes=30)))
+    events_model(project, rows)
+    assert project.run().success
+    assert held_events(braze).count("recent") == 1 and held_events(braze).count("future") == 1
+    assert len(held_events(braze)) == 242

@@ -61,6 +61,9 @@ class HistoryRow:
     - event_watermark: the newest event time acknowledged (milliseconds
       since the epoch, UTC), once the sync synced; its next window starts a
       lookback behind the largest on record;
+    - event_horizon: how far back the ledger keeps acknowledged ids after
+      the run (the watermark less twice the lookback; null on Spark, which
+      keeps them all): no later window reaches behind it;
     - late_events: events older than the window and never acknowledged:
       reported (cohort_sync_rejects, late_outside_window), never sent;
     - possibly_duplicated: events this run sent whose earlier sending, or an
@@ -91,6 +94,7 @@ class HistoryRow:
     late_events: int = 0
     possibly_duplicated: int = 0
     possibly_lost: int = 0
+    event_horizon: int | None = None
 
 
 HISTORY_COLUMNS = tuple(f.name for f in fields(HistoryRow))

@@ -418,7 +418,7 @@ def _run_cohort(ledger, client, cohort, summary, options, lock, clock, deferred,
 def _finish(ledger, cohort, row, resends, options, clock) -> None:
     """Write the cohort's history row, with the notifications it owes."""
     if cohort.is_event_sync:
-        _finish_events(ledger, cohort, row, options)
+        _finish_events(ledger, cohort, row, options, clock)
     row.finished_at = clock()
     row.members_after = ledger.members(cohort.cohort_id) if not cohort.is_event_sync else (
         ledger.events_delivered(cohort.cohort_id) + (0 if options.dry_run else row.added))
@@ -433,9 +433,11 @@ def _finish(ledger, cohort, row, resends, options, clock) -> None:
     )
 
 
-def _finish_events(ledger: Ledger, cohort: CohortPlan, row: HistoryRow, options: PublishOptions) -> None:
+def _finish_events(ledger: Ledger, cohort: CohortPlan, row: HistoryRow, options: PublishOptions,
+                   clock: Callable[[], datetime]) -> None:
     """An event sync's row: its late events, and once it synced, its watermark
-    (the next window starts a lookback behind it) and the ledger pruned."""
+    (the next window starts a lookback behind it) and the ledger pruned up to
+    its horizon (no window reaches behind it)."""
     row.late_events = cohort.late_events
     if cohort.late_events:
         note = (f"{cohort.late_events} event(s) older than the sync's window (a lookback of "
@@ -444,11 +446,8 @@ def _finish_events(ledger: Ledger, cohort: CohortPlan, row: HistoryRow, options:
         log.warning("event sync '%s': %s", cohort.cohort_id, note)
         row.error = f"{row.error}; {note}" if row.error else note
     if row.status in SYNCED and not options.dry_run:
-        row.event_watermark = ledger.event_watermark(cohort.cohort_id)
-        pruned = ledger.prune_events(cohort, row.event_watermark)
-        if pruned:
-            log.info("event sync '%s': %d acknowledged id(s) older than the ledger keeps were forgotten",
-                     cohort.cohort_id, pruned)
+        row.event_watermark = ledger.event_watermark(cohort.cohort_id, clock())
+        row.event_horizon = ledger.prune_events(cohort, row.event_watermark)
 
 
 def _run_track(ledger, client, deferred: list[_Deferred], summary, options, lock, clock) -> bool:

@@ -34,12 +34,20 @@ class EventLedger:
         """The event syncs' planned events not yet acknowledged for the plan,
         as /users/track requests, one per batch of a sync, read a page of
         batches at a time; less the events of `skip` (per sync: ids an
-        at_most_once sync does not send again)."""
+        at_most_once sync does not send again) and those the ledger holds
+        since the plan was built: skipped by an earlier run (one that died
+        before sending the rest of their batch leaves them in the plan), or,
+        on Spark, acknowledged by a run that died between the ledger's append
+        and the delivery log's (Braze has them: never sent again)."""
         r = self.relations
         skip = skip or {}
         for sync in syncs:
             done = self.acknowledged_batches(plan_id, sync.cohort_id, "event")
-            left_out = skip.get(sync.cohort_id, set())
+            left_out = skip.get(sync.cohort_id, set()) | {row[0] for row in self.engine.query(
+                f"""select distinct held.event_id from {r.event_state} as held
+                    inner join {r.event_changes} as planned
+                        on planned.sync_id = held.sync_id and planned.event_id = held.event_id
+                    where held.sync_id = ?""", [sync.cohort_id])}
             for first, last in self.pending_pages(r.event_changes, sync.cohort_id, done):
                 rows = self.engine.query(
                     f"""select {', '.join(EVENT_CHANGE_COLUMNS)} from {r.event_changes}
@@ -150,12 +158,15 @@ class EventLedger:
             )}
         return found
 
-    def event_watermark(self, sync_id: str) -> int | None:
-        """The newest event time the ledger holds for the sync (ms since the epoch)."""
+    def event_watermark(self, sync_id: str, now: datetime) -> int | None:
+        """The newest event time the ledger holds for the sync (ms since the
+        epoch), but never after `now`: an event dated in the future (which
+        Braze records as now) must not move the window past the events that
+        are still to come."""
         value = self.engine.query(
             f"select max(event_time_ms) from {self.relations.event_state} where sync_id = ?", [sync_id],
         )[0][0]
-        return int(value) if value is not None else None
+        return min(int(value), int(now.timestamp() * 1000)) if value is not None else None
 
     def events_delivered(self, sync_id: str) -> int:
         """Events Braze acknowledged for the sync before this run, as its last
@@ -168,13 +179,27 @@ class EventLedger:
         )
         return int(rows[0][0]) if rows else 0
 
-    def prune_events(self, sync: CohortPlan, watermark: int | None) -> int:
+    def uncertain_recorded(self, sync_id: str, run_id: str) -> dict[str, int]:
+        """The sync's events the run recorded possibly duplicated and possibly
+        lost (for the history row of a run that died before writing its own)."""
+        recorded = dict(self.engine.query(
+            f"select outcome, count(*) from {self.relations.event_uncertain} "
+            "where sync_id = ? and recorded_by_run = ? group by outcome", [sync_id, run_id]))
+        return {outcome: int(recorded.get(outcome, 0)) for outcome in ("possibly_duplicated", "possibly_lost")}
+
+    def prune_events(self, sync: CohortPlan, watermark: int | None) -> int | None:
         """Keep the ledger compact: forget acknowledged ids more than twice the
         lookback behind the watermark, which no plan reads again (event_window
-        in macros/event_values.sql). Spark's plain tables take no deletes:
-        there they stay, and the plan filters them by time."""
+        in macros/event_values.sql). Returns that horizon, which the history
+        row records: no later window reaches behind it, even with a longer
+        lookback (those ids are gone). Spark's plain tables take no deletes:
+        there the ids stay (None)."""
         if watermark is None or not sync.lookback_minutes or not self.engine.transactional:
-            return 0
+            return None
         horizon = watermark - 2 * sync.lookback_minutes * 60_000
         with self.engine.transaction():
-            return self._delete("event_state", "sync_id = ? and event_time_ms < ?", [sync.cohort_id, horizon])
+            pruned = self._delete("event_state", "sync_id = ? and event_time_ms < ?", [sync.cohort_id, horizon])
+        if pruned:
+            log.info("event sync '%s': %d acknowledged id(s) older than the ledger keeps were forgotten",
+                     sync.cohort_id, pruned)
+        return horizon

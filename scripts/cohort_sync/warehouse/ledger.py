@@ -1057,6 +1057,8 @@ class Ledger(EventLedger):
                 resent_batches=len(self.unconfirmed(cohort_id, dead) & (acked_keys | set(flying))),
                 # an event sync's: events delivered so far (its ledger keeps only recent ids)
                 members_after=self.events_delivered(cohort_id) + added if events else self.members(cohort_id),
+                # and the events it recorded uncertain (cohort_sync_event_uncertain) before it died
+                **(self.uncertain_recorded(cohort_id, dead) if events else {}),
                 error=(
                     f"the run died before recording this cohort's outcome; recorded by run {by_run} from what "
                     f"it left: {len(acked)} acknowledged request(s) and {len(flying)} in flight"
