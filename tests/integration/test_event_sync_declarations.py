@@ -74,7 +74,7 @@ def test_valid_declarations_of_both_kinds_compile(project):
         {**without(EVENT, "name_column"), "sync_id": "opens", "name": "app_open", "properties": {"where": "screen"},
          "lookback": "12h", "max_events": 500, "guarantee": "at_most_once", "create_users": True},
         {**without(EVENT, "name_column", "time"), "sync_id": "placed", "name": "ecommerce.order_placed",
-         "time": "occurred_text", "properties_json": "extra", "start_at": "2026-01-01 06:00", "backfill": False},
+         "time": "occurred_text", "properties_json": "extra", "start_at": "2024-02-29 06:00", "backfill": False},
         {**PURCHASE, "sync_id": "orders_q", "quantity": "quantity", "properties": ["product_id"]},
     ])
     assert result.success, failure_text(result)
@@ -82,7 +82,7 @@ def test_valid_declarations_of_both_kinds_compile(project):
 
 def test_a_first_sync_without_start_at_or_backfill_fails_saying_how_to_fix_it(project):
     project.declare([], cohort_sync_event_syncs=[without(EVENT, "backfill")])
-    result = project.dbt("run")  # dbt fails when it parses the project: no model is built, nothing is sent
+    result = project.dbt("run")  # it fails as dbt parses the project, before it builds or sends anything
     assert not result.success
     text = failure_text(result)
     assert SYNC + "says neither where to start nor to backfill: the first sync would send every event the model " \
@@ -97,19 +97,12 @@ def test_a_first_sync_without_start_at_or_backfill_fails_saying_how_to_fix_it(pr
 
 @pytest.mark.parametrize(("syncs", "message"), [
     # the declaration itself, checked when dbt parses the project
-    ("not a list", "var 'cohort_sync_event_syncs' must be a list of event sync declarations, got: not a list"),
-    (["app_events"], "cohort_sync_event_syncs[0] must be a mapping with at least 'model', 'kind', 'event_id' and "
-                     "'time', got: app_events"),
     ([without(EVENT, "model")], "cohort_sync_event_syncs[0]: field 'model' is required (the model's name)"),
     ([{**EVENT, "start_at": "2026-01-01"}], SYNC + "set start_at or backfill: true, not both"),
-    ([{**EVENT, "backfill": "yes"}], SYNC + "field 'backfill' must be true or false, got: yes"),
     ([without(EVENT, "kind")], SYNC + "field 'kind' is required: event (a custom event, such as "
                                       "ecommerce.order_placed) or purchase, got: None"),
-    ([{**EVENT, "kind": "track"}], SYNC + "field 'kind' is required: event (a custom event, such as "
-                                          "ecommerce.order_placed) or purchase, got: track"),
     ([without(EVENT, "event_id")], SYNC + "field 'event_id' is required: the column that holds an id unique per "
                                           "event (Braze does not deduplicate events: the sync keys on it)"),
-    ([{**EVENT, "event_id": " "}], SYNC + "field 'event_id' is required"),
     ([without(EVENT, "time")], SYNC + "field 'time' is required: the column that holds when the event happened"),
     ([without(EVENT, "name_column")], SYNC + "an event needs exactly one of 'name' (a constant, such as "
                                              "ecommerce.order_placed) and 'name_column' (the column holding each "
@@ -117,77 +110,41 @@ def test_a_first_sync_without_start_at_or_backfill_fails_saying_how_to_fix_it(pr
     ([{**EVENT, "name": "app_open"}], SYNC + "an event needs exactly one of 'name'"),
     ([{**without(EVENT, "name_column"), "name": "$open"}],
      SYNC + "field 'name' must be an event name of 1 to 255 characters, not starting with '$', got: $open"),
-    ([{**without(EVENT, "name_column"), "name": "x" * 256}], SYNC + "field 'name' must be an event name of 1 to 255"),
     ([{**PURCHASE, "name": "order"}], ORDERS + "a purchase has no name (Braze names it by its product_id): leave "
                                                "out 'name' and 'name_column', or declare kind: event"),
-    ([{**PURCHASE, "name_column": "product_id"}], ORDERS + "a purchase has no name"),
     ([{**EVENT, "price": "price"}], SYNC + "field 'price' belongs to purchases; for an event, send it as a property"),
-    ([{**EVENT, "product_id": "event_name"}], SYNC + "field 'product_id' belongs to purchases"),
-    ([{**EVENT, "quantity": "epoch_seconds"}], SYNC + "field 'quantity' belongs to purchases"),
-    ([{**EVENT, "currency": "USD"}], SYNC + "field 'currency' belongs to purchases"),
     ([{**EVENT, "guarantee": "exactly_once"}],
      SYNC + "field 'guarantee' must be at_least_once (a request whose acknowledgement was lost is sent again: its "
             "events may arrive twice) or at_most_once (it is not: its events may be lost), got: exactly_once"),
     ([{**EVENT, "max_events": 0}], SYNC + "field 'max_events' must be a whole number of at least 1, got: 0"),
-    ([{**EVENT, "max_events": -5}], SYNC + "field 'max_events' must be a whole number of at least 1, got: -5"),
-    ([{**EVENT, "max_events": 2.5}], SYNC + "field 'max_events' must be a whole number of at least 1, got: 2.5"),
-    ([{**EVENT, "max_events": "lots"}], SYNC + "field 'max_events' must be a whole number of at least 1, got: lots"),
     ([{**EVENT, "max_events": True}], SYNC + "field 'max_events' must be a whole number of at least 1, got: True"),
     ([{**EVENT, "lookback": "3 days"}],
      SYNC + "field 'lookback' must be a period such as 12h or 7d (minutes, hours or days), got: 3 days"),
-    ([{**EVENT, "lookback": 3}], SYNC + "field 'lookback' must be a period such as 12h or 7d"),
-    ([{**EVENT, "lookback": "0d"}], SYNC + "field 'lookback' must be a period such as 12h or 7d"),
     ([{**without(EVENT, "backfill"), "start_at": "last year"}],
      SYNC + "field 'start_at' must be a UTC date or time such as '2026-11-01' or '2026-11-01 06:00:00', "
             "got: last year"),
-    ([{**without(EVENT, "backfill"), "start_at": "01/11/2026"}], SYNC + "field 'start_at' must be a UTC date"),
-    ([{**without(EVENT, "backfill"), "start_at": "2026-11-01 06:00:00+02:00"}],
-     SYNC + "field 'start_at' must be a UTC date"),
-    ([{**without(EVENT, "backfill"), "start_at": "2026-13-01"}], SYNC + "field 'start_at' must be a UTC date"),
+    # dates that do not exist: refused with the same message, not Python's strptime error
+    ([{**without(EVENT, "backfill"), "start_at": "2026-13-01"}], SYNC + "field 'start_at' must be a UTC date or "
+                                                                        "time such as '2026-11-01'"),
+    ([{**without(EVENT, "backfill"), "start_at": "2026-02-29"}], SYNC + "field 'start_at' must be a UTC date"),
     ([{**EVENT, "properties": ["screen"], "properties_json": "extra"}],
      SYNC + "set 'properties' (columns) or 'properties_json' (one JSON column), not both"),
-    ([{**EVENT, "properties": "screen"}], SYNC + "field 'properties' must be a list of columns or a mapping of "
-                                                 "property name: column, got: screen"),
-    ([{**EVENT, "properties": ["screen", "screen"]}], SYNC + "field 'properties' names the property 'screen' twice"),
     ([{**EVENT, "create_users": "yes"}], SYNC + "field 'create_users' must be true (an event for a user Braze does "
                                                 "not have creates the user) or false (Braze ignores it), got: yes"),
     ([{**EVENT, "guarante": "at_most_once"}], SYNC + "unknown setting 'guarante'; allowed settings are model, sync_id"),
-    ([{**EVENT, "sync_id": " "}], "event sync '' (cohort_sync_event_syncs[0]): field 'sync_id' must not be empty"),
-    ([{**EVENT, "identifiers": ["device_id"]}],
-     SYNC + "field 'identifiers' must list identifier columns among external_id, alias, braze_id, email, phone "
-            "(device ids cannot be addressed through /users/track), got: device_id"),
-    ([EVENT, {**PURCHASE, "sync_id": "app_events"}],
-     "event sync 'app_events' (cohort_sync_event_syncs[1]): field 'sync_id' is also declared at "
-     "cohort_sync_event_syncs[0]; cohorts and syncs share one namespace"),
     # dbt's own parse error: it names the missing model
     ([{**EVENT, "model": "no_such_model"}], "depends on a node named 'no_such_model'"),
     # the model's columns, checked when the rows model compiles
     ([{**EVENT, "time": "happened_at"}], "event sync 'app_events': field 'time': model 'app_events' has no column "
                                          "'happened_at'"),
-    ([{**EVENT, "event_id": "id"}], "event sync 'app_events': field 'event_id': model 'app_events' has no column 'id'"),
-    ([{**EVENT, "name_column": "name"}], "event sync 'app_events': field 'name_column': model 'app_events' has no "
-                                         "column 'name'"),
     ([{**EVENT, "properties": ["screen", "device"]}],
      "event sync 'app_events': field 'properties': model 'app_events' has no column 'device'"),
-    ([{**EVENT, "properties_json": "payload"}],
-     "event sync 'app_events': field 'properties_json': model 'app_events' has no column 'payload'"),
-    ([{**PURCHASE, "quantity": "qty"}], "event sync 'orders': field 'quantity': model 'orders' has no column 'qty'"),
-    ([{**EVENT, "identifiers": ["email"]}], "event sync 'app_events': model 'app_events' has none of the identifier "
-                                            "columns email"),
     ([{**EVENT, "time": "epoch_seconds"}],
      "event sync 'app_events': field 'time': column 'epoch_seconds' is of type INTEGER; it must be time or date or "
      "string: cast it in the model"),
-    ([{**EVENT, "time": "flag"}], "event sync 'app_events': field 'time': column 'flag' is of type BOOLEAN; it must "
-                                  "be time or date or string"),
-    ([{**EVENT, "time": "tenure"}], "event sync 'app_events': field 'time': column 'tenure' is of type INTERVAL; it "
-                                    "must be time or date or string"),
     ([{**PURCHASE, "price": "price_text"}],
      "event sync 'orders': field 'price': column 'price_text' is of type VARCHAR; it must be number: cast it in the "
      "model"),
-    ([{**PURCHASE, "quantity": "product_id"}], "event sync 'orders': field 'quantity': column 'product_id' is of type "
-                                               "VARCHAR; it must be number"),
-    ([{**EVENT, "properties_json": "screen"}],
-     "event sync 'app_events': field 'properties_json': column 'screen' is of type VARCHAR; it must be json"),
     ([{**EVENT, "properties": ["tenure"]}],
      "event sync 'app_events': field 'properties': column 'tenure' is of type INTERVAL, which cohort_sync does not "
      "send as an event property (string, number, boolean, date, timestamp, JSON): cast it in the model"),
@@ -198,16 +155,17 @@ def test_a_malformed_declaration_fails_naming_the_sync_and_the_field(project, sy
     assert message in failure_text(result)
 
 
-@pytest.mark.parametrize(("cohorts", "attribute_syncs", "taken"), [
-    ([{"model": "app_events", "name": "Active users"}], [], "a cohort_id in cohort_sync_cohorts"),
-    ([], [{"model": "app_events", "mode": "update"}], "an attribute sync in cohort_sync_attribute_syncs"),
-])
-def test_a_sync_id_may_not_be_a_cohort_or_an_attribute_sync(project, cohorts, attribute_syncs, taken):
-    result = compile_rows(project, [EVENT], cohorts, cohort_sync_attribute_syncs=attribute_syncs)
+@pytest.mark.parametrize(("cohorts", "attribute_syncs", "events", "message"), [
+    ([{"model": "app_events", "name": "Active users"}], [], [EVENT],
+     SYNC + "field 'sync_id' is also a cohort_id in cohort_sync_cohorts"),
+    ([], [{"model": "app_events", "mode": "update"}], [EVENT],
+     SYNC + "field 'sync_id' is also an attribute sync in cohort_sync_attribute_syncs"),
+    ([], [], [EVENT, {**PURCHASE, "sync_id": "app_events"}],
+     "event sync 'app_events' (cohort_sync_event_syncs[1]): field 'sync_id' is also declared at "
+     "cohort_sync_event_syncs[0]"),
+], ids=["cohort", "attribute_sync", "event_sync"])
+def test_a_sync_id_may_not_be_taken_by_a_cohort_or_another_sync(project, cohorts, attribute_syncs, events, message):
+    result = compile_rows(project, events, cohorts, cohort_sync_attribute_syncs=attribute_syncs)
     assert not result.success
-    assert (SYNC + f"field 'sync_id' is also {taken}; cohorts and syncs share one namespace (history, schedules, "
-                   "notifications): choose another id") in failure_text(result)
-    # another sync_id resolves it
-    result = compile_rows(project, [{**EVENT, "sync_id": "app_events_tracked"}], cohorts,
-                          cohort_sync_attribute_syncs=attribute_syncs)
-    assert result.success, failure_text(result)
+    assert (message + "; cohorts and syncs share one namespace (history, schedules, notifications): choose another "
+            "id") in failure_text(result)

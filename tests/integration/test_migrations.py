@@ -7,12 +7,13 @@ every row is kept, and the next publish sends only the delta. Two other
 0.1.0 states are upgraded too: the first commit's (no plan ids, no resent
 counts), and a Spark warehouse on which a later 0.1.0's hook had created
 an empty event log before refusing the plain table. And the schema of the
-previous release, 0.2.0, with rows in it, is brought to this one on every
-engine.
+releases before it, 0.2.0, 0.3.0 and 0.4.0, each with rows in it, is
+brought to this one on every engine.
 """
 
 from __future__ import annotations
 
+import hashlib
 import subprocess
 from datetime import datetime
 from pathlib import Path
@@ -35,13 +36,15 @@ pytestmark = pytest.mark.dbt
 CHURN = {"model": "churn_audience", "name": "Churn risk"}
 STEPS = [
     "0001_state_tables", "0002_plan_ids_and_resent_counts", "0003_spark_event_logs", "0004_notification_log",
-    "0005_run_history_package_version", "0006_users_track_delivery", "0007_attribute_syncs",
+    "0005_run_history_package_version", "0006_users_track_delivery", "0007_attribute_syncs", "0008_event_syncs",
 ]
 STEPS_0_2_0 = STEPS[:5]
 STEPS_0_3_0 = STEPS[:6]
+STEPS_0_4_0 = STEPS[:7]
 #: The state-table macros of 0.2.0 as released, installed as the cohort_sync dbt package.
 PACKAGE_0_2_0 = Path(__file__).resolve().parents[1] / "fixtures" / "cohort_sync_0_2_0"
 PACKAGE_0_3_0 = Path(__file__).resolve().parents[1] / "fixtures" / "cohort_sync_0_3_0"
+PACKAGE_0_4_0 = Path(__file__).resolve().parents[1] / "fixtures" / "cohort_sync_0_4_0"
 AT = datetime(2026, 11, 20, 6, 0, 0)
 OLD_RUN = "0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f"
 
@@ -350,7 +353,7 @@ def test_the_0_3_0_schema_with_rows_in_it_is_upgraded_by_dbt_run_and_an_attribut
     project.set_audience("facts", {"external_id": ids(3, 8), "plan": ["gold", "silver", "gold", "bronze", "gold"]})
     assert project.sync(), "dbt run and publish on the 0.3.0 state"
     assert applied_steps(project) == sorted([(step, "0.3.0") for step in STEPS_0_3_0]
-                                            + [("0007_attribute_syncs", __version__)])
+                                            + [(step, __version__) for step in STEPS[6:]])
     assert project.query("select count(*) from cohort_sync_rejected_changes where value_hash is null") == [(1,)]
     ledger = ledger_of(project)
     try:  # the new counters read their defaults in rows from before them, on every engine
@@ -364,3 +367,142 @@ def test_the_0_3_0_schema_with_rows_in_it_is_upgraded_by_dbt_run_and_an_attribut
     assert project.query("select count(*) from cohort_sync_attribute_state where sync_id = 'facts'") == [(5,)]
     plans = {p["external_id"]: p["attributes"].get("plan") for p in braze.profiles() if p.get("external_id")}
     assert [plans[m] for m in ids(3, 8)] == ["gold", "silver", "gold", "bronze", "gold"]
+
+
+ATTRIBUTE_RUN = "0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a"
+AT_0_4_0 = datetime(2026, 11, 21, 6, 0, 0)
+#: What 0.4.0 acknowledged for the attribute sync 'facts': each member's plan.
+PLANS_0_4_0 = {"u003": "gold", "u004": "silver", "u005": "gold", "u006": "bronze", "u007": "gold"}
+
+
+def insert_columns(table: str, columns: tuple[str, ...], rows: list[tuple]) -> str:
+    return insert(table, rows).replace(" values ", f" ({', '.join(columns)}) values ", 1)
+
+
+def value_hash(kind: str, value: str) -> str:
+    """A value's hash as cohort_sync_attribute_rows computes it (md5 of kind and canonical text)."""
+    return hashlib.md5(f"{kind}:{value}".encode()).hexdigest()
+
+
+def build_0_4_0_attribute_sync(warehouse) -> None:
+    """The rows a 0.4.0 publisher left for an attribute sync 'facts' beside the
+    cohort: the values Braze acknowledged (on Spark, in the state's event log),
+    a run in history, its delivery log entry, and a value Braze rejected."""
+    state = [("facts", f"external_id:{m}", "plan", value_hash("string", v), ATTRIBUTE_RUN, AT_0_4_0)
+             for m, v in PLANS_0_4_0.items()]
+    state_columns = ("sync_id", "member_key", "attribute_name", "value_hash", "run_id", "acknowledged_at")
+    if warehouse.name == "spark":
+        state_table = "cohort_sync_attribute_state_events"
+        state_columns += ("is_live", "event_seq")
+        state = [(*row, True, n) for n, row in enumerate(state, start=1)]
+    else:
+        state_table = "cohort_sync_attribute_state"
+    execute(warehouse, [
+        insert_columns(state_table, state_columns, state),
+        insert_columns("cohort_sync_run_history", (
+            "run_id", "cohort_id", "cohort_name", "entry_point", "started_at", "finished_at", "status", "added",
+            "removed", "requests", "retries", "resent_batches", "members_after", "error", "package_version",
+            "rejected", "data_points", "full_resync",
+        ), [(ATTRIBUTE_RUN, "facts", "facts", "cli", AT_0_4_0, AT_0_4_0, "partial", 5, 0, 1, 0, 0, 5,
+             "Braze rejected 1 change(s)", "0.4.0", 1, 5, False)]),
+        insert_columns("cohort_sync_delivery_log", (
+            "run_id", "plan_id", "cohort_id", "request_kind", "batch_number", "added", "removed", "http_status",
+            "acknowledged_at", "data_points",
+        ), [(ATTRIBUTE_RUN, "plan-1", "facts", "profile", 1, 6, 0, 201, AT_0_4_0, 5)]),
+        insert_columns("cohort_sync_rejected_changes", (
+            "run_id", "plan_id", "cohort_id", "delivery", "attribute_name", "member_key", "should_remove",
+            "identifier_type", "external_id", "batch_number", "error_type", "rejected_at", "value_hash",
+        ), [(ATTRIBUTE_RUN, "plan-1", "facts", "profile", "plan", "external_id:u099", False, "external_id", "u099",
+             1, "'plan' is not valid", AT_0_4_0, value_hash("string", "x" * 300))]),
+    ])
+
+
+@pytest.mark.parametrize("warehouse", ["duckdb", "postgres", "spark"], indirect=True)
+def test_the_0_4_0_schema_with_rows_in_it_is_upgraded_by_dbt_run_and_then_sends_only_the_delta(
+    make_engine_project, braze
+):
+    """0.4.0's own migration builds its schema over a warehouse with a
+    cohort's members and an attribute sync's acknowledged values, history,
+    delivery log and rejection; this version's `dbt run` adds step 0008 (the
+    event state, in-flight and uncertain tables; the history's event
+    watermark, late, possibly duplicated and possibly lost counts): every row
+    is kept and reads its defaults, the next publish sends only what changed,
+    and an event sync declared beside them publishes through the new tables."""
+    project = old_project(make_engine_project)
+    install_package(project, PACKAGE_0_4_0)
+    assert project.dbt("run-operation", "cohort_sync.migrate_state_tables").success
+    assert applied_steps(project) == [(step, "0.4.0") for step in STEPS_0_4_0]
+    build_0_4_0_attribute_sync(project.warehouse)
+
+    install_package(project, REPO)
+    braze.seed_profiles([{"external_id": m} for m in ids(3, 105)])
+    project.declare([CHURN], cohort_sync_attribute_syncs=[{"model": "facts", "mode": "update"}],
+                    cohort_sync_event_syncs=[{"model": "app_events", "kind": "event", "event_id": "event_key",
+                                              "name_column": "event_name", "time": "occurred_at",
+                                              "backfill": True}])
+    # Today: u004's plan changed, u008 is new, the other values are as acknowledged.
+    project.set_audience("facts", {"external_id": ids(3, 9),
+                                   "plan": ["gold", "platinum", "gold", "bronze", "gold", "silver"]})
+    project.set_audience("app_events", {
+        "event_key": ["e1", "e2", "e3"], "external_id": ["u003", "u004", "u005"],
+        "event_name": ["app_open", "ecommerce.order_placed", "app_open"],
+        "occurred_at": ["2026-11-22T06:00:00Z", "2026-11-22T07:00:00Z", "2026-11-22T08:00:00.250Z"],
+    })
+    assert project.sync(), "dbt run and publish on the 0.4.0 state"
+    assert applied_steps(project) == sorted([(step, "0.4.0") for step in STEPS_0_4_0]
+                                            + [("0008_event_syncs", __version__)])
+
+    # Every old row kept.
+    assert project.query(
+        "select run_id, data_points from cohort_sync_delivery_log where run_id in (?, ?) order by run_id, batch_number",
+        [ATTRIBUTE_RUN, OLD_RUN],
+    ) == [(ATTRIBUTE_RUN, 5), (OLD_RUN, None), (OLD_RUN, None)]
+    assert project.query("select member_key, value_hash from cohort_sync_rejected_changes") == [
+        ("external_id:u099", value_hash("string", "x" * 300))]
+    state = dict(project.query(
+        "select member_key, run_id from cohort_sync_attribute_state where sync_id = 'facts'"))
+    assert sorted(state) == [f"external_id:{m}" for m in ids(3, 9)]
+    # the values acknowledged before the upgrade stand as they were: not sent again
+    assert {key for key, run in state.items() if run == ATTRIBUTE_RUN} == {
+        f"external_id:{m}" for m in ("u003", "u005", "u006", "u007")}
+    history = {(h["run_id"], h["cohort_id"]): h for h in project.history()}
+    old_rows = [history[(OLD_RUN, "churn_audience")], history[(ATTRIBUTE_RUN, "facts")]]
+    assert [(h["status"], h["added"], h["error"]) for h in old_rows] == [
+        ("success", 100, None), ("partial", 5, "Braze rejected 1 change(s)")]
+    # The new history columns: the defaults where the engine fills them in (Spark adds
+    # columns without one), and what the publisher reads on every engine.
+    filled = (None, None, None, None) if project.warehouse.name == "spark" else (None, 0, 0, 0)
+    new_columns = ("event_watermark", "late_events", "possibly_duplicated", "possibly_lost")
+    assert [tuple(h[c] for c in new_columns) for h in old_rows] == [filled, filled]
+    ledger = ledger_of(project)
+    try:
+        old = [row for row in ledger.history() if row.run_id in (OLD_RUN, ATTRIBUTE_RUN)]
+        assert sorted((row.cohort_id, row.rejected, row.data_points, row.event_watermark, row.late_events,
+                       row.possibly_duplicated, row.possibly_lost) for row in old) == [
+            ("churn_audience", 0, 0, None, 0, 0, 0), ("facts", 1, 5, None, 0, 0, 0)]
+    finally:
+        ledger.close()
+
+    # The next publish sent only the delta: the cohort's 5 adds and 3 removes, and
+    # the attribute sync's changed and new values.
+    [cohort_request] = [r for r in braze.requests() if r["endpoint"] == "users" and "fault" not in r]
+    assert (cohort_request["adds"], cohort_request["removes"]) == (5, 3)
+    plans = {p["external_id"]: p["attributes"].get("plan") for p in braze.profiles() if p.get("external_id")}
+    assert {m: plan for m, plan in plans.items() if plan} == {"u004": "platinum", "u008": "silver"}
+    new = {h["cohort_id"]: h for h in project.history() if h["run_id"] not in (OLD_RUN, ATTRIBUTE_RUN)}
+    assert {c: (h["status"], h["added"], h["removed"]) for c, h in new.items()} == {
+        "churn_audience": ("success", 5, 3), "facts": ("success", 2, 0), "app_events": ("success", 3, 0)}
+
+    # The new tables exist and serve the event sync: its events sent once,
+    # acknowledged in the ledger, nothing left in flight or uncertain.
+    events = sorted((p["external_id"], e["name"], e["time"]) for p in braze.profiles() for e in p.get("events", []))
+    assert events == [("u003", "app_open", "2026-11-22T06:00:00.000Z"),
+                      ("u004", "ecommerce.order_placed", "2026-11-22T07:00:00.000Z"),
+                      ("u005", "app_open", "2026-11-22T08:00:00.250Z")]
+    assert project.query(
+        "select event_id, outcome from cohort_sync_event_state where sync_id = 'app_events' order by event_id"
+    ) == [("e1", "acknowledged"), ("e2", "acknowledged"), ("e3", "acknowledged")]
+    assert project.query("select count(*) from cohort_sync_event_inflight") == [(0,)]
+    assert project.query("select count(*) from cohort_sync_event_uncertain") == [(0,)]
+    assert new["app_events"]["event_watermark"] == 1_795_334_400_250  # 2026-11-22T08:00:00.250Z
+    assert (new["app_events"]["possibly_duplicated"], new["app_events"]["possibly_lost"]) == (0, 0)
