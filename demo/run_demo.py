@@ -8,10 +8,12 @@
 3. Moves the demo's clock a week forward (a week of new orders and events
    arrives) and runs `dbt build` again: only the difference is sent.
 4. After each run, prints each cohort as the endpoint holds it (three
-   partner cohorts, and one profile attribute set through /users/track)
-   and the customer facts the attribute sync wrote on the profiles, and
-   checks both equal the models exactly, and how many data points the
-   sync's values cost.
+   partner cohorts, and one profile attribute set through /users/track),
+   the customer facts the attribute sync wrote on the profiles, and the
+   purchases and custom events the two event syncs sent, and checks that
+   each equals its model exactly: the events those of the model within
+   the sync's window, each exactly once, and run 2 only the new week's.
+   It shows each sync's counts and data points from its history row.
 
 Any real BRAZE_* settings in your environment are ignored here.
 """
@@ -24,9 +26,12 @@ import os
 import secrets
 import subprocess
 import sys
+from collections import Counter
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import duckdb
+import yaml
 
 from cohort_sync.braze.local import LocalBraze
 
@@ -90,13 +95,16 @@ def show_and_check_attribute(braze: LocalBraze, requests_before: int) -> bool:
                if profile["attributes"].get(attribute) is True}
     with duckdb.connect(str(DATABASE), read_only=True) as con:
         expected = {row[0] for row in con.execute(sql).fetchall()}
+        added, removed, requests = con.execute(
+            "select added, removed, requests from cohort_sync_run_history "
+            "where cohort_id = 'recent_buyers' order by started_at desc limit 1").fetchone()
     sent = [r for r in braze.requests()[requests_before:] if r.get("endpoint") == "track"]
     match = holders == expected
     sample = ", ".join(sorted(holders)[:4])
     print(f"- recent_buyers: profile attribute {attribute!r} (segment \"{attribute} is true\")")
     print(f"    {len(holders)} profiles ({sample}{', ...' if len(holders) > 4 else ''})")
-    print(f"    this run: {len(sent)} /users/track request(s), {sum(r.get('objects', 0) for r in sent)} object(s),"
-          f" {sum(r.get('created', 0) for r in sent)} profile(s) created")
+    print(f"    this run (its history row): {added} set true, {removed} set null, in {requests} /users/track "
+          f"request(s); {sum(r.get('created', 0) for r in sent)} profile(s) created by any /users/track request")
     print(f"    equals the audience model: {'yes' if match else 'NO'}")
     return match
 
@@ -124,7 +132,115 @@ def show_and_check_facts(braze: LocalBraze) -> bool:
     return match
 
 
-def show_and_check(braze: LocalBraze, title: str, requests_before: int) -> bool:
+#: The event syncs: the list of each Braze profile their objects land in, their model read back
+#: independently (the user, the time in ms, then the event's own fields), and the same fields of an
+#: object the endpoint holds. Events are compared as multisets of these keys, so one held twice shows.
+EVENT_SYNCS = {
+    "order_purchases": (
+        "purchases",
+        "select external_id, epoch_ms(ordered_at), product_id, currency, price, 1 as quantity, order_id "
+        "from order_purchases",
+        lambda held: (held["product_id"], held["currency"], held["price"], held["quantity"],
+                      held.get("properties", {}).get("order_id")),
+    ),
+    "customer_app_events": (
+        "events",
+        "select external_id, epoch_ms(occurred_at), event_name, order_id, total from customer_app_events",
+        lambda held: (held["name"], held.get("properties", {}).get("order_id"), held.get("properties", {}).get("total")),
+    ),
+}
+EPOCH = datetime(1970, 1, 1)
+
+
+def event_declarations() -> dict[str, dict]:
+    """The demo's event syncs as demo/dbt_project.yml declares them, by sync id."""
+    declared = yaml.safe_load((DEMO / "dbt_project.yml").read_text())["vars"]["cohort_sync_event_syncs"]
+    return {entry.get("sync_id", entry["model"]): entry for entry in declared}
+
+
+def iso_time(ms: int) -> str:
+    """An event's time as Braze receives it: ISO 8601 in UTC, to the millisecond."""
+    return f"{EPOCH + timedelta(milliseconds=ms):%Y-%m-%dT%H:%M:%S}.{ms % 1000:03d}Z"
+
+
+def last_sequence(braze: LocalBraze) -> int:
+    """The endpoint's latest event or purchase: those after it arrive in the next run."""
+    return max((held["sequence"] for profile in braze.profiles() for array in ("events", "purchases")
+                for held in profile[array]), default=0)
+
+
+def show_and_check_events(braze: LocalBraze, sync_id: str, sequence_before: int, seen: dict[str, dict]) -> bool:
+    """An event sync: the endpoint holds each of the model's events within the sync's window exactly
+    once, and received in this run exactly those new since the last run (less any late one: older than
+    the window, reported and never sent); the counts, data points and late events of its history row
+    agree, and its ledger keeps only the ids of the last two lookbacks."""
+    array, sql, fields = EVENT_SYNCS[sync_id]
+    declaration = event_declarations()[sync_id]
+    lookback = declaration.get("lookback", "3d")
+    lookback_ms = int(lookback[:-1]) * {"m": 60_000, "h": 3_600_000, "d": 86_400_000}[lookback[-1]]
+    start = None if declaration.get("backfill") else int((datetime.fromisoformat(declaration["start_at"])
+                                                           - EPOCH).total_seconds() * 1000)
+    with duckdb.connect(str(DATABASE), read_only=True) as con:
+        rows = [((user, iso_time(ms), *rest), ms) for user, ms, *rest in con.execute(sql).fetchall()]
+        times = dict(rows)
+        model = Counter(key for key, ms in rows if start is None or ms >= start)
+        *earlier, (added, requests, points, late, duplicated, lost, watermark) = con.execute(
+            "select added, requests, data_points, late_events, possibly_duplicated, possibly_lost, event_watermark "
+            "from cohort_sync_run_history where cohort_id = ? order by started_at", [sync_id]).fetchall()
+        ledger = con.execute("select count(*) from cohort_sync_event_state where sync_id = ?", [sync_id]).fetchone()[0]
+    # The window (decision 0015): from a lookback behind the newest event acknowledged before this run.
+    # Events new in the model since the last run are sent, unless older than that: late, and a lookback
+    # further back not even read (nor counted); an event not sent once is never sent.
+    before = max((row[-1] for row in earlier if row[-1] is not None), default=None)
+    floor = start if start is not None else float("-inf")
+    window_start = floor if before is None else max(floor, before - lookback_ms)
+    read_from = floor if before is None else max(floor, before - 2 * lookback_ms)
+    state = seen.setdefault(sync_id, {"model": Counter(), "unsent": Counter()})
+    new = model - state["model"]
+    too_late = Counter({key: n for key, n in new.items() if times[key] < window_start})
+    counted_late = sum(n for key, n in too_late.items() if times[key] >= read_from)
+    state["model"], state["unsent"] = model, state["unsent"] + too_late
+    expected, expected_now = model - state["unsent"], new - too_late
+
+    held, received, billed = Counter(), Counter(), 0
+    for profile in braze.profiles():
+        for event in profile[array]:
+            key = (profile["external_id"], event["time"], *fields(event))
+            held[key] += 1
+            if event["sequence"] > sequence_before:
+                received[key] += 1
+                billed += 1 + (len(event.get("properties") or {}) if array == "purchases" else 0)
+    kept = sum(n for key, n in expected.items() if watermark is not None and times[key] >= watermark - 2 * lookback_ms)
+    match = (held == expected and received == expected_now and added == sum(received.values()) and points == billed
+             and late == counted_late and not duplicated and not lost and ledger == kept
+             and watermark == max((times[key] for key in expected), default=None))
+
+    kind, day = array[:-1], "%Y-%m-%d %H:%M"
+    names = Counter(key[2] for key in held.elements())
+    twice = sum(1 for n in held.values() if n > 1)
+    dated = sorted(key[1][:10] for key in received)
+    if before is None:
+        window = "every event in the model (backfill)" if start is None else f"from {declaration['start_at']} (start_at)"
+    else:
+        window = (f"from {EPOCH + timedelta(milliseconds=window_start):{day}} ({lookback} behind "
+                  f"{EPOCH + timedelta(milliseconds=before):{day}}, the newest event acknowledged before)")
+    horizon = EPOCH + timedelta(milliseconds=watermark - 2 * lookback_ms) if watermark is not None else None
+    print(f"- {sync_id}: event sync of {array} ({'backfill' if start is None else 'start_at ' + declaration['start_at']},"
+          f" lookback {lookback})")
+    print(f"    {sum(held.values())} {array} held, " + (f"{twice} of them more than once" if twice else "each once")
+          + f" ({', '.join(f'{n} {name}' for name, n in names.most_common())})")
+    print(f"    this run (its history row): {added} {kind}(s) sent in {requests} request(s): {points} data point(s); "
+          f"{late} late, {duplicated} possibly duplicated, {lost} possibly lost")
+    print(f"    window: {window}")
+    print(f"    received this run: {sum(received.values())}" + (f", dated {dated[0]} to {dated[-1]}" if dated else "")
+          + f"; the ledger keeps {ledger} event id(s)" + (f", from {horizon:%Y-%m-%d} on" if horizon else ""))
+    print(f"    equals the model's events in the window, each exactly once, only the new ones this run: "
+          f"{'yes' if match else 'NO'}")
+    return match
+
+
+def show_and_check(braze: LocalBraze, title: str, requests_before: int, sequence_before: int,
+                   seen: dict[str, dict]) -> bool:
     held = braze.cohorts()
     sent = braze.requests()[requests_before:]
     expected = audiences()
@@ -145,7 +261,9 @@ def show_and_check(braze: LocalBraze, title: str, requests_before: int) -> bool:
         print(f"    {len(members)} {kind} ({sample}{', ...' if len(members) > 4 else ''})")
         print(f"    this run: {len(calls)} request(s), {adds} added, {removes} removed")
         print(f"    equals the audience model: {'yes' if match else 'NO'}")
-    return show_and_check_attribute(braze, requests_before) and show_and_check_facts(braze) and ok
+    checks = [show_and_check_attribute(braze, requests_before), show_and_check_facts(braze)]
+    checks += [show_and_check_events(braze, sync_id, sequence_before, seen) for sync_id in EVENT_SYNCS]
+    return ok and all(checks)
 
 
 def main() -> int:
@@ -169,14 +287,15 @@ def main() -> int:
         dbt(env, "deps", "--quiet")
         dbt(env, "seed", "--quiet")
 
+        seen: dict[str, dict] = {}  # per event sync, the model's events at the last check
         print(f"\n--- run 1: first sync, as of {WEEK_ONE} (dbt build) ---")
         dbt(env, "build", "--quiet", "--vars", json.dumps({"demo_as_of": WEEK_ONE}))
-        first_ok = show_and_check(braze, "after run 1", 0)
+        first_ok = show_and_check(braze, "after run 1", 0, 0, seen)
 
         print(f"\n--- run 2: a week later, as of {WEEK_TWO}: new orders and events arrived ---")
-        before = len(braze.requests())
+        before, sequence = len(braze.requests()), last_sequence(braze)
         dbt(env, "build", "--quiet", "--vars", json.dumps({"demo_as_of": WEEK_TWO}))
-        second_ok = show_and_check(braze, "after run 2", before)
+        second_ok = show_and_check(braze, "after run 2", before, sequence, seen)
 
         print("\n--- cohort-sync status (the run history) ---")
         subprocess.run(
@@ -186,9 +305,11 @@ def main() -> int:
         )
     if first_ok and second_ok:
         print("\ndemo OK: after both runs Braze's cohorts and profile attributes equal the audiences and the "
-              "customer facts; run 2 sent only the difference.")
+              "customer facts, and its purchases and events equal the event models' within their windows, each "
+              "exactly once; run 2 sent only the difference, and only the new week's events.")
         return 0
-    print("\ndemo FAILED: the endpoint's cohorts or profile attributes differ from the audiences", file=sys.stderr)
+    print("\ndemo FAILED: the endpoint's cohorts, profile attributes, purchases or events differ from the models",
+          file=sys.stderr)
     return 1
 
 
