@@ -89,17 +89,26 @@
   {%- if time.kind == 'string' -%}
     {%- set t = cohort_sync.trim_whitespace(column) -%}
     {%- set suffix = "substring(" ~ t ~ ", 20)" -%}
+    {%- set year = "cast(substring(" ~ t ~ ", 1, 4) as " ~ dbt.type_int() ~ ")" -%}
+    {#- a case, not an and: no engine may read the year of text that is not digits -#}
     {%- set valid -%}
-      (translate(substring({{ t }}, 1, 19), '0123456789', '') in ('--T::', '-- ::')
+      (case when translate(substring({{ t }}, 1, 19), '0123456789', '') in ('--T::', '-- ::')
             and substring({{ t }}, 5, 1) = '-' and substring({{ t }}, 8, 1) = '-'
             and substring({{ t }}, 14, 1) = ':' and substring({{ t }}, 17, 1) = ':'
-            and substring({{ t }}, 6, 2) between '01' and '12' and substring({{ t }}, 9, 2) between '01' and '31'
+            and substring({{ t }}, 6, 2) between '01' and '12' and substring({{ t }}, 9, 2) >= '01'
             and substring({{ t }}, 12, 2) between '00' and '23' and substring({{ t }}, 15, 2) between '00' and '59'
             and substring({{ t }}, 18, 2) between '00' and '59'
             and ({{ suffix }} in ('', 'Z', '+00:00')
                 or (substring({{ t }}, 20, 1) = '.' and translate(substring({{ t }}, 21, 3), '0123456789', '') = ''
                     and {{ dbt.length("substring(" ~ t ~ ", 21, 3)") }} = 3
-                    and substring({{ t }}, 24) in ('', 'Z', '+00:00'))))
+                    and substring({{ t }}, 24) in ('', 'Z', '+00:00')))
+        then substring({{ t }}, 9, 2) <= case
+            when substring({{ t }}, 6, 2) = '02' then case
+                when mod({{ year }}, 4) = 0 and (mod({{ year }}, 100) <> 0 or mod({{ year }}, 400) = 0) then '29'
+                else '28' end
+            when substring({{ t }}, 6, 2) in ('04', '06', '09', '11') then '30'
+            else '31' end
+        else false end)
     {%- endset -%}
     {%- set seconds = cohort_sync.epoch_milliseconds("cast(replace(substring(" ~ t ~ ", 1, 19), 'T', ' ') as " ~ dbt.type_timestamp() ~ ")") -%}
     {%- set millis = "case when " ~ valid ~ " then " ~ seconds ~ " + case when substring(" ~ t ~ ", 20, 1) = '.' then cast(substring("
@@ -139,7 +148,8 @@
     {%- if read.quantity is defined -%}
       {%- set q = adapter.quote(read.quantity.column) -%}
       {%- set double = "cast(" ~ q ~ " as " ~ cohort_sync.type_double() ~ ")" -%}
-      {%- do fields.update({'quantity_text': "case when " ~ q ~ " is not null then cast(cast(" ~ q ~ " as " ~ dbt.type_bigint()
+      {%- set whole = "(" ~ double ~ " = floor(" ~ double ~ ") and " ~ double ~ " >= 1 and " ~ double ~ " <= 100)" -%}
+      {%- do fields.update({'quantity_text': "case when " ~ whole ~ " then cast(cast(" ~ q ~ " as " ~ dbt.type_bigint()
                                               ~ ") as " ~ string ~ ") end"}) -%}
       {%- do reasons.append("case when " ~ q ~ " is not null and not (" ~ double ~ " = floor(" ~ double ~ ") and " ~ double
                             ~ " >= 1 and " ~ double ~ " <= 100) then 'invalid_quantity' end") -%}
@@ -171,7 +181,7 @@
     {%- set column = adapter.quote(read.properties_json.column) -%}
     {%- do fields.properties.append({'name': '$properties', 'kind': 'json', 'is_null': column ~ " is null",
         'text': "cast(" ~ column ~ " as " ~ string ~ ")", 'canonical': cohort_sync.json_canonical(column),
-        'reason': "case when " ~ cohort_sync.json_reject_reason(column) ~ " is not null then 'invalid_properties' end"}) -%}
+        'reason': cohort_sync.event_properties_reject_reason(column)}) -%}
     {%- do points.append("coalesce(" ~ cohort_sync.json_key_count(column) ~ ", 0)") -%}
   {%- endif -%}
   {%- for property in fields.properties -%}
@@ -181,6 +191,43 @@
                         'data_points': points | join(' + ') if sync.kind == 'purchase' else '1'}) -%}
   {{ return(fields) }}
 {% endmacro %}
+
+
+{#
+  Why a JSON column cannot be an event's properties: Braze takes an object
+  whose keys are at most 255 characters, do not start with '$' and are not
+  time or event_name (spaces and dots are fine in event properties), whose
+  strings are at most 255 characters, of at most 100 KB.
+#}
+{% macro event_properties_reject_reason(expr) %}
+  {{ return(adapter.dispatch('event_properties_reject_reason', 'cohort_sync')(expr)) }}
+{% endmacro %}
+
+{% macro default__event_properties_reject_reason(expr) -%}
+  case
+            when json_type({{ expr }}) <> 'OBJECT' then 'invalid_properties'
+            when length(cast({{ expr }} as {{ dbt.type_string() }})) > 102400 then 'invalid_properties'
+            when exists (
+                select 1 from json_tree({{ expr }}) as node
+                where (node.parent = 0 and node.key is not null
+                        and (length(node.key) > 255 or node.key like '$%' or node.key in ('time', 'event_name')))
+                    or (node.type = 'VARCHAR' and length(json_extract_string(node.value, '$')) > 255)
+            ) then 'invalid_properties'
+        end
+{%- endmacro %}
+
+{% macro postgres__event_properties_reject_reason(expr) -%}
+  case
+            when jsonb_typeof(cast({{ expr }} as jsonb)) <> 'object' then 'invalid_properties'
+            when length(cast({{ expr }} as text)) > 102400 then 'invalid_properties'
+            when exists (
+                select 1 from jsonb_object_keys(cast({{ expr }} as jsonb)) as k(name)
+                where length(k.name) > 255 or k.name like '$%' or k.name in ('time', 'event_name')
+            ) then 'invalid_properties'
+            when jsonb_path_exists(cast({{ expr }} as jsonb), 'strict $.** ? (@.type() == "string" && @ like_regex "^.{128}.{128}")')
+                then 'invalid_properties'
+        end
+{%- endmacro %}
 
 
 {# How many keys a JSON object has (Braze bills each purchase property). #}

@@ -1,9 +1,9 @@
 {#
   Audience rows, attribute sync values and events that cannot be sent,
   with the reason; never sent, never dropped silently. cohort_id is the
-  cohort's or the sync's id; attribute_name is null for a cohort's rows,
-  for a sync's rows rejected whole (their identifier, or a conflict) and
-  for events. An event older than its sync's window that Braze never
+  cohort's or the sync's id; attribute_name is null for a cohort's rows
+  and for a sync's rows rejected whole (their identifier, or a conflict),
+  and holds an event's id for an event. An event older than its sync's window that Braze never
   acknowledged is here as late_outside_window (reported, never sent).
 #}
 {%- set identifiers = cohort_sync.identifier_columns() %}
@@ -34,7 +34,7 @@ rejected as (
     union all
     select
         event_rows.sync_id as cohort_id,
-        cast(null as {{ dbt.type_string() }}) as attribute_name,
+        event_rows.event_id as attribute_name,
         coalesce(event_rows.reject_reason, 'late_outside_window') as reject_reason,
         {%- for name in identifiers %}
         event_rows.raw_{{ name }}{{ "," if not loop.last }}

@@ -61,11 +61,13 @@ def test_the_next_run_reads_only_the_window_and_its_late_band(make_project, braz
     compiled = next((project.root / "target" / "compiled").rglob("cohort_sync_event_rows.sql")).read_text()
     assert "\"occurred_at\" >= cast('" in compiled  # the bound the engine pushes down to the model's storage
     assert sum(len(p["events"]) for p in braze.profiles()) == 4024
-    # the ledger keeps the ids of the window and its late band only
+    # the ledger keeps the ids from the horizon the first run recorded (its watermark less two days) on: the
+    # second run's own horizon is pruned to by the next run, once its history row is on record
     [(held, oldest)] = project.query("select count(*), min(event_time_ms) from cohort_sync_event_state")
-    watermark = newest + timedelta(hours=24)
-    assert oldest >= (watermark - timedelta(days=2)).timestamp() * 1000
-    assert held == 25 + 24  # from the new watermark less 2 days (newest - 24 h): 25 old hourly events, and the new
+    assert oldest >= (newest - timedelta(days=2)).timestamp() * 1000
+    assert held == 49 + 24
+    [(horizon,)] = project.query("select max(event_horizon) from cohort_sync_run_history")
+    assert horizon == ((newest + timedelta(hours=24)) - timedelta(days=2)).timestamp() * 1000
 
 
 def events_model(project, rows: list[tuple[str, str, datetime]]) -> None:
@@ -98,14 +100,14 @@ def test_a_raised_lookback_never_replans_forgotten_ids_and_a_future_event_does_n
     events_model(project, rows)
     assert project.run().success
     assert len(held_events(braze)) == 240
-    [(held,)] = project.query("select count(*) from cohort_sync_event_state")
-    assert held == 49  # the watermark (now - 2 h) less two days: the rest is forgotten
-
-    # a lookback of five days: the window may not reach behind the ledger's horizon
+    # a lookback of five days: the window may not reach behind the ledger's horizon (the first run's
+    # watermark, now - 2 h, less two days), which the second run prunes the ledger to
     project.declare([], cohort_sync_event_syncs=[{**declaration, "lookback": "5d"}])
     assert project.run().success
     assert project.query("select count(*) from cohort_sync_event_changes") == [(0,)]
     assert len(held_events(braze)) == 240 == len(set(held_events(braze)))
+    [(held,)] = project.query("select count(*) from cohort_sync_event_state")
+    assert held == 49  # the rest is forgotten
 
     # an event dated next year, then one that happened half an hour ago (late, within the lookback)
     rows.append(("future", "u1", now + timedelta(days=200)))

@@ -164,10 +164,12 @@ def publish(
     deferred: list[_Deferred] = []  # cohorts whose attribute changes go out together, after the others
     tracking = False  # sending them
 
-    def member_count(cohort_id: str) -> int:
+    def member_count(cohort: CohortPlan) -> int:
+        if cohort.is_event_sync:  # events delivered so far (its ledger keeps only recent ids)
+            return ledger.events_delivered(cohort.cohort_id)
         nonlocal members
         members = ledger.member_counts() if members is None else members
-        return members.get(cohort_id, 0)
+        return members.get(cohort.cohort_id, 0)
 
     if not options.dry_run:
         summary.interrupted = lock.acquire(entry_point)
@@ -195,7 +197,7 @@ def publish(
                 )
                 continue
             if not _due(cohort, options, clock):
-                not_due.append(_not_due(cohort, summary, member_count(cohort.cohort_id), clock))
+                not_due.append(_not_due(cohort, summary, member_count(cohort), clock))
                 continue
             if not _run_cohort(ledger, client, cohort, summary, options, lock, clock, deferred, tracked):
                 stopped_after = f"a 401 on cohort '{cohort.cohort_id}'"
@@ -225,9 +227,9 @@ def publish(
             if cohort.action == "keep":
                 continue
             if not _due(cohort, options, clock):
-                not_due.append(_not_due(cohort, summary, member_count(cohort.cohort_id), clock))
+                not_due.append(_not_due(cohort, summary, member_count(cohort), clock))
             else:
-                skipped.append(_skipped(cohort, summary, member_count(cohort.cohort_id), clock, stopped_after))
+                skipped.append(_skipped(cohort, summary, member_count(cohort), clock, stopped_after))
         try:
             ledger.write_history(*not_due, *skipped)  # in one statement: most ticks of a frequent scheduler
         finally:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Mapping
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from ..braze.payload import EVENT_CHANGE_COLUMNS, EventChange, PlannedRequest, event_request
@@ -34,31 +34,50 @@ class EventLedger:
         """The event syncs' planned events not yet acknowledged for the plan,
         as /users/track requests, one per batch of a sync, read a page of
         batches at a time; less the events of `skip` (per sync: ids an
-        at_most_once sync does not send again) and those the ledger holds
-        since the plan was built: skipped by an earlier run (one that died
-        before sending the rest of their batch leaves them in the plan), or,
-        on Spark, acknowledged by a run that died between the ledger's append
-        and the delivery log's (Braze has them: never sent again)."""
+        at_most_once sync does not send again) and those that became known
+        since the plan was built: held by the ledger (skipped by an earlier
+        run, which died before sending the rest of their batch; or, on
+        Spark, acknowledged by a run that died between the ledger's append
+        and the delivery log's: Braze has them), rejected by Braze with the
+        same content, or behind the ledger's horizon on record (it may have
+        forgotten them: only events already sent or skipped are there).
+
+        Each page is read for this plan id: a plan rebuilt while the run
+        publishes (its batches numbered anew) stops the run, rather than
+        send what it numbers differently."""
         r = self.relations
         skip = skip or {}
         for sync in syncs:
             done = self.acknowledged_batches(plan_id, sync.cohort_id, "event")
             left_out = skip.get(sync.cohort_id, set()) | {row[0] for row in self.engine.query(
-                f"""select distinct held.event_id from {r.event_state} as held
+                f"""select held.event_id from {r.event_state} as held
                     inner join {r.event_changes} as planned
                         on planned.sync_id = held.sync_id and planned.event_id = held.event_id
-                    where held.sync_id = ?""", [sync.cohort_id])}
+                    where held.sync_id = ?
+                    union
+                    select planned.event_id from {r.rejected_changes} as rejected
+                    inner join {r.event_changes} as planned
+                        on planned.sync_id = rejected.cohort_id and planned.event_id = rejected.attribute_name
+                        and planned.content_hash = rejected.value_hash
+                    where rejected.cohort_id = ? and rejected.delivery = 'event'""",
+                [sync.cohort_id, sync.cohort_id])}
+            horizon = self.event_horizon(sync.cohort_id)
             for first, last in self.pending_pages(r.event_changes, sync.cohort_id, done):
                 rows = self.engine.query(
                     f"""select {', '.join(EVENT_CHANGE_COLUMNS)} from {r.event_changes}
-                        where sync_id = ? and batch_number between ? and ?
+                        where sync_id = ? and plan_id = ? and batch_number between ? and ?
                         order by batch_number, change_number, property_number""",
-                    [sync.cohort_id, first, last],
+                    [sync.cohort_id, plan_id or "", first, last],
                 )
+                if not rows and self.plan_id(events=True) != plan_id:
+                    raise ValueError(
+                        f"event sync '{sync.cohort_id}': the plan changed while it was being published (dbt "
+                        "rebuilt cohort_sync_event_changes); nothing of the new plan was sent: publish again")
                 batches: dict[int, list[EventChange]] = {}
                 for row in rows:
                     change = EventChange(int(row[0]), *row[1:])
-                    if change.batch_number not in done and change.event_id not in left_out:
+                    if change.batch_number not in done and change.event_id not in left_out \
+                            and (horizon is None or change.event_time_ms >= horizon):
                         batches.setdefault(change.batch_number, []).append(change)
                 for number in sorted(batches):
                     yield event_request(number, batches[number], sync.event_kind or "event",
@@ -82,10 +101,12 @@ class EventLedger:
                 if getattr(ack, "maybe_duplicated", False):
                     doubtful.append((sync_id, event_id, obj.member_key, obj.time_ms, "possibly_duplicated",
                                      run_id, run_id, at))
-        if acknowledged:
-            self._insert_rows("event_state", EVENT_STATE_COLUMNS, acknowledged)
+        # the doubt first: on Spark (appends, no transaction) a crash between the
+        # two must not leave acknowledged ids whose possible duplicate has no record
         if doubtful:
             self._insert_rows("event_uncertain", EVENT_UNCERTAIN_COLUMNS, doubtful)
+        if acknowledged:
+            self._insert_rows("event_state", EVENT_STATE_COLUMNS, acknowledged)
 
     def resolve_uncertain_events(self, sync: CohortPlan, run_id: str, at: datetime) -> tuple[int, int, set[str]]:
         """Settle the event ids that other runs noted in flight and never saw
@@ -166,7 +187,8 @@ class EventLedger:
         value = self.engine.query(
             f"select max(event_time_ms) from {self.relations.event_state} where sync_id = ?", [sync_id],
         )[0][0]
-        return min(int(value), int(now.timestamp() * 1000)) if value is not None else None
+        clock = now if now.tzinfo else now.replace(tzinfo=timezone.utc)  # the publisher's clock is naive UTC
+        return min(int(value), int(clock.timestamp() * 1000)) if value is not None else None
 
     def events_delivered(self, sync_id: str) -> int:
         """Events Braze acknowledged for the sync before this run, as its last
@@ -187,19 +209,29 @@ class EventLedger:
             "where sync_id = ? and recorded_by_run = ? group by outcome", [sync_id, run_id]))
         return {outcome: int(recorded.get(outcome, 0)) for outcome in ("possibly_duplicated", "possibly_lost")}
 
+    def event_horizon(self, sync_id: str) -> int | None:
+        """How far back the ledger keeps the sync's ids: the largest horizon a
+        completed run recorded (None: it keeps them all)."""
+        value = self.engine.query(
+            f"select max(event_horizon) from {self.relations.run_history} where cohort_id = ?", [sync_id],
+        )[0][0]
+        return int(value) if value is not None else None
+
     def prune_events(self, sync: CohortPlan, watermark: int | None) -> int | None:
-        """Keep the ledger compact: forget acknowledged ids more than twice the
-        lookback behind the watermark, which no plan reads again (event_window
-        in macros/event_values.sql). Returns that horizon, which the history
-        row records: no later window reaches behind it, even with a longer
-        lookback (those ids are gone). Spark's plain tables take no deletes:
-        there the ids stay (None)."""
+        """Keep the ledger compact. Returns this run's horizon, for its history
+        row: the watermark less twice the lookback, which no later plan reads
+        behind (event_window in macros/event_values.sql, even with a longer
+        lookback). The ids are deleted only up to the horizon already on
+        record, written by an earlier run: a run that dies before its own row
+        is written must leave every id the next window can reach. Spark's
+        plain tables take no deletes: there the ids stay (None)."""
         if watermark is None or not sync.lookback_minutes or not self.engine.transactional:
             return None
-        horizon = watermark - 2 * sync.lookback_minutes * 60_000
-        with self.engine.transaction():
-            pruned = self._delete("event_state", "sync_id = ? and event_time_ms < ?", [sync.cohort_id, horizon])
-        if pruned:
-            log.info("event sync '%s': %d acknowledged id(s) older than the ledger keeps were forgotten",
-                     sync.cohort_id, pruned)
-        return horizon
+        recorded = self.event_horizon(sync.cohort_id)
+        if recorded is not None:
+            with self.engine.transaction():
+                pruned = self._delete("event_state", "sync_id = ? and event_time_ms < ?", [sync.cohort_id, recorded])
+            if pruned:
+                log.info("event sync '%s': %d acknowledged id(s) older than the ledger keeps were forgotten",
+                         sync.cohort_id, pruned)
+        return watermark - 2 * sync.lookback_minutes * 60_000
