@@ -20,6 +20,8 @@
   data_points is what writing the value costs. The identifier is the member
   key's (the publisher reads it from there: a user who left has no row).
 #}
+{#- with nothing declared it is empty: a view costs nothing to build (a table costs seconds on Spark) #}
+{{ config(materialized='table' if var('cohort_sync_attribute_syncs', none) else 'view') }}
 {%- set string = dbt.type_string() -%}
 {%- set syncs = cohort_sync.declared_attribute_syncs() -%}
 {%- set track_batch_size = cohort_sync.users_track_batch_size() -%}

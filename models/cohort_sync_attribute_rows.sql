@@ -20,6 +20,8 @@
     field>), or two rows of one user disagree (conflicting_rows: every value
     of that user in the sync is held back until the model agrees).
 #}
+{#- with nothing declared it is empty: a view costs nothing to build (a table costs seconds on Spark) #}
+{{ config(materialized='table' if var('cohort_sync_attribute_syncs', none) else 'view') }}
 {%- set string = dbt.type_string() -%}
 {%- set identifiers = cohort_sync.identifier_columns() -%}
 {%- set max_array = cohort_sync.max_array_length() -%}

@@ -14,6 +14,8 @@
   cohort_sync_retry_rejected: true plans them again). Every row carries the
   plan's id.
 #}
+{#- with nothing declared it is empty: a view costs nothing to build (a table costs seconds on Spark) #}
+{{ config(materialized='table' if var('cohort_sync_event_syncs', none) else 'view') }}
 {%- set string = dbt.type_string() -%}
 {%- set track_batch_size = cohort_sync.users_track_batch_size() -%}
 {%- set retry_rejected = var('cohort_sync_retry_rejected', false) -%}

@@ -24,6 +24,8 @@
     string_too_long, not_a_finite_number, invalid_date, invalid_properties
     (the JSON column: not an object Braze takes), duplicate_event_id.
 #}
+{#- with nothing declared it is empty: a view costs nothing to build (a table costs seconds on Spark) #}
+{{ config(materialized='table' if var('cohort_sync_event_syncs', none) else 'view') }}
 {%- set string = dbt.type_string() -%}
 {%- set bigint = dbt.type_bigint() -%}
 {%- set identifiers = cohort_sync.identifier_columns() -%}

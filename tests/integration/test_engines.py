@@ -344,8 +344,8 @@ def test_dbt_build_with_every_data_and_unit_test_passes(make_engine_project):
     result = project.dbt("build", "--exclude", "cohort_sync_publish")
     assert result.success, failure_text(result)
     kinds = [getattr(r.node.resource_type, "value", r.node.resource_type) for r in result.result.results]
-    # the hooks (on-run-start, on-run-end), two audiences and eight package models, its 19 unit tests and its data tests
-    assert kinds.count("operation") == 2 and kinds.count("model") == 10, kinds
+    # the hooks (on-run-start, on-run-end), two audiences and ten package models, its 19 unit tests and its data tests
+    assert kinds.count("operation") == 2 and kinds.count("model") == 12, kinds
     assert kinds.count("unit_test") == 19 and kinds.count("test") > 30, kinds
 
 
