@@ -48,6 +48,12 @@
 #}
 {%- set string = dbt.type_string() -%}
 {%- set cleared = cohort_sync.cleared_cohorts() -%}
+{#- the syncs' parts are compiled only when syncs of their kind are declared
+    (Spark plans every union branch, empty or not); the dependencies stay -#}
+{%- set attribute_syncs = cohort_sync.declared_attribute_syncs() | length > 0 -%}
+{%- set event_syncs = cohort_sync.declared_event_syncs() | length > 0 -%}
+/* depends on: {{ ref('cohort_sync_attribute_changes') }}, {{ ref('cohort_sync_event_changes') }}, {{ ref('cohort_sync_event_rows') }} */
+/* depends on: {{ source('cohort_sync', 'attribute_state') }}, {{ source('cohort_sync', 'event_state') }} */
 {%- set allowed = cohort_sync.cohort_id_list('cohort_sync_allow_removals') -%}
 {%- set publish_now = cohort_sync.cohort_id_list('cohort_sync_publish_now') -%}
 {%- set declared_ids = cohort_sync.declared_cohorts() | map(attribute='cohort_id') | list
@@ -179,6 +185,7 @@ judged as (
     from combined
 ),
 
+{%- if attribute_syncs %}
 {#- attribute syncs: the values Braze holds (the acknowledged state), the
     values the plan writes (planned_adds: new or changed) and unsets
     (planned_removes), judged by the same rules, plus max_data_points #}
@@ -263,6 +270,8 @@ syncs_judged as (
     from syncs_combined
 ),
 
+{%- endif %}
+{%- if event_syncs %}
 {#- event syncs: the events the ledger holds, those the plan sends, and
     the late ones (older than the window, never acknowledged) #}
 declared_event_syncs as (
@@ -346,6 +355,7 @@ events_judged as (
     left join late_events on late_events.sync_id = declared_event_syncs.cohort_id
 ),
 
+{%- endif %}
 all_judged as (
     {%- set plan_columns = ['cohort_id', 'cohort_name', 'model_name', 'delivery', 'attribute_name', 'braze_cohort_name',
                             'action', 'name_status', 'published_members', 'planned_adds', 'planned_removes',
@@ -356,10 +366,14 @@ all_judged as (
     {%- set no_events = "cast(null as " ~ dbt.type_bigint() ~ ") as lookback_minutes, cast(null as " ~ string
         ~ ") as event_guarantee, cast(null as " ~ string ~ ") as event_kind, 0 as late_events" %}
     select {{ plan_columns | join(', ') }}, {{ no_events }} from judged
+    {%- if attribute_syncs %}
     union all
     select {{ plan_columns | join(', ') }}, {{ no_events }} from syncs_judged
+    {%- endif %}
+    {%- if event_syncs %}
     union all
     select {{ (plan_columns + event_columns) | join(', ') }} from events_judged
+    {%- endif %}
 ),
 
 final as (

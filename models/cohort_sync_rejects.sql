@@ -7,6 +7,10 @@
   acknowledged is here as late_outside_window (reported, never sent).
 #}
 {%- set identifiers = cohort_sync.identifier_columns() %}
+{#- the syncs' rows only when syncs of their kind are declared; the dependencies stay #}
+{%- set attribute_syncs = cohort_sync.declared_attribute_syncs() | length > 0 %}
+{%- set event_syncs = cohort_sync.declared_event_syncs() | length > 0 %}
+/* depends on: {{ ref('cohort_sync_attribute_rows') }}, {{ ref('cohort_sync_event_rows') }}, {{ source('cohort_sync', 'event_state') }} */
 
 with
 
@@ -20,6 +24,7 @@ rejected as (
         {%- endfor %}
     from {{ ref('cohort_sync_audience_rows') }}
     where reject_reason is not null
+    {%- if attribute_syncs %}
     union all
     select
         sync_id as cohort_id,
@@ -31,6 +36,8 @@ rejected as (
     from {{ ref('cohort_sync_attribute_rows') }}
     -- a row's own reject (its identifier, a conflict) once per model row; a value's once per value
     where reject_reason is not null and (counts_row or not rejects_row)
+    {%- endif %}
+    {%- if event_syncs %}
     union all
     select
         event_rows.sync_id as cohort_id,
@@ -47,6 +54,7 @@ rejected as (
     where event_rows.property_number = 0
         and (event_rows.reject_reason is not null
             or (event_rows.window_status = 'late' and ledger.event_id is null))
+    {%- endif %}
 ),
 
 final as (

@@ -330,7 +330,9 @@ def test_the_0_2_0_schema_with_rows_in_it_is_upgraded_by_dbt_run_and_then_sends_
     assert project.published("churn_audience") == {f"external_id:{m}" for m in ids(3, 105)}
 
 
-@pytest.mark.parametrize("warehouse", ["duckdb", "postgres", "spark"], indirect=True)
+# Spark runs the upgrade from the previous release (0.4.0, below), whose step 0008 and Spark event
+# logs are those this one ends with; a Spark case here would cost two minutes for no other path.
+@pytest.mark.parametrize("warehouse", ["duckdb", "postgres"], indirect=True)
 def test_the_0_3_0_schema_with_rows_in_it_is_upgraded_by_dbt_run_and_an_attribute_sync_publishes(
     make_engine_project, braze
 ):
