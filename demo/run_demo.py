@@ -173,7 +173,8 @@ def show_and_check_events(braze: LocalBraze, sync_id: str, sequence_before: int,
     """An event sync: the endpoint holds each of the model's events within the sync's window exactly
     once, and received in this run exactly those new since the last run (less any late one: older than
     the window, reported and never sent); the counts, data points and late events of its history row
-    agree, and its ledger keeps only the ids of the last two lookbacks."""
+    agree, and its ledger keeps only the ids from the horizon an earlier run recorded (two lookbacks
+    behind its watermark)."""
     array, sql, fields = EVENT_SYNCS[sync_id]
     declaration = event_declarations()[sync_id]
     lookback = declaration.get("lookback", "3d")
@@ -184,9 +185,9 @@ def show_and_check_events(braze: LocalBraze, sync_id: str, sequence_before: int,
         rows = [((user, iso_time(ms), *rest), ms) for user, ms, *rest in con.execute(sql).fetchall()]
         times = dict(rows)
         model = Counter(key for key, ms in rows if start is None or ms >= start)
-        *earlier, (added, requests, points, late, duplicated, lost, watermark) = con.execute(
-            "select added, requests, data_points, late_events, possibly_duplicated, possibly_lost, event_watermark "
-            "from cohort_sync_run_history where cohort_id = ? order by started_at", [sync_id]).fetchall()
+        *earlier, (added, requests, points, late, duplicated, lost, _, watermark) = con.execute(
+            "select added, requests, data_points, late_events, possibly_duplicated, possibly_lost, event_horizon, "
+            "event_watermark from cohort_sync_run_history where cohort_id = ? order by started_at", [sync_id]).fetchall()
         ledger = con.execute("select count(*) from cohort_sync_event_state where sync_id = ?", [sync_id]).fetchone()[0]
     # The window (decision 0015): from a lookback behind the newest event acknowledged before this run.
     # Events new in the model since the last run are sent, unless older than that: late, and a lookback
@@ -210,7 +211,9 @@ def show_and_check_events(braze: LocalBraze, sync_id: str, sequence_before: int,
             if event["sequence"] > sequence_before:
                 received[key] += 1
                 billed += 1 + (len(event.get("properties") or {}) if array == "purchases" else 0)
-    kept = sum(n for key, n in expected.items() if watermark is not None and times[key] >= watermark - 2 * lookback_ms)
+    # the ledger is pruned to the horizon an earlier run recorded (its watermark less two lookbacks)
+    pruned_to = max((row[-2] for row in earlier if row[-2] is not None), default=None)
+    kept = sum(n for key, n in expected.items() if pruned_to is None or times[key] >= pruned_to)
     match = (held == expected and received == expected_now and added == sum(received.values()) and points == billed
              and late == counted_late and not duplicated and not lost and ledger == kept
              and watermark == max((times[key] for key in expected), default=None))
@@ -224,7 +227,7 @@ def show_and_check_events(braze: LocalBraze, sync_id: str, sequence_before: int,
     else:
         window = (f"from {EPOCH + timedelta(milliseconds=window_start):{day}} ({lookback} behind "
                   f"{EPOCH + timedelta(milliseconds=before):{day}}, the newest event acknowledged before)")
-    horizon = EPOCH + timedelta(milliseconds=watermark - 2 * lookback_ms) if watermark is not None else None
+    horizon = EPOCH + timedelta(milliseconds=pruned_to) if pruned_to is not None else None
     print(f"- {sync_id}: event sync of {array} ({'backfill' if start is None else 'start_at ' + declaration['start_at']},"
           f" lookback {lookback})")
     print(f"    {sum(held.values())} {array} held, " + (f"{twice} of them more than once" if twice else "each once")
