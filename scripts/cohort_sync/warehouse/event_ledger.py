@@ -24,6 +24,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+EVENT_STATE_COLUMNS = ("sync_id", "event_id", "member_key", "event_time_ms", "outcome", "run_id", "acknowledged_at")
+EVENT_INFLIGHT_COLUMNS = ("run_id", "sync_id", "batch_number", "event_id", "member_key", "event_time_ms", "sent_at")
+EVENT_UNCERTAIN_COLUMNS = ("sync_id", "event_id", "member_key", "event_time_ms", "outcome", "sent_by_run",
+                           "recorded_by_run", "recorded_at")
+
 
 class EventLedger:
     """Mixed into Ledger: needs its engine, relations and write helpers."""
@@ -89,8 +94,6 @@ class EventLedger:
         """Record the events Braze acknowledged (all of each request's but those
         its errors name), and, when an earlier attempt of the request may
         have been applied too, each of them as possibly duplicated."""
-        from .ledger import EVENT_STATE_COLUMNS, EVENT_UNCERTAIN_COLUMNS
-
         acknowledged, doubtful = [], []
         for request, ack, objects in batches:
             for index, obj in enumerate(request.objects):
@@ -117,8 +120,6 @@ class EventLedger:
         recorded possibly_lost, and held in the ledger as skipped so no plan
         sends it. Returns (possibly duplicated, possibly lost, ids not to
         send in this run)."""
-        from .ledger import EVENT_STATE_COLUMNS, EVENT_UNCERTAIN_COLUMNS
-
         r, sync_id = self.relations, sync.cohort_id
         notes = self.engine.query(
             f"select run_id, batch_number, event_id, member_key, event_time_ms from {r.event_inflight} "

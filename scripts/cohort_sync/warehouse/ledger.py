@@ -42,7 +42,7 @@ from ..ops.notify import NotificationRecord, Recipient, Streak, recipients_from_
 from ..run.history import HISTORY_COLUMNS, HISTORY_DEFAULTS, SYNCED, HistoryRow
 from ..run.schedule import Schedule
 from .engines import Engine, causes
-from .event_ledger import EventLedger
+from .event_ledger import EVENT_INFLIGHT_COLUMNS, EVENT_STATE_COLUMNS, EVENT_UNCERTAIN_COLUMNS, EventLedger
 
 log = logging.getLogger(__name__)
 
@@ -175,10 +175,6 @@ REJECTED_COLUMNS = (
     "batch_number", "error_type", "rejected_at", "value_hash",
 )
 ATTRIBUTE_STATE_COLUMNS = ("sync_id", "member_key", "attribute_name", "value_hash", "run_id", "acknowledged_at")
-EVENT_STATE_COLUMNS = ("sync_id", "event_id", "member_key", "event_time_ms", "outcome", "run_id", "acknowledged_at")
-EVENT_INFLIGHT_COLUMNS = ("run_id", "sync_id", "batch_number", "event_id", "member_key", "event_time_ms", "sent_at")
-EVENT_UNCERTAIN_COLUMNS = ("sync_id", "event_id", "member_key", "event_time_ms", "outcome", "sent_by_run",
-                           "recorded_by_run", "recorded_at")
 COHORT_COLUMNS = ("cohort_id", "cohort_name", "created_at", "run_id", "acknowledged_at")
 DELIVERY_COLUMNS = (
     "run_id", "plan_id", "cohort_id", "request_kind", "batch_number", "added", "removed",
