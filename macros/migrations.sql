@@ -66,7 +66,7 @@
 
 {# The version of this dbt package, recorded with each step it applies. #}
 {% macro package_version() %}
-  {{ return('0.5.0') }}
+  {{ return('0.6.0') }}
 {% endmacro %}
 
 

@@ -20,11 +20,17 @@ def test_benchmark_smoke_run_writes_every_section(tmp_path):
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     report = json.loads((tmp_path / "report.json").read_text())
-    assert {"diff", "publish", "latency", "memory", "incremental", "targets", "machine"} <= set(report)
+    assert {"diff", "publish", "latency", "memory", "incremental", "track", "attribute_scale", "events", "targets",
+            "machine"} <= set(report)
     assert [d["changes"] for d in report["diff"]] == [20, 60]
     assert all(d["ours_s"] > 0 and d["bare_s"] > 0 for d in report["diff"])
     assert report["latency"]["responses_429"] == 0
     assert [m["changes"] for m in report["memory"]] == [2_000, 6_000]
-    assert len(report["targets"]) == 8
+    assert report["track"]["latency"]["responses_429"] == 0
+    assert report["track"]["raw"]["requests"] == report["track"]["latency"]["requests"] > 0
+    names = [t["target"] for t in report["targets"]]
+    assert len(names) == len(set(names)) == 17, names
+    assert all(isinstance(t["met"], bool) for t in report["targets"])
+    assert any(name.startswith("sink absorbs") for name in names)
     assert (tmp_path / "chart.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "| target | value | limit | met |" in (tmp_path / "report.md").read_text()

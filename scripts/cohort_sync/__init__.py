@@ -5,4 +5,4 @@ this package delivers those changes to Braze's partner cohort import API
 and records each acknowledged batch.
 """
 
-__version__ = "0.5.0"
+__version__ = "0.6.0"

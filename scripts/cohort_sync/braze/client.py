@@ -1,6 +1,6 @@
 """HTTP client for Braze: the partner cohort import endpoints and /users/track.
 
-One pooled requests.Session per run and an explicit timeout on every call.
+One keep-alive connection per worker thread (braze/transport.py) and an explicit timeout on every call.
 Each endpoint family has its own rate limiter, as Braze limits them apart:
 the cohort import family spaced under its hourly limit, /users/track under
 its 3-second window (and an hourly cap where the contract has one), and
@@ -30,10 +30,6 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, NamedTuple
 
-import requests
-from requests.adapters import HTTPAdapter
-from urllib3.exceptions import NewConnectionError
-
 from ..config import (
     COHORT_IMPORT,
     DATA_IMPORT_KEY_VAR,
@@ -43,6 +39,7 @@ from ..config import (
     BrazeSettings,
     ConfigError,
 )
+from .transport import Response, Transport, TransportError
 
 log = logging.getLogger(__name__)
 
@@ -221,11 +218,7 @@ class BrazeClient:
             USERS_TRACK: RateLimiter.from_limits(track_limits, clock=clock, sleep=sleep, wall=wall),
         }
         self._partner_path = f"/partners/{settings.partner_name}"  # no secret in it: the keys go in the body
-        self._session = requests.Session()
-        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=pool_size, max_retries=0)
-        self._session.mount("https://", adapter)
-        self._session.mount("http://", adapter)
-        self._session.headers.update({"Content-Type": "application/json"})
+        self._transport = Transport(settings.rest_endpoint, pool_size=pool_size)
 
     def __repr__(self) -> str:
         return f"BrazeClient(endpoint={self._settings.rest_endpoint!r})"
@@ -242,7 +235,7 @@ class BrazeClient:
         return self._limiters[family].interval
 
     def close(self) -> None:
-        self._session.close()
+        self._transport.close()
 
     def __enter__(self) -> BrazeClient:
         return self
@@ -375,13 +368,12 @@ class BrazeClient:
         ready: Callable[[], None] | None,
         headers: Mapping[str, str] | None = None,
         retry_uncertain: bool = True,
-    ) -> tuple[requests.Response, int, bool]:
+    ) -> tuple[Response, int, bool]:
         """Send under the family's rate limit, retrying what can succeed later:
         the 2xx answer, the attempts it took and whether an earlier attempt
         may have been applied too; or a BrazeError. Without `retry_uncertain`,
         an attempt that may have been applied is not retried."""
         limiter = self._limiters[family]
-        url = self._settings.rest_endpoint + path
         timeout = self._settings.timeout_seconds
         started = self._clock()
         maybe_applied = False  # an attempt may have reached Braze's data
@@ -392,11 +384,11 @@ class BrazeClient:
                 ready()
             sent = time.perf_counter()
             try:
-                response = self._session.post(url, data=body, headers=headers, timeout=(min(10.0, timeout), timeout))
-            except (requests.ConnectionError, requests.Timeout) as exc:
-                self._log_attempt(path, detail, attempt, type(exc).__name__, sent)
-                maybe_applied = maybe_applied or not never_sent(exc)
-                reason = f"{type(exc).__name__}: {self._redact(str(exc))}"
+                response = self._transport.post(path, body, headers or {}, (min(10.0, timeout), timeout))
+            except TransportError as exc:
+                self._log_attempt(path, detail, attempt, str(exc).split(":", 1)[0], sent)
+                maybe_applied = maybe_applied or not exc.never_sent
+                reason = self._redact(str(exc))
             else:
                 status = response.status_code
                 self._log_attempt(path, detail, attempt, f"HTTP {status}", sent)
@@ -453,15 +445,6 @@ class BrazeClient:
         return text
 
 
-def never_sent(exc: requests.RequestException) -> bool:
-    """True when the request failed before it was sent: no connection was made
-    (refused, unreachable, name not resolved, connect timeout)."""
-    if isinstance(exc, requests.ConnectTimeout):
-        return True
-    reason = exc.args[0] if exc.args else None
-    return isinstance(getattr(reason, "reason", reason), NewConnectionError)
-
-
 def backoff(attempt: int) -> float:
     """Exponential backoff with full jitter, capped."""
     ceiling = min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2 ** (attempt - 1))
@@ -508,7 +491,7 @@ def _object_error(item: Any) -> ObjectError | None:
     return ObjectError(item["input_array"], index, str(item.get("type") or "no reason given"))
 
 
-def object_errors(response: requests.Response, body: str) -> tuple[ObjectError, ...]:
+def object_errors(response: Response, body: str) -> tuple[ObjectError, ...]:
     """The objects a 2xx /users/track answer names as rejected; ValueError
     when the answer cannot be read, or names an object the request (its
     JSON `body`) does not hold: then nobody knows which objects were applied."""
@@ -535,7 +518,7 @@ def object_errors(response: requests.Response, body: str) -> tuple[ObjectError, 
     return tuple(errors)
 
 
-def readable_object_errors(response: requests.Response) -> tuple[ObjectError, ...]:
+def readable_object_errors(response: Response) -> tuple[ObjectError, ...]:
     """The objects a rejected request's answer names, those it names readably."""
     try:
         payload = response.json()
@@ -561,7 +544,7 @@ def _describe(errors: Any) -> str:
     return "; ".join(described)
 
 
-def server_message(response: requests.Response) -> str:
+def server_message(response: Response) -> str:
     """A readable one-line message from any response body, JSON or not."""
     text = response.text or ""
     try:

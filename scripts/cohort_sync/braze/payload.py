@@ -362,25 +362,46 @@ def profile_request(kind: str, number: int, changes: Iterable[ProfileChange], mo
     user, in member key order, carrying each of the user's values that
     changed (null unsets one). `mode` update sends `"_update_existing_only":
     true` (Braze ignores users it does not have); upsert sends false, which
-    creates them (for aliases too, whose default is true)."""
-    members = _by_member(changes)
+    creates them (for aliases too, whose default is true).
+
+    `changes` may be ProfileChange tuples or plain rows in PROFILE_CHANGE_COLUMNS
+    order (as the plan's page query returns them): this runs once per request
+    at up to Braze's 1,000 requests a second, so it reads fields by position."""
+    members: dict[str, list[Any]] = {}
+    for row in changes:
+        members.setdefault(row[2], []).append(row)
+    if len(members) > MAX_TRACK_OBJECTS:
+        raise ValueError(f"a /users/track request may hold at most {MAX_TRACK_OBJECTS} objects, got {len(members)}")
+    update_only = mode != "upsert"
     bodies, objects = [], []
     counts: dict[str, list[int]] = {}
     for member_key in sorted(members):
         rows = members[member_key]
         identifier = identifier_from_key(member_key)
-        body: dict[str, Any] = {**object_identifier(identifier), "_update_existing_only": mode != "upsert"}
+        body = object_identifier(identifier)
+        body["_update_existing_only"] = update_only
         for row in rows:
-            body[row.attribute_name] = None if row.should_remove else attribute_value(row.value_type, row.value_text)
-            counts.setdefault(row.sync_id, [0, 0])[1 if row.should_remove else 0] += 1
+            tally = counts.get(row[1])
+            if tally is None:
+                tally = counts[row[1]] = [0, 0]
+            if row[4]:
+                body[row[3]] = None
+                tally[1] += 1
+            else:
+                value_type, text = row[5], row[6]
+                body[row[3]] = text if value_type in _TEXT_TYPES else attribute_value(value_type, text)
+                tally[0] += 1
         objects.append(TrackObject(
             member_key, identifier,
-            tuple((row.sync_id, row.attribute_name, bool(row.should_remove)) for row in rows),
-            tuple(row.value_hash for row in rows),
-            tuple(int(row.data_points) for row in rows),
+            tuple([(row[1], row[3], bool(row[4])) for row in rows]),
+            tuple([row[7] for row in rows]),
+            tuple([int(row[8]) for row in rows]),
         ))
         bodies.append(body)
     return _attributes_request(kind, number, counts, bodies, objects)
+
+
+_TEXT_TYPES = frozenset({"string", "date"})  # sent as their text (see attribute_value)
 
 
 class EventChange(NamedTuple):

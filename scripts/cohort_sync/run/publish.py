@@ -23,11 +23,12 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
@@ -43,6 +44,7 @@ log = logging.getLogger(__name__)
 ENTRY_POINTS = ("dbt", "cli")
 LOCK_TTL_VAR = "COHORT_SYNC_LOCK_TTL_SECONDS"
 CONCURRENCY_VAR = "COHORT_SYNC_CONCURRENCY"
+TRACK_CONCURRENCY_VAR = "COHORT_SYNC_TRACK_CONCURRENCY"
 
 
 def utc_now() -> datetime:
@@ -60,12 +62,14 @@ class PublishOptions:
     only: frozenset[str] = frozenset()  # publish these cohorts only (all when empty)
     now: bool = False  # publish regardless of schedules (the manual trigger)
     lock_ttl_seconds: float = 900.0
-    concurrency: int = 16
+    concurrency: int = 16  # partner cohort import requests in flight at once
+    track_concurrency: int = 128  # /users/track requests in flight at once (see docs/decisions/0016)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **options) -> PublishOptions:
         env = os.environ if environ is None else environ
-        for name, key, kind in ((LOCK_TTL_VAR, "lock_ttl_seconds", float), (CONCURRENCY_VAR, "concurrency", int)):
+        for name, key, kind in ((LOCK_TTL_VAR, "lock_ttl_seconds", float), (CONCURRENCY_VAR, "concurrency", int),
+                                (TRACK_CONCURRENCY_VAR, "track_concurrency", int)):
             raw = env.get(name, "").strip()
             if not raw:
                 continue
@@ -76,6 +80,8 @@ class PublishOptions:
             if value <= 0:
                 raise ConfigError(f"{name} must be a positive {'whole ' if kind is int else ''}number")
             options[key] = value
+        if "concurrency" in options and not env.get(TRACK_CONCURRENCY_VAR, "").strip():
+            options.setdefault("track_concurrency", options["concurrency"])  # one setting for both, unless split
         for key in ("allow_removals", "only"):
             if key in options:
                 options[key] = frozenset(options[key] or ())
@@ -127,7 +133,7 @@ def publish_run(
     try:
         ledger.check_schema()
         settings = None if options.dry_run else BrazeSettings.from_env(families=ledger.endpoint_families(options.only))
-        client = BrazeClient(settings, pool_size=options.concurrency) if settings else None
+        client = BrazeClient(settings, pool_size=max(options.concurrency, options.track_concurrency)) if settings else None
         return publish(ledger, client, entry_point=entry_point, options=options)
     finally:
         if client:
@@ -474,13 +480,11 @@ def _run_track(ledger, client, deferred: list[_Deferred], summary, options, lock
     unexpected = False
     try:
         for leaving in (True, False):
-            _send(ledger, client, stream, plan_id,
-                  (q for q in ledger.pending_track_requests(plan_id, cohort_ids) if (q.adds == 0) == leaving),
-                  options.concurrency, lock, clock)
+            _send(ledger, client, stream, plan_id, ledger.pending_track_requests(plan_id, cohort_ids, leaving),
+                  options.track_concurrency, lock, clock)
         for leaving in (True, False):  # as for cohorts: batches that only unset go first (see `phased`)
-            _send(ledger, client, stream, sync_plan_id,
-                  (q for q in ledger.pending_profile_requests(sync_plan_id, syncs) if (q.adds == 0) == leaving),
-                  options.concurrency, lock, clock)
+            _send(ledger, client, stream, sync_plan_id, ledger.pending_profile_requests(sync_plan_id, syncs, leaving),
+                  options.track_concurrency, lock, clock)
         skip = {}
         for waiting in event_syncs:  # what a crash left uncertain, settled before anything is sent again
             duplicated, lost, skip[waiting.cohort.cohort_id] = ledger.resolve_uncertain_events(
@@ -489,13 +493,13 @@ def _run_track(ledger, client, deferred: list[_Deferred], summary, options, lock
             waiting.row.possibly_lost += lost
         _send(ledger, client, stream, event_plan_id,
               ledger.pending_event_requests(event_plan_id, [d.cohort for d in event_syncs], skip),
-              options.concurrency, lock, clock)
+              options.track_concurrency, lock, clock)
         for waiting in deferred:
             if waiting.cohort.cohort_id in resyncing:
                 cohort = waiting.cohort
                 requests = (ledger.profile_resync_requests(cohort, summary.run_id) if cohort.is_sync
                             else ledger.track_resync_requests(cohort, summary.run_id))
-                _send(ledger, client, stream, None, requests, options.concurrency, lock, clock)
+                _send(ledger, client, stream, None, requests, options.track_concurrency, lock, clock)
                 resyncing.discard(cohort.cohort_id)
                 log.info("%s '%s': full resync sent %s again", "attribute sync" if cohort.is_sync else "cohort",
                          cohort.cohort_id, "every current value" if cohort.is_sync else "its attribute to every current member")
@@ -695,31 +699,34 @@ def _transmit(client: BrazeClient, request: PlannedRequest, ready: Callable[[], 
 
 class _Gate:
     """Holds a worker's request between the rate limiter's go-ahead and its
-    sending, until the main thread has noted it in flight (or cancelled it)."""
+    sending, until the main thread has noted it in flight (or cancelled it).
+    The go-ahead is reported on the run's queue of events."""
 
-    def __init__(self) -> None:
-        self.ready: Future = Future()  # done once the rate limiter let the request go
+    def __init__(self, events: queue.SimpleQueue, sequence: int, request: PlannedRequest) -> None:
+        self.sequence = sequence  # the request's place in the plan's order
+        self.request = request
+        self.reported = False  # (main thread) its go-ahead was taken from the queue
+        self._events = events
         self._go = threading.Event()
         self._cancelled = False
         self._delay = 0.0
 
     def __call__(self) -> None:  # in the worker thread, just before the first attempt
-        self.ready.set_result(None)
+        self._events.put((_READY, self))
         self._go.wait()
         if self._cancelled:
             raise _NotSent
         if self._delay:
             time.sleep(self._delay)
 
-    @property
-    def held(self) -> bool:
-        return self.ready.done() and not self._go.is_set()
-
     def open(self, cancel: bool = False, delay: float = 0.0) -> None:
         """Let the request go (after `delay` seconds), or (cancel) return without sending it; once."""
         if not self._go.is_set():
             self._cancelled, self._delay = cancel, delay
             self._go.set()
+
+
+_READY, _DONE = "ready", "done"  # what a worker reports: its request let go by the rate limiter; finished
 
 
 def _send(
@@ -742,16 +749,49 @@ def _send(
     Braze acknowledged since the last cycle, clears the notes of those that
     failed before Braze could apply them (a 4xx, no connection), and notes
     the ones about to be sent; after the first event of a cycle it waits
-    for more up to half the time the last recording took. A member has one
-    change per plan, so batches of a cohort can go in any order. When a
-    request fails, no other is sent; those in flight are awaited and those
-    acknowledged are recorded before the error propagates.
+    for more up to half the time the last recording took. Workers report
+    both events (let go, finished) on one queue, so an event costs this
+    thread the same at any concurrency (/users/track runs 128 at once). A
+    member has one change per plan, so batches of a cohort can go in any
+    order. When a request fails, no other is sent; those in flight are
+    awaited and those acknowledged are recorded before the error propagates.
     """
     upcoming = iter(requests)
     tasks: dict[Future, tuple[PlannedRequest, _Gate]] = {}
+    events: queue.SimpleQueue = queue.SimpleQueue()
+    held: list[_Gate] = []  # let go by the rate limiter, waiting at their gate
+    finished: list[Future] = []
     acknowledged: list[tuple[PlannedRequest, object]] = []
     abandoned: list[PlannedRequest] = []  # failed, and Braze did not apply them
     failure: BaseException | None = None
+    sequence = 0
+
+    def take(timeout: float | None = 0.0) -> bool:
+        """Move the workers' reports into `held` and `finished`, waiting up to
+        `timeout` seconds (None: until one comes) for the first; False if none came."""
+        try:
+            item = events.get(timeout=timeout) if timeout != 0.0 else events.get_nowait()
+        except queue.Empty:
+            return False
+        while True:
+            kind, subject = item
+            if kind == _READY:
+                subject.reported = True
+                held.append(subject)
+            else:
+                finished.append(subject)
+            try:
+                item = events.get_nowait()
+            except queue.Empty:
+                return True
+
+    def take_until(done: Callable[[], bool], seconds: float) -> None:
+        """Take reports until `done()` or `seconds` have passed."""
+        deadline = time.perf_counter() + seconds
+        while not done():
+            left = deadline - time.perf_counter()
+            if left <= 0 or not take(left):
+                return
 
     def collect(futures: Iterable[Future]) -> None:
         nonlocal failure
@@ -788,48 +828,59 @@ def _send(
             acknowledged.clear()
             abandoned.clear()
 
-    def held() -> list[_Gate]:
-        return [gate for _, gate in tasks.values() if gate.held]
+    def report_done(future: Future) -> None:
+        events.put((_DONE, future))
 
     with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="cohort-sync") as pool:
 
-        def refill() -> list[Future]:
+        def refill() -> list[tuple[Future, _Gate]]:
             """Start requests (they wait for the rate limiter) up to `concurrency`."""
+            nonlocal sequence
             started = []
             while failure is None and len(tasks) < concurrency:
                 request = next(upcoming, None)
                 if request is None:
                     break
-                gate = _Gate()
+                sequence += 1
+                gate = _Gate(events, sequence, request)
                 future = pool.submit(_transmit, client, request, gate)
                 tasks[future] = (request, gate)
-                started.append(gate.ready)
+                future.add_done_callback(report_done)
+                started.append((future, gate))
             return started
+
+        def in_flight() -> int:
+            """Requests neither finished nor held at their gate (reports taken so far)."""
+            return len(tasks) - len(finished) - len(held)
 
         try:
             while True:
                 refill()
                 if not tasks:
                     break
-                if not held():
-                    events = set(tasks) | {gate.ready for _, gate in tasks.values() if not gate.ready.done()}
-                    done, pending = wait(events, return_when=FIRST_COMPLETED)
-                    if pending and failure is None:
+                take()
+                if not held and not finished:
+                    take(None)  # the first event of the cycle
+                    if failure is None:
                         # Where recording is slow (Spark: seconds per cycle), let the
                         # other requests finish for a while, so one cycle records many.
-                        wait(pending, timeout=settle_seconds / 2)
-                collect([future for future in tasks if future.done()])
+                        take_until(lambda: not in_flight(), settle_seconds / 2)
+                done = sorted(finished, key=lambda future: tasks[future][1].sequence)
+                finished.clear()
+                collect(done)
                 started = refill()
                 if started and failure is None:
                     # And let the requests started in their place reach the rate
                     # limiter's go-ahead, so one recording also notes them.
-                    wait(started, timeout=settle_seconds / 2)
-                ready = held()
+                    take_until(lambda started=started: all(gate.reported or future.done() for future, gate in started),
+                               settle_seconds / 2)
+                ready = sorted(held, key=lambda gate: gate.sequence)
+                held.clear()
                 if failure is not None:
                     for gate in ready:
                         gate.open(cancel=True)
                     ready = []
-                leaving = [(request, gate) for request, gate in tasks.values() if gate in ready]
+                leaving = [(gate.request, gate) for gate in ready]
                 settle([request for request, _ in leaving])
                 # Requests held together (while a slow recording ran) leave in
                 # batch order, spaced as the rate limiter spaced them.

@@ -464,36 +464,54 @@ class Ledger(EventLedger):
         )
         return {row[0] for row in rows}
 
-    def pending_pages(self, relation: str, sync_id: str, done: set[int]) -> Iterator[tuple[int, int]]:
+    def pending_pages(self, relation: str, sync_id: str, done: set[int],
+                      only: set[int] | None = None) -> Iterator[tuple[int, int]]:
         """(first, last) batch numbers of each page of a sync's plan in `relation`
-        that holds a batch not in `done`: `page_batches` batches a page."""
+        that holds a batch not in `done` (and, given `only`, in `only`):
+        `page_batches` batches a page."""
         last = self.engine.query(f"select max(batch_number) from {relation} where sync_id = ?", [sync_id])[0][0]
         page = self.engine.page_batches
         for first in range(1, int(last or 0) + 1, page):
-            if not all(n in done for n in range(first, first + page)):
+            if any(n not in done and (only is None or n in only) for n in range(first, first + page)):
                 yield first, first + page - 1
 
-    def pending_profile_requests(self, plan_id: str | None, syncs: list[CohortPlan]) -> Iterator[PlannedRequest]:
+    def leaving_batches(self, relation: str, condition: str, params: list[Any]) -> set[int]:
+        """The batches of a plan whose changes all remove (or unset): the first
+        phase's, found by one aggregate, so that phase reads only their pages."""
+        return {int(number) for (number,) in self.engine.query(
+            f"""select batch_number from {relation} where {condition} group by batch_number
+                having min(case when should_remove then 1 else 0 end) = 1""",
+            params,
+        )}
+
+    def pending_profile_requests(self, plan_id: str | None, syncs: list[CohortPlan],
+                                 leaving: bool | None = None) -> Iterator[PlannedRequest]:
         """The attribute syncs' planned values not yet acknowledged for the
         plan, as /users/track requests: one per batch of a sync (a user's
-        values share a batch), read a page of batches at a time."""
+        values share a batch), read a page of batches at a time. `leaving`
+        True: only the batches that only unset; False: only the others
+        (each phase renders only its own requests)."""
         r = self.relations
         for sync in syncs:
             done = self.acknowledged_batches(plan_id, sync.cohort_id, "profile")
-            for first, last in self.pending_pages(r.attribute_changes, sync.cohort_id, done):
+            only = self.leaving_batches(r.attribute_changes, "sync_id = ?", [sync.cohort_id]) if leaving else None
+            if only is not None and not only - done:
+                continue
+            for first, last in self.pending_pages(r.attribute_changes, sync.cohort_id, done, only):
                 rows = self.engine.query(
                     f"""select {', '.join(PROFILE_CHANGE_COLUMNS)} from {r.attribute_changes}
                         where sync_id = ? and batch_number between ? and ?
                         order by batch_number, member_key, attribute_name""",
                     [sync.cohort_id, first, last],
                 )
-                batches: dict[int, list[ProfileChange]] = {}
+                batches: dict[int, list[tuple]] = {}  # rows in PROFILE_CHANGE_COLUMNS order
                 for row in rows:
-                    change = ProfileChange(int(row[0]), *row[1:])
-                    if change.batch_number not in done:
-                        batches.setdefault(change.batch_number, []).append(change)
+                    number = int(row[0])
+                    if number not in done:
+                        batches.setdefault(number, []).append(row)
                 for number in sorted(batches):
-                    yield profile_request("profile", number, batches[number], sync.sync_mode or "update")
+                    if _in_phase(batches[number], leaving, PROFILE_CHANGE_COLUMNS.index("should_remove")):
+                        yield profile_request("profile", number, batches[number], sync.sync_mode or "update")
 
     def resync_data_points(self, cohort: CohortPlan) -> int:
         """What a full resync of the cohort would cost in data points: a point per
@@ -560,12 +578,13 @@ class Ledger(EventLedger):
                 break
             after = keys[-1]
 
-    def pending_track_requests(self, plan_id: str | None, cohort_ids: set[str]) -> Iterator[PlannedRequest]:
+    def pending_track_requests(self, plan_id: str | None, cohort_ids: set[str],
+                               leaving: bool | None = None) -> Iterator[PlannedRequest]:
         """The attribute changes of these cohorts not yet acknowledged for the
         plan, as /users/track requests: one per batch of the plan (a member's
         changes share a batch), holding the changes of every cohort of
         `cohort_ids` whose part of the batch Braze has not acknowledged, read a
-        page of batches at a time."""
+        page of batches at a time. `leaving`: as for pending_profile_requests."""
         if not cohort_ids:
             return
         ids = sorted(cohort_ids)
@@ -582,7 +601,12 @@ class Ledger(EventLedger):
             ids,
         )[0][0]
         page = self.engine.page_batches
+        only = None
+        if leaving:
+            only = self.leaving_batches(self.relations.changes, f"delivery = 'attribute' and cohort_id in ({marks})", ids)
         for first in range(1, int(last or 0) + 1, page):
+            if only is not None and not any(n in only for n in range(first, first + page)):
+                continue
             rows = self.engine.query(
                 f"""select {', '.join(TRACK_CHANGE_COLUMNS)} from {self.relations.changes}
                     where delivery = 'attribute' and cohort_id in ({marks}) and batch_number between ? and ?
@@ -595,7 +619,8 @@ class Ledger(EventLedger):
                 if (change.cohort_id, change.batch_number) not in done:
                     batches.setdefault(change.batch_number, []).append(change)
             for number in sorted(batches):
-                yield track_request("track", number, batches[number])
+                if _in_phase(batches[number], leaving, TRACK_CHANGE_COLUMNS.index("should_remove")):
+                    yield track_request("track", number, batches[number])
 
     def pending_of(self, cohort: CohortPlan) -> tuple[int, int, int, int]:
         """pending_summary of the cohort or sync, in its own plan."""
@@ -809,10 +834,13 @@ class Ledger(EventLedger):
         r = self.relations
         values = "sync_id, member_key, attribute_name, value_hash, ?, ?"
         if self.engine.transactional:
+            # A 'new' value has nothing held to replace (the plan was built from
+            # this state, and only this plan's batches change it): leaving those
+            # out spares a join with the whole state per cycle on a first sync.
             self.engine.execute(
                 f"""delete from {r.attribute_state} as held where exists (
                         select 1 from {r.attribute_changes} as c
-                        where {where}
+                        where c.change_kind <> 'new' and {where}
                             and c.sync_id = held.sync_id and c.member_key = held.member_key
                             and c.attribute_name = held.attribute_name)""",
                 params,
@@ -1328,6 +1356,13 @@ def _rejected_rows(run_id, plan_id, request: PlannedRequest, objects: dict[int, 
 def _notification_key(record: NotificationRecord) -> tuple[str, str, str, str, str]:
     """What a sent or failed record shares with the pending record it settles."""
     return (record.run_id, record.cohort_id, record.outcome, record.channel, record.recipient)
+
+
+def _in_phase(changes: list[Any], leaving: bool | None, should_remove: int) -> bool:
+    """Whether a batch belongs to the phase: None, every batch; True, those
+    whose changes all remove (or unset); False, the others. `should_remove`:
+    its position in a change."""
+    return leaving is None or all(change[should_remove] for change in changes) == leaving
 
 
 def _batch(number: Any) -> int | None:
