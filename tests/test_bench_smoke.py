@@ -28,6 +28,7 @@ def test_benchmark_smoke_run_writes_every_section(tmp_path):
     assert [m["changes"] for m in report["memory"]] == [2_000, 6_000]
     assert report["track"]["latency"]["responses_429"] == 0
     assert report["track"]["raw"]["requests"] == report["track"]["latency"]["requests"] > 0
+    assert [r["new"] for r in report["events"]["runs"]] == [100, 100, 1000]
     names = [t["target"] for t in report["targets"]]
     assert len(names) == len(set(names)) == 17, names
     assert all(isinstance(t["met"], bool) for t in report["targets"])

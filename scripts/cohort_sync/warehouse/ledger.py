@@ -1269,11 +1269,7 @@ class Ledger(EventLedger):
         if not self.engine.transactional and table in EVENT_TABLES:
             relation, columns = self.relations.events(table), (*columns, *EVENT_COLUMNS)
             rows = [(*row, True, self._event_sequence()) for row in rows]
-        values = ", ".join("(" + ", ".join("?" for _ in columns) + ")" for _ in rows)
-        self.engine.execute(
-            f"insert into {relation} ({', '.join(columns)}) values {values}",
-            [value for row in rows for value in row],
-        )
+        self.engine.insert_rows(relation, columns, rows)
 
     def _insert_select(
         self, table: str, columns: tuple[str, ...], select: str, params: list[Any], live: bool = True
