@@ -57,33 +57,28 @@ sync_attributes as (
     {%- endif %}
 ),
 
-rows_read as (
-    select *
-    from {{ ref('cohort_sync_attribute_rows') }}
-    where member_key is not null
-),
-
-{#- one value per user and attribute: rows that agree canonically may
-    still differ in text (JSON keys in another order): either text is it #}
+{#- the values that can be sent; a user's rows agree on them (rows that
+    disagree are rejected as conflicting_rows), so a value repeated by
+    several rows is compared as one (`compared`) #}
 current_values as (
     select
         sync_id,
         member_key,
         attribute_name,
         value_type,
-        min(value_text) as value_text,
-        value_hash,
-        max(data_points) as data_points
-    from rows_read
-    where reject_reason is null and not is_null
-    group by sync_id, member_key, attribute_name, value_type, value_hash
+        value_text,
+        value_hash
+    from {{ ref('cohort_sync_attribute_rows') }}
+    where member_key is not null and reject_reason is null and not is_null
 ),
 
+{#- counts_row marks one value of each model row #}
 present as (
     select distinct
         sync_id,
         member_key
-    from rows_read
+    from {{ ref('cohort_sync_attribute_rows') }}
+    where member_key is not null and counts_row
 ),
 
 held_back as (
@@ -91,8 +86,8 @@ held_back as (
         sync_id,
         member_key,
         attribute_name
-    from rows_read
-    where reject_reason is not null
+    from {{ ref('cohort_sync_attribute_rows') }}
+    where member_key is not null and reject_reason is not null
 ),
 
 acknowledged as (
@@ -107,7 +102,7 @@ acknowledged as (
         and sync_attributes.attribute_name = state.attribute_name
 ),
 
-compared as (
+compared_values as (
     select
         {%- for name in keys %}
         coalesce(current_values.{{ name }}, acknowledged.{{ name }}) as {{ name }},
@@ -128,6 +123,22 @@ compared as (
     where acknowledged.member_key is null
         or current_values.member_key is null
         or acknowledged.value_hash <> current_values.value_hash
+),
+
+{#- one value per user and attribute: rows that agree canonically may
+    still differ in text (JSON keys in another order): either text is it.
+    Grouped once compared, so only the values that differ are. #}
+compared as (
+    select
+        {%- for name in keys %}
+        {{ name }},
+        {%- endfor %}
+        value_type,
+        min(value_text) as value_text,
+        value_hash,
+        change_kind
+    from compared_values
+    group by {{ keys | join(', ') }}, value_type, value_hash, change_kind
 ),
 
 {#- an acknowledged value with no current one is unset only as declared:

@@ -116,6 +116,35 @@ sync_{{ loop.index }}_values as (
         coalesce(name_reason, case when not value_is_null then value_reason end) as value_reason
     from sync_{{ loop.index }}_pivoted
 ),
+{#- two rows of one user disagree when one attribute has two values (a
+    null counts as a value): each attribute's kind and canonical value (what
+    its hash is of), compared across the user's rows on the wide rows, so
+    the unpivoted rows stream into the table once and are never held #}
+sync_{{ loop.index }}_repeated as (
+    select
+        cohort_id,
+        member_key
+    from sync_{{ loop.index }}_identified
+    where member_key is not null
+    group by cohort_id, member_key
+    having count(*) > 1
+),
+
+sync_{{ loop.index }}_conflicted as (
+    select
+        identified.cohort_id as sync_id,
+        identified.member_key
+    from sync_{{ loop.index }}_identified as identified
+    inner join sync_{{ loop.index }}_repeated as repeated
+        on repeated.cohort_id = identified.cohort_id
+        and repeated.member_key = identified.member_key
+    group by identified.cohort_id, identified.member_key
+    having
+        {%- for attribute in read.attributes %}
+        {%- set key = "coalesce(case when not identified.a" ~ loop.index ~ "_is_null then " ~ dbt.concat(["'" ~ attribute.kind ~ "'", "':'", "identified.a" ~ loop.index ~ "_canonical"]) ~ " end, '-')" %}
+        min({{ key }}) <> max({{ key }}){{ " or" if not loop.last }}
+        {%- endfor %}
+),
 {% endfor %}
 
 all_values as (
@@ -139,28 +168,16 @@ all_values as (
     {%- endfor %}
 ),
 
-{#- two rows of one user disagree when one attribute has two values (a
-    null counts as a value); only users with more than one row can #}
-repeated_users as (
-    select
-        sync_id,
-        member_key
-    from all_values
-    where member_key is not null and counts_row
-    group by sync_id, member_key
-    having count(*) > 1
-),
-
 conflicted as (
-    select distinct
-        all_values.sync_id,
-        all_values.member_key
-    from all_values
-    inner join repeated_users
-        on repeated_users.sync_id = all_values.sync_id
-        and repeated_users.member_key = all_values.member_key
-    group by all_values.sync_id, all_values.member_key, all_values.attribute_name
-    having min(coalesce(all_values.value_hash, '-')) <> max(coalesce(all_values.value_hash, '-'))
+    {%- for sync in syncs %}
+    select sync_id, member_key from sync_{{ loop.index }}_conflicted
+    {% if not loop.last %}union all{% endif %}
+    {%- else %}
+    select
+        cast(null as {{ string }}) as sync_id,
+        cast(null as {{ string }}) as member_key
+    where 1 = 0
+    {%- endfor %}
 ),
 
 final as (

@@ -1,12 +1,12 @@
-"""HTTP transport for the Braze client: one keep-alive connection per worker thread.
+"""HTTP transport for the Braze client: a shared pool of keep-alive connections.
 
 `requests` costs about a millisecond of CPU per request (its session,
 adapters, hooks and header merging), which at Braze's /users/track ceiling
 (1,000 requests a second) is a whole core, and the publisher shares one
 core (the GIL) between its workers, rendering and recording. This module
-posts with the standard library's http.client instead: each worker thread
-keeps its own connection to the endpoint's host, reused while the server
-keeps it open (a connection the server closed while idle is noticed before
+posts with the standard library's http.client instead: the workers share
+a pool of keep-alive connections to the endpoint's host (at most the pool
+size kept idle), each reused while the server keeps it open (a connection the server closed while idle is noticed before
 reuse and replaced), with the same timeouts and certificates as `requests`
 would use. Where a proxy applies to the endpoint (HTTPS_PROXY and the
 like, as `requests` reads them), posts go through `requests` instead, so
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import queue
 import select
 import socket
 import ssl
@@ -68,7 +69,7 @@ class Transport:
         self._host = parts.hostname
         self._port = parts.port or (443 if self._https else 80)
         self._prefix = parts.path.rstrip("/")
-        self._local = threading.local()
+        self._idle: queue.LifoQueue = queue.LifoQueue(maxsize=max(1, pool_size))  # shared by every thread
         self._connections: list[http.client.HTTPConnection] = []
         self._lock = threading.Lock()
         self._context = _ssl_context() if self._https else None
@@ -100,6 +101,11 @@ class Transport:
             raise _transport_error(exc, connecting) from None
         if answer.will_close:
             self._discard(connection)
+        else:
+            try:
+                self._idle.put_nowait(connection)  # for the next post, of any thread
+            except queue.Full:
+                self._discard(connection)
         return Response(answer.status, answer.reason, answer.headers, content)
 
     def close(self) -> None:
@@ -111,26 +117,26 @@ class Transport:
             self._fallback.close()
 
     def _connection(self, connect_timeout: float) -> tuple[http.client.HTTPConnection, bool]:
-        """This thread's connection, and whether it still has to connect."""
-        connection = getattr(self._local, "connection", None)
-        if connection is not None and connection.sock is not None and not _dropped(connection.sock):
-            return connection, False
-        if connection is not None:
+        """An idle connection the server kept open, else a new one (and whether it still has to connect)."""
+        while True:
+            try:
+                connection = self._idle.get_nowait()
+            except queue.Empty:
+                break
+            if connection.sock is not None and not _dropped(connection.sock):
+                return connection, False
             self._discard(connection)
         if self._https:
             connection = http.client.HTTPSConnection(self._host, self._port, timeout=connect_timeout,
                                                      context=self._context)
         else:
             connection = http.client.HTTPConnection(self._host, self._port, timeout=connect_timeout)
-        self._local.connection = connection
         with self._lock:
             self._connections.append(connection)
         return connection, True
 
     def _discard(self, connection: http.client.HTTPConnection) -> None:
         connection.close()
-        if getattr(self._local, "connection", None) is connection:
-            self._local.connection = None
         with self._lock:
             if connection in self._connections:
                 self._connections.remove(connection)
@@ -158,10 +164,11 @@ class Transport:
 def _dropped(sock: socket.socket) -> bool:
     """A kept-alive connection the server closed (or that has stray bytes) while idle."""
     try:
-        readable, _, _ = select.select([sock], [], [], 0)
+        poller = select.poll()
+        poller.register(sock, select.POLLIN)
+        return bool(poller.poll(0))
     except (OSError, ValueError):
         return True
-    return bool(readable)
 
 
 def _transport_error(exc: BaseException, connecting: bool) -> BaseException:

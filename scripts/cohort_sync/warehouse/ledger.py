@@ -601,11 +601,13 @@ class Ledger(EventLedger):
             ids,
         )[0][0]
         page = self.engine.page_batches
+        # One rule for both phases: a batch whose rows all remove (every cohort's
+        # part, acknowledged or not) is the first phase's, any other the second's.
         only = None
-        if leaving:
+        if leaving is not None:
             only = self.leaving_batches(self.relations.changes, f"delivery = 'attribute' and cohort_id in ({marks})", ids)
         for first in range(1, int(last or 0) + 1, page):
-            if only is not None and not any(n in only for n in range(first, first + page)):
+            if leaving and not any(n in only for n in range(first, first + page)):
                 continue
             rows = self.engine.query(
                 f"""select {', '.join(TRACK_CHANGE_COLUMNS)} from {self.relations.changes}
@@ -619,7 +621,7 @@ class Ledger(EventLedger):
                 if (change.cohort_id, change.batch_number) not in done:
                     batches.setdefault(change.batch_number, []).append(change)
             for number in sorted(batches):
-                if _in_phase(batches[number], leaving, TRACK_CHANGE_COLUMNS.index("should_remove")):
+                if only is None or (number in only) == leaving:
                     yield track_request("track", number, batches[number])
 
     def pending_of(self, cohort: CohortPlan) -> tuple[int, int, int, int]:
