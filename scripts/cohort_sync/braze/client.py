@@ -1,6 +1,6 @@
 """HTTP client for Braze: the partner cohort import endpoints and /users/track.
 
-One keep-alive connection per worker thread (braze/transport.py) and an explicit timeout on every call.
+A shared pool of keep-alive connections (braze/transport.py) and an explicit timeout on every call.
 Each endpoint family has its own rate limiter, as Braze limits them apart:
 the cohort import family spaced under its hourly limit, /users/track under
 its 3-second window (and an hourly cap where the contract has one), and
