@@ -458,66 +458,6 @@ class AttributeBench(Bench):
                            select sync_id, member_key, attribute_name, value_hash, 'seed', now()
                            from cohort_sync_attribute_changes where not should_remove""")
 
-    def run(self, endpoint: Endpoint, size: int, publish: bool) -> dict[str, Any]:
-        """`publish`: the first plan is published into the endpoint (else its state is seeded by SQL)."""
-        values = self.set_users(size)
-        first = self.dbt("run", plan_only=True)
-        if publish:
-            publish_s = self.publish(endpoint)
-            track = [r for r in endpoint.requests() if r.get("endpoint") == "track"]
-            assert sum(sum(r.get("attribute_counts", [])) for r in track) == values
-        else:
-            self.seed_state()
-        with duckdb.connect(self.db) as con:
-            held = con.execute("select count(*) from cohort_sync_attribute_state").fetchall()[0][0]
-        assert held == values, (held, values)
-        stored = self.state_bytes()
-        with duckdb.connect(self.db) as con:
-            # the lower bound's own state: the same shape, its own hashes of the values before the change
-            con.execute(f"""create table bench_bare_state as
-                            select '{ATTRIBUTE_SYNC}' as sync_id, member_key, attribute_name, value_hash,
-                                'seed' as run_id, now() as acknowledged_at
-                            from ({self.bare_values_sql()})""")
-            con.execute(f"update raw.{ATTRIBUTE_SYNC} set {CHANGED_ATTRIBUTE} = {CHANGED_ATTRIBUTE} + 1 "
-                        "where user_number % 100 = 0")
-            changed = con.execute(f"select count(*) from raw.{ATTRIBUTE_SYNC} where user_number % 100 = 0"
-                                  ).fetchall()[0][0]
-        models = ("cohort_sync_attribute_rows", "cohort_sync_attribute_changes", "cohort_sync_cohorts")
-        runs = [self.dbt("run", "--select", *models, plan_only=True) for _ in range(REPEAT)]
-        best = min(runs, key=lambda nodes: sum(nodes.values()))
-        bare_sql = f"""
-            create or replace table bench_bare_attribute_changes as
-            with current_values as ({self.bare_values_sql()})
-            select
-                coalesce(c.member_key, s.member_key) as member_key,
-                coalesce(c.attribute_name, s.attribute_name) as attribute_name,
-                c.value_text,
-                c.value_hash,
-                case when s.member_key is null then 'new' when c.member_key is null then 'unset'
-                    else 'changed' end as change_kind
-            from current_values as c
-            full outer join bench_bare_state as s
-                on s.sync_id = '{ATTRIBUTE_SYNC}' and s.member_key = c.member_key
-                and s.attribute_name = c.attribute_name
-            where s.member_key is null or c.member_key is null or s.value_hash <> c.value_hash
-        """
-        with duckdb.connect(self.db) as con:
-            bare = timed(lambda: con.execute(bare_sql), repeat=REPEAT)
-            found = con.execute("select count(*) from bench_bare_attribute_changes").fetchall()[0][0]
-            planned = con.execute(
-                "select count(*) from cohort_sync_attribute_changes where change_kind = 'changed' "
-                "and attribute_name = ?", [CHANGED_ATTRIBUTE]).fetchall()[0][0]
-            all_planned = con.execute("select count(*) from cohort_sync_attribute_changes").fetchall()[0][0]
-        assert found == planned == all_planned == changed, (found, planned, all_planned, changed)
-        ours = sum(best.values())
-        return {"users": size, "attributes": len(ATTRIBUTES), "values": values, "changes": changed,
-                "first_models_s": sum(first.values()), "state_written_by": "publisher" if publish else "sql",
-                "publish_s": publish_s if publish else None, "track_requests": len(track) if publish else None,
-                "publish_values_per_s": values / publish_s if publish else None, "ours_s": ours, "models_s": best, "bare_s": bare,
-                "ratio": ours / bare, "state_rows": held, "state_bytes": stored["in_place"],
-                "state_bytes_per_row": stored["in_place"] / held, "state_copy_bytes": stored["copy"],
-                "state_copy_bytes_per_row": stored["copy"] / held}
-
 
 def sections():
     """The benchmark's sections in modules of their own (imported late: they import this one)."""
