@@ -615,6 +615,8 @@ def main(argv: list[str] | None = None) -> int:
                               f"Python {platform.python_version()}, DuckDB {duckdb.__version__}"}
 
     def step(name: str) -> None:
+        # what is measured so far, kept where a later section's failure cannot lose it
+        (args.out / "tmp_partial_report.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
         print(f"[{time.perf_counter() - started:6.1f}s] {name}", flush=True)
 
     report["diff"] = []

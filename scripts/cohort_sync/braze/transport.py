@@ -6,11 +6,13 @@ adapters, hooks and header merging), which at Braze's /users/track ceiling
 core (the GIL) between its workers, rendering and recording. This module
 posts with the standard library's http.client instead: the workers share
 a pool of keep-alive connections to the endpoint's host (at most the pool
-size kept idle), each reused while the server keeps it open (a connection the server closed while idle is noticed before
-reuse and replaced), with the same timeouts and certificates as `requests`
-would use. Where a proxy applies to the endpoint (HTTPS_PROXY and the
-like, as `requests` reads them), posts go through `requests` instead, so
-nothing about proxies changes. See docs/decisions/0016.
+size kept idle), each reused while the server keeps it open (a connection
+the server closed while idle is noticed before reuse and replaced), with
+the same timeouts and certificates as `requests` would use
+(REQUESTS_CA_BUNDLE, CURL_CA_BUNDLE, else certifi's). Where a proxy applies
+to the endpoint (HTTPS_PROXY and the like, as `requests` reads them), posts
+go through `requests` instead, so nothing about proxies changes. Every
+post says it is from cohort-sync (User-Agent). See docs/decisions/0016.
 
 Failures are raised as TransportError, which says whether the request can
 have reached the server (`never_sent`: the connection could not be made).
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import queue
 import select
 import socket
@@ -29,6 +32,11 @@ import urllib.request
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
+
+from cohort_sync import __version__
+
+#: Every post's own headers (the caller's are added to them).
+_HEADERS = {"Content-Type": "application/json", "Accept": "application/json", "User-Agent": f"cohort-sync/{__version__}"}
 
 
 class TransportError(Exception):
@@ -92,8 +100,7 @@ class Transport:
                 connection.connect()
                 connecting = False
             connection.sock.settimeout(timeout[1])
-            connection.request("POST", self._prefix + path, body=data,
-                               headers={"Content-Type": "application/json", "Accept": "application/json", **headers})
+            connection.request("POST", self._prefix + path, body=data, headers={**_HEADERS, **headers})
             answer = connection.getresponse()
             content = answer.read()
         except BaseException as exc:
@@ -147,8 +154,7 @@ class Transport:
 
         url = f"{'https' if self._https else 'http'}://{self._host}:{self._port}{self._prefix}{path}"
         try:
-            answer = self._fallback.post(url, data=body.encode("utf-8"), timeout=timeout,
-                                         headers={"Content-Type": "application/json", **headers})
+            answer = self._fallback.post(url, data=body.encode("utf-8"), timeout=timeout, headers={**_HEADERS, **headers})
         except requests.ConnectTimeout as exc:
             raise TransportError(f"ConnectTimeout: {exc}", never_sent=True, timeout=True) from None
         except requests.Timeout as exc:
@@ -182,7 +188,14 @@ def _transport_error(exc: BaseException, connecting: bool) -> BaseException:
 
 
 def _ssl_context() -> ssl.SSLContext:
-    """Certificates as requests verifies them: certifi's bundle where installed."""
+    """Certificates as requests verifies them: the bundle REQUESTS_CA_BUNDLE or
+    CURL_CA_BUNDLE names (a file, or a directory of hashed certificates), else
+    certifi's where installed (as requests, SSL_CERT_FILE is not read)."""
+    bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+    if bundle:
+        if os.path.isdir(bundle):
+            return ssl.create_default_context(capath=bundle)
+        return ssl.create_default_context(cafile=bundle)
     try:
         import certifi
     except ImportError:  # pragma: no cover - requests brings certifi
