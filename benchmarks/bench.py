@@ -505,9 +505,20 @@ def judge(report: dict[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
+def section_seconds(report: dict[str, Any]) -> dict[str, float]:
+    """Seconds per section of the run, from its steps (a step's section is its name up to the colon)."""
+    steps = report.get("steps", [])
+    totals: dict[str, float] = {}
+    for this, following in zip(steps, [*steps[1:], {"at_s": report["seconds"]}], strict=True):
+        section = this["step"].split(":", 1)[0]
+        totals[section] = totals.get(section, 0.0) + following["at_s"] - this["at_s"]
+    return totals
+
+
 def markdown(report: dict[str, Any]) -> str:
     track_bench, attribute_bench, event_bench = sections()
-    lines = [f"Machine: {report['machine']}. Run {report['finished_at']} ({report['seconds']:.0f} s).", "",
+    spent = ", ".join(f"{name} {seconds:.0f} s" for name, seconds in section_seconds(report).items())
+    lines = [f"Machine: {report['machine']}. Run {report['finished_at']} ({report['seconds']:.0f} s: {spent}).", "",
              "| target | value | limit | met |", "|---|---|---|---|"]
     for t in report["targets"]:
         lines.append(f"| {t['target']} | {t['value']}{t['unit']} | {t['limit']} | {'yes' if t['met'] else '**no**'} |")
@@ -615,9 +626,11 @@ def main(argv: list[str] | None = None) -> int:
                               f"Python {platform.python_version()}, DuckDB {duckdb.__version__}"}
 
     def step(name: str) -> None:
+        at = time.perf_counter() - started
+        report.setdefault("steps", []).append({"step": name, "at_s": round(at, 1)})  # where the time goes
         # what is measured so far, kept where a later section's failure cannot lose it
         (args.out / "tmp_partial_report.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
-        print(f"[{time.perf_counter() - started:6.1f}s] {name}", flush=True)
+        print(f"[{at:6.1f}s] {name}", flush=True)
 
     report["diff"] = []
     for size in config["sizes"]:

@@ -212,7 +212,7 @@ def run(work: Path, keys: dict[str, str], rest_endpoint: Endpoint, config: dict[
     that took the least CPU time, with the largest peak memory of all its attempts."""
     bench = EventBench(work / "events", keys, config)
     histories = sorted({history for history, _ in config["runs"]})
-    step(f"events: generating {', '.join(f'{h:,}' for h in histories)} historical events")
+    step(f"event sync: generating {', '.join(f'{h:,}' for h in histories)} historical events")
     bench.set_history(histories)
     bench.write_model(histories[0])
     bench.ensure_state_tables()
