@@ -125,14 +125,44 @@ def pytest_itemcollected(item: pytest.Item) -> None:
         item.add_marker(pytest.mark.xdist_group(f"{item.path.name}::{item.originalname}"))
 
 
-#: The longest tests (minutes each): started first, so that under `make test`
-#: the two workers finish close together instead of one of them starting a
-#: long test near the end.
-LONGEST_FIRST = (
+#: The Spark scenarios `make test` runs: one for each part of the package's
+#: SQL and of the ledger on the engine without transactions (the cohort diff
+#: and its batches, identifier casts and trimming, the /users/track cohort
+#: path, a crash while recording, attribute and event syncs, a migration).
+#: Local Spark costs one to four minutes a scenario, so the other Spark
+#: scenarios, which repeat those paths with other data, and the long runs
+#: are marked `full`: CI runs them after `make test`, with `make test-full`
+#: (decision 0017).
+SPARK_IN_MAKE_TEST = frozenset({
+    "test_first_sync_then_five_leave_and_five_join",
+    "test_each_identifier_type_precedence_and_cast",
+    "test_surrounding_whitespace_of_every_kind_is_trimmed_and_whitespace_only_ids_are_rejected",
+    "test_attribute_cohorts_through_users_track",
+    "test_a_crash_between_applying_and_logging_a_batch_is_repaired",
+    "test_first_run_then_three_changes_then_nothing_then_other_representations",
+    "test_purchases_and_events_are_sent_once",
+    "test_the_0_4_0_schema_with_rows_in_it_is_upgraded_by_dbt_run_and_then_sends_only_the_delta",
+})
+
+#: Long runs (minutes each), also `full`.
+LONG_RUNS = (
     "test_spark_cli.py::test_a_million_members_sync_through_the_cli_from_spark",
-    "test_schedules.py::test_two_months_of_ticks_fire_each_schedule_exactly_when_due",
+    "test_bench_smoke.py::test_benchmark_smoke_run_writes_every_section",
 )
+
+#: Started first, so that the two workers finish close together instead of
+#: one of them starting a long test near the end.
+LONGEST_FIRST = (*LONG_RUNS, "test_schedules.py::test_two_months_of_ticks_fire_each_schedule_exactly_when_due")
+
+
+def on_spark(item: pytest.Item) -> bool:
+    callspec = getattr(item, "callspec", None)
+    return callspec is not None and "spark" in (callspec.params.get("warehouse"), callspec.params.get("engine"))
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if any(name in item.nodeid for name in LONG_RUNS) or (
+                on_spark(item) and item.originalname not in SPARK_IN_MAKE_TEST):
+            item.add_marker(pytest.mark.full)
     items.sort(key=lambda item: not any(name in item.nodeid for name in LONGEST_FIRST))
