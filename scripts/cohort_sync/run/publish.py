@@ -192,7 +192,7 @@ def publish(
         queue = [cohort for cohort in cohorts if not only or cohort.cohort_id in only]
         summary.rejects = {cohort_id: reasons for cohort_id, reasons in ledger.rejects().items()
                            if cohort_id in {cohort.cohort_id for cohort in queue}}
-        tracked = ledger.track_cohorts()
+        tracked = ledger.track_cohorts({cohort.delivery for cohort in queue})
         for cohort in queue:
             reached += 1
             if cohort.action == "keep":

@@ -453,16 +453,20 @@ class Ledger(EventLedger):
                     compose_cohort_changes(fragments[:3], fragments[3:]),
                 )
 
-    def track_cohorts(self) -> set[str]:
+    def track_cohorts(self, deliveries: set[str]) -> set[str]:
         """The cohorts with attribute changes in the plan (attribute cohorts, and
         cohorts moving from an attribute to another form), and the attribute
-        syncs with changes."""
-        rows = self.engine.query(
-            f"select distinct cohort_id from {self.relations.changes} where delivery = 'attribute' "
-            f"union select distinct sync_id from {self.relations.attribute_changes} "
-            f"union select distinct sync_id from {self.relations.event_changes}"
-        )
-        return {row[0] for row in rows}
+        and event syncs with changes: the syncs' plans read only when
+        `deliveries` (those of the cohorts to publish) holds their kind, 'profile'
+        or 'event' (with none declared the plan is an empty view, but reading
+        it still costs a query plan: most of a scheduler tick's time)."""
+        r = self.relations
+        parts = [f"select distinct cohort_id from {r.changes} where delivery = 'attribute'"]
+        if "profile" in deliveries:
+            parts.append(f"select distinct sync_id from {r.attribute_changes}")
+        if "event" in deliveries:
+            parts.append(f"select distinct sync_id from {r.event_changes}")
+        return {row[0] for row in self.engine.query(" union ".join(parts))}
 
     def pending_pages(self, relation: str, sync_id: str, done: set[int],
                       only: set[int] | None = None) -> Iterator[tuple[int, int]]:
