@@ -52,7 +52,7 @@ test: $(TEST_STAMP) engines
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup --durations=15 -m "not full"
 
 test-full: $(TEST_STAMP) engines
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup --durations=15 -m full
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup --durations=15 -m "full or engine_baseline"
 
 # Not part of `make test` (a smoke run of it is); writes benchmarks/results/.
 bench: $(TEST_STAMP)

@@ -120,8 +120,13 @@ def pytest_itemcollected(item: pytest.Item) -> None:
     """Under `make test`'s workers (pytest-xdist, --dist loadgroup): the engines
     of one scenario run on one worker, in order, so each is compared with the
     DuckDB run before it (test_engines.py); every other test goes wherever a
-    worker is free."""
-    if "warehouse" in getattr(item, "fixturenames", ()):
+    worker is free. The scenarios of SPARK_IN_MAKE_TEST, and the tests that
+    use the Spark session directly, are one group: one worker starts a JVM,
+    and warms it up (about 100 s on the first Spark scenario), not both."""
+    names = getattr(item, "fixturenames", ())
+    if "spark_session" in names or ("warehouse" in names and item.originalname in SPARK_IN_MAKE_TEST):
+        item.add_marker(pytest.mark.xdist_group(SPARK_GROUP))
+    elif "warehouse" in names:
         item.add_marker(pytest.mark.xdist_group(f"{item.path.name}::{item.originalname}"))
 
 
@@ -144,6 +149,8 @@ SPARK_IN_MAKE_TEST = frozenset({
     "test_the_0_4_0_schema_with_rows_in_it_is_upgraded_by_dbt_run_and_then_sends_only_the_delta",
 })
 
+SPARK_GROUP = "spark scenarios of make test"
+
 #: Long runs (minutes each), also `full`.
 LONG_RUNS = (
     "test_spark_cli.py::test_a_million_members_sync_through_the_cli_from_spark",
@@ -155,14 +162,24 @@ LONG_RUNS = (
 LONGEST_FIRST = (*LONG_RUNS, "test_schedules.py::test_two_months_of_ticks_fire_each_schedule_exactly_when_due")
 
 
-def on_spark(item: pytest.Item) -> bool:
+def engine_of(item: pytest.Item) -> str | None:
     callspec = getattr(item, "callspec", None)
-    return callspec is not None and "spark" in (callspec.params.get("warehouse"), callspec.params.get("engine"))
+    return callspec and (callspec.params.get("warehouse") or callspec.params.get("engine"))
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        if any(name in item.nodeid for name in LONG_RUNS) or (
-                on_spark(item) and item.originalname not in SPARK_IN_MAKE_TEST):
+        left_to_ci = item.originalname not in SPARK_IN_MAKE_TEST
+        if any(name in item.nodeid for name in LONG_RUNS) or (engine_of(item) == "spark" and left_to_ci):
             item.add_marker(pytest.mark.full)
-    items.sort(key=lambda item: not any(name in item.nodeid for name in LONGEST_FIRST))
+        elif engine_of(item) == "duckdb" and left_to_ci and "scenario" in getattr(item, "fixturenames", ()):
+            # test_engines.py compares each engine's run with DuckDB's, from
+            # the same session: `make test-full` runs the DuckDB run again.
+            item.add_marker(pytest.mark.engine_baseline)
+    items.sort(key=lambda item: not starts_first(item))
+
+
+def starts_first(item: pytest.Item) -> bool:
+    """The longest tests, and the Spark group (about a third of `make test`'s work)."""
+    group = item.get_closest_marker("xdist_group")
+    return any(name in item.nodeid for name in LONGEST_FIRST) or (group is not None and group.args == (SPARK_GROUP,))
