@@ -116,20 +116,6 @@ def make_engine_project(tmp_path: Path, braze_env: dict[str, str], warehouse):
     return make
 
 
-def pytest_itemcollected(item: pytest.Item) -> None:
-    """Under `make test`'s workers (pytest-xdist, --dist loadgroup): the engines
-    of one scenario run on one worker, in order, so each is compared with the
-    DuckDB run before it (test_engines.py); every other test goes wherever a
-    worker is free. The scenarios of SPARK_IN_MAKE_TEST, and the tests that
-    use the Spark session directly, are one group: one worker starts a JVM,
-    and warms it up (about 100 s on the first Spark scenario), not both."""
-    names = getattr(item, "fixturenames", ())
-    if "spark_session" in names or ("warehouse" in names and item.originalname in SPARK_IN_MAKE_TEST):
-        item.add_marker(pytest.mark.xdist_group(SPARK_GROUP))
-    elif "warehouse" in names:
-        item.add_marker(pytest.mark.xdist_group(f"{item.path.name}::{item.originalname}"))
-
-
 #: The Spark scenarios `make test` runs: one for each part of the package's
 #: SQL and of the ledger on the engine without transactions (the cohort diff
 #: and its batches, identifier casts and trimming, the /users/track cohort
@@ -149,7 +135,8 @@ SPARK_IN_MAKE_TEST = frozenset({
     "test_the_0_4_0_schema_with_rows_in_it_is_upgraded_by_dbt_run_and_then_sends_only_the_delta",
 })
 
-SPARK_GROUP = "spark scenarios of make test"
+#: The xdist groups of the Spark scenarios (see pytest_collection_modifyitems).
+SPARK_GROUP, SPARK_FULL_GROUP = "spark-make-test", "spark-make-test-full"
 
 #: Long runs (minutes each), also `full`.
 LONG_RUNS = (
@@ -157,8 +144,9 @@ LONG_RUNS = (
     "test_bench_smoke.py::test_benchmark_smoke_run_writes_every_section",
 )
 
-#: Started first, so that the two workers finish close together instead of
-#: one of them starting a long test near the end.
+#: Started first among the tests of no group (xdist starts the groups with
+#: the most tests first: the Spark ones), so that the two workers finish
+#: close together instead of one of them starting a long test near the end.
 LONGEST_FIRST = (*LONG_RUNS, "test_schedules.py::test_two_months_of_ticks_fire_each_schedule_exactly_when_due")
 
 
@@ -168,6 +156,16 @@ def engine_of(item: pytest.Item) -> str | None:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Marks what `make test` leaves to `make test-full`, and groups the tests
+    for the workers (pytest-xdist, --dist loadgroup): the engines of one
+    scenario run on one worker, in order, so each is compared with the
+    DuckDB run before it (test_engines.py); every other test goes wherever a
+    worker is free. The scenarios with a Spark run are two groups, those of
+    SPARK_IN_MAKE_TEST (with the tests that use the Spark session directly)
+    and the others, so that under either command one worker runs every
+    Spark scenario: one JVM, warmed up once (about 100 s on its first
+    scenario), instead of two JVMs contending for the two cores."""
+    with_spark = {scenario_of(item) for item in items if engine_of(item) == "spark"}
     for item in items:
         left_to_ci = item.originalname not in SPARK_IN_MAKE_TEST
         if any(name in item.nodeid for name in LONG_RUNS) or (engine_of(item) == "spark" and left_to_ci):
@@ -176,10 +174,14 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             # test_engines.py compares each engine's run with DuckDB's, from
             # the same session: `make test-full` runs the DuckDB run again.
             item.add_marker(pytest.mark.engine_baseline)
-    items.sort(key=lambda item: not starts_first(item))
+        if "spark_session" in getattr(item, "fixturenames", ()) or (engine_of(item) and not left_to_ci):
+            item.add_marker(pytest.mark.xdist_group(SPARK_GROUP))
+        elif scenario_of(item) in with_spark:
+            item.add_marker(pytest.mark.xdist_group(SPARK_FULL_GROUP))
+        elif engine_of(item):
+            item.add_marker(pytest.mark.xdist_group(scenario_of(item)))
+    items.sort(key=lambda item: not any(name in item.nodeid for name in LONGEST_FIRST))
 
 
-def starts_first(item: pytest.Item) -> bool:
-    """The longest tests, and the Spark group (about a third of `make test`'s work)."""
-    group = item.get_closest_marker("xdist_group")
-    return any(name in item.nodeid for name in LONGEST_FIRST) or (group is not None and group.args == (SPARK_GROUP,))
+def scenario_of(item: pytest.Item) -> str:
+    return f"{item.path.name}::{item.originalname}"
