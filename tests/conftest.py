@@ -155,6 +155,7 @@ def engine_of(item: pytest.Item) -> str | None:
     return callspec and (callspec.params.get("warehouse") or callspec.params.get("engine"))
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist names the groups and `-m` selects
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Marks what `make test` leaves to `make test-full`, and groups the tests
     for the workers (pytest-xdist, --dist loadgroup): the engines of one
