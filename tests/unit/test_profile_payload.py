@@ -262,3 +262,16 @@ def test_an_empty_plan_is_an_empty_request():
     assert (request.body, request.parts, request.objects) == ('{"attributes":[]}', (), ())
     assert request.data_points() == {}
 
+
+
+def test_the_rendered_point_totals_agree_with_counting_the_objects():
+    request = profile_request("profile", 1, [
+        value("external_id:u1", "tier", "gold"),
+        value("external_id:u1", "email_subscribe", "opted_in", points=0),
+        value("external_id:u2", "orders", "3", "number"),
+        value("external_id:u3", "plan", None, remove=True, sync="other"),
+    ], "update")
+    counted = request._replace(points=())  # no totals: every object counted
+    assert request.points == (2, 1)
+    for rejected in ([], [0], [1, 2], [0, 1, 2], [5]):
+        assert request.data_points(rejected) == counted.data_points(rejected)

@@ -68,6 +68,7 @@ class PlannedRequest(NamedTuple):
     objects: tuple[TrackObject, ...] = ()  # /users/track: in the body's order
     array: str = "attributes"  # /users/track: the array holding the objects (events, purchases)
     at_most_once: bool = False  # an event request: never retried once an attempt may have been applied
+    points: tuple[int, ...] = ()  # /users/track: the data points of all its objects, per part (as rendered)
 
     @property
     def adds(self) -> int:
@@ -96,12 +97,15 @@ class PlannedRequest(NamedTuple):
         if not self.objects:
             return {part.cohort_id: part.adds + part.removes for part in self.parts}
         skipped = set(rejected)
-        points = {part.cohort_id: 0 for part in self.parts}
-        for index, obj in enumerate(self.objects):
-            if index in skipped:
-                continue
+        if self.points:  # the totals, less the rejected objects' points (most requests have none)
+            points = dict(zip(self.cohort_ids, self.points, strict=True))
+            sign, objects = -1, [self.objects[index] for index in sorted(skipped) if 0 <= index < len(self.objects)]
+        else:
+            points = {part.cohort_id: 0 for part in self.parts}
+            sign, objects = 1, [obj for index, obj in enumerate(self.objects) if index not in skipped]
+        for obj in objects:
             for n, (cohort_id, _, _) in enumerate(obj.changes):
-                points[cohort_id] += obj.points[n] if obj.points else 1
+                points[cohort_id] += sign * (obj.points[n] if obj.points else 1)
         return points
 
     @property
@@ -267,10 +271,11 @@ def _by_member(changes: Iterable[Any]) -> dict[str, list[Any]]:
 
 def _attributes_request(kind: str, number: int, counts: dict[str, list[int]], bodies: list[dict[str, Any]],
                         objects: list[TrackObject]) -> PlannedRequest:
-    """A request of `attributes` objects; counts: [adds, removes] per cohort (or sync)."""
-    parts = tuple(RequestPart(cohort_id, adds, removes) for cohort_id, (adds, removes) in sorted(counts.items()))
+    """A request of `attributes` objects; counts: [adds, removes, data points] per cohort (or sync)."""
+    ordered = sorted(counts.items())
+    parts = tuple(RequestPart(cohort_id, adds, removes) for cohort_id, (adds, removes, _) in ordered)
     return PlannedRequest(kind, number, parts, json.dumps({"attributes": bodies}, separators=(",", ":")),
-                          tuple(objects))
+                          tuple(objects), points=tuple(points for _, (_, _, points) in ordered))
 
 
 def track_request(kind: str, number: int, changes: Iterable[TrackChange]) -> PlannedRequest:
@@ -289,7 +294,9 @@ def track_request(kind: str, number: int, changes: Iterable[TrackChange]) -> Pla
         for row in rows:
             if body.get(row.attribute_name) is not True:
                 body[row.attribute_name] = None if row.should_remove else True
-            counts.setdefault(row.cohort_id, [0, 0])[1 if row.should_remove else 0] += 1
+            tally = counts.setdefault(row.cohort_id, [0, 0, 0])
+            tally[1 if row.should_remove else 0] += 1
+            tally[2] += 1  # a data point per change
         first = rows[0]
         objects.append(TrackObject(
             member_key,
@@ -346,7 +353,9 @@ def attribute_value(value_type: str | None, value_text: str | None) -> Any:
     if value_text is None:
         return None
     if value_type == "number":
-        return float(value_text) if any(c in value_text for c in ".eEn") else int(value_text)
+        # (four substring tests: this runs for every number of every request)
+        return float(value_text) if ("." in value_text or "e" in value_text or "E" in value_text
+                                     or "n" in value_text) else int(value_text)
     if value_type == "boolean":
         return value_text == "true"
     if value_type == "time":  # exact milliseconds, four-digit years, in UTC
@@ -383,7 +392,8 @@ def profile_request(kind: str, number: int, changes: Iterable[ProfileChange], mo
         for row in rows:
             tally = counts.get(row[1])
             if tally is None:
-                tally = counts[row[1]] = [0, 0]
+                tally = counts[row[1]] = [0, 0, 0]
+            tally[2] += int(row[8])
             if row[4]:
                 body[row[3]] = None
                 tally[1] += 1
