@@ -97,7 +97,7 @@ class PlannedRequest(NamedTuple):
         if not self.objects:
             return {part.cohort_id: part.adds + part.removes for part in self.parts}
         skipped = set(rejected)
-        if self.points:  # the totals, less the rejected objects' points (most requests have none)
+        if self.points:  # the totals, less the points of the rejected objects (rarely any)
             points = dict(zip(self.cohort_ids, self.points, strict=True))
             sign, objects = -1, [self.objects[index] for index in sorted(skipped) if 0 <= index < len(self.objects)]
         else:
@@ -389,11 +389,13 @@ def profile_request(kind: str, number: int, changes: Iterable[ProfileChange], mo
         identifier = identifier_from_key(member_key)
         body = object_identifier(identifier)
         body["_update_existing_only"] = update_only
+        points = []
         for row in rows:
             tally = counts.get(row[1])
             if tally is None:
                 tally = counts[row[1]] = [0, 0, 0]
-            tally[2] += int(row[8])
+            points.append(int(row[8]))
+            tally[2] += points[-1]
             if row[4]:
                 body[row[3]] = None
                 tally[1] += 1
@@ -405,7 +407,7 @@ def profile_request(kind: str, number: int, changes: Iterable[ProfileChange], mo
             member_key, identifier,
             tuple([(row[1], row[3], bool(row[4])) for row in rows]),
             tuple([row[7] for row in rows]),
-            tuple([int(row[8]) for row in rows]),
+            tuple(points),
         ))
         bodies.append(body)
     return _attributes_request(kind, number, counts, bodies, objects)
