@@ -343,3 +343,72 @@
                 then 'invalid_json'
         end
 {%- endmacro %}
+
+
+{#
+  A planned value as a member of its user's /users/track object, JSON text
+  (`"name":value`), as the publisher joins it into the request
+  (payload.rendered_profile_request); what payload.attribute_value makes
+  of value_text, rendered here once for the whole plan: null unsets; a
+  number, boolean, array or JSON is its text; a time (milliseconds since
+  the epoch) is ISO 8601 in UTC; a string or date is a JSON string.
+#}
+{% macro attribute_json(name, kind, text, unset) %}
+  {%- set value -%}
+    case
+            when {{ unset }} or {{ text }} is null then 'null'
+            when {{ kind }} in ('number', 'boolean', 'array', 'json') then {{ text }}
+            when {{ kind }} = 'time' then concat('"', {{ cohort_sync.iso_time(text) }}, '"')
+            else {{ cohort_sync.json_string(text) }}
+        end
+  {%- endset -%}
+  {{ return("concat(" ~ cohort_sync.json_string(name) ~ ", ':', " ~ value ~ ")") }}
+{% endmacro %}
+
+
+{# The JSON string (quoted and escaped, as text) of a string expression. #}
+{% macro json_string(expr) %}
+  {{ return(adapter.dispatch('json_string', 'cohort_sync')(expr)) }}
+{% endmacro %}
+
+{% macro default__json_string(expr) -%}
+  cast(to_json(cast({{ expr }} as {{ dbt.type_string() }})) as {{ dbt.type_string() }})
+{%- endmacro %}
+
+{# Spark's to_json renders no bare string: render a one-element array and take its element. #}
+{% macro spark__json_string(expr) -%}
+  {%- set array = "to_json(array(cast(" ~ expr ~ " as string)))" -%}
+  substring({{ array }}, 2, length({{ array }}) - 2)
+{%- endmacro %}
+
+
+{#
+  ISO 8601 in UTC to the millisecond, with a four-digit year
+  (1970-01-01T00:00:00.000Z), of text of milliseconds since the epoch,
+  whatever the session's time zone.
+#}
+{% macro iso_time(millis) %}
+  {{ return(adapter.dispatch('iso_time', 'cohort_sync')(millis)) }}
+{% endmacro %}
+
+{% macro default__iso_time(millis) -%}
+  strftime(epoch_ms(cast({{ millis }} as {{ dbt.type_bigint() }})), '%Y-%m-%dT%H:%M:%S.%gZ')
+{%- endmacro %}
+
+{% macro postgres__iso_time(millis) -%}
+  to_char(timestamp '1970-01-01 00:00:00' + cast({{ millis }} as {{ dbt.type_bigint() }}) * interval '1 millisecond',
+          'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')
+{%- endmacro %}
+
+{# Spark: by arithmetic on the day and the time of day (date_format would read the session's zone). #}
+{% macro spark__iso_time(millis) -%}
+  {%- set at = "cast(" ~ millis ~ " as bigint)" -%}
+  {%- set parts = [] -%}
+  {%- for unit, of, width in [(3600000, 24, 2), (60000, 60, 2), (1000, 60, 2), (1, 1000, 3)] -%}
+    {#- (at div unit) mod of, zero-padded: floor on exact doubles, which is exact below 2^53 -#}
+    {%- do parts.append("lpad(cast(floor(" ~ at ~ " / " ~ unit ~ ") - " ~ of ~ " * floor(" ~ at ~ " / " ~ (unit * of)
+                        ~ ") as string), " ~ width ~ ", '0')") -%}
+  {%- endfor -%}
+  concat(cast(date_from_unix_date(cast(floor({{ at }} / 86400000) as int)) as string), 'T',
+         {{ parts[0] }}, ':', {{ parts[1] }}, ':', {{ parts[2] }}, '.', {{ parts[3] }}, 'Z')
+{%- endmacro %}

@@ -299,7 +299,8 @@ final as (
         value_type,
         value_text,
         value_hash,
-        data_points
+        data_points,
+        {{ cohort_sync.attribute_json('attribute_name', 'value_type', 'value_text', 'should_remove') }} as value_json
     from counted
 )
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from cohort_sync.braze.payload import attribute_value
 from tests.sync_project import SyncProject
 from tests.warehouses import ENGINES, PostgresWarehouse, SparkWarehouse, Warehouse
 
@@ -85,7 +86,7 @@ def sent_value(kind: str, raw: Any) -> Any:
     if kind in ("timestamp", "timestamptz"):
         at = datetime.fromisoformat(raw)
         at = (at if at.tzinfo else at.replace(tzinfo=timezone.utc)).astimezone(timezone.utc)
-        return at.strftime("%Y-%m-%dT%H:%M:%S.") + f"{at.microsecond // 1000:03d}Z"
+        return f"{at.year:04d}-" + at.strftime("%m-%dT%H:%M:%S.") + f"{at.microsecond // 1000:03d}Z"
     if kind == "array":
         return sorted(set(raw.split("|")))
     if kind == "json":
@@ -131,12 +132,13 @@ def facts(n_users: int, engine: str) -> tuple[dict[str, list[Any]], dict[str, st
     users = range(n_users)
     columns: dict[str, list[Any]] = {
         "external_id": ids("u", 0, n_users),
-        "plan": [None if n % 97 == 0 else ("free", "pro", "team")[n % 3] for n in users],
+        "plan": [None if n % 97 == 0 else 'Zoë "the" \\ one' if n % 101 == 5 else ("free", "pro", "team")[n % 3]
+                 for n in users],  # (some text JSON must escape)
         "visits": [n % 50 for n in users],
         "ltv": [f"{n * 1.25:.2f}" for n in users],
         "active": [("true", "false")[n % 2] for n in users],
-        "last_seen": [f"2024-01-{1 + n % 28:02d} {n % 24:02d}:{n % 60:02d}:{(7 * n) % 60:02d}.{n % 1000:03d}"
-                      for n in users],
+        "last_seen": ["0001-01-01 12:00:00.001", "9999-12-31 23:59:59.999"][:n_users] + [  # (the farthest times)
+            f"2024-01-{1 + n % 28:02d} {n % 24:02d}:{n % 60:02d}:{(7 * n) % 60:02d}.{n % 1000:03d}" for n in users][2:],
         "signup": [f"2023-{1 + n % 12:02d}-{1 + n % 28:02d}" for n in users],
         "tags": [None if n % 89 == 0 else "|".join(("vip", "beta", "ios", "vip")[: 1 + n % 4]) for n in users],
     }
@@ -185,6 +187,12 @@ def test_first_run_then_three_changes_then_nothing_then_other_representations(ma
     [row] = sync_history(project, "customer_facts")
     assert (row["status"], row["added"], row["removed"], row["data_points"]) == ("success", values, 0, values)
     assert sum(r["data_points"] for r in first) == values
+    # each value as the warehouse rendered it into its object is what payload.attribute_value makes of its text
+    planned = project.query("select attribute_name, should_remove, value_type, value_text, value_json "
+                            "from cohort_sync_attribute_changes")
+    assert len(planned) == values
+    for name, remove, kind, text, rendered in planned:
+        assert json.loads("{" + rendered + "}") == {name: None if remove else attribute_value(kind, text)}, rendered
 
     # 2. Three users change one attribute each: one object each, one attribute each.
     columns["plan"][10] = "enterprise"

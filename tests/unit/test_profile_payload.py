@@ -12,11 +12,13 @@ import pytest
 from cohort_sync.braze.payload import (
     MAX_TRACK_OBJECTS,
     ProfileChange,
+    ProfileObject,
     RequestPart,
     TrackObject,
     attribute_value,
     identifier_from_key,
     profile_request,
+    rendered_profile_request,
 )
 
 
@@ -275,3 +277,65 @@ def test_the_rendered_point_totals_agree_with_counting_the_objects():
     assert request.points == (2, 1)
     for rejected in ([], [0], [1, 2], [0, 1, 2], [5]):
         assert request.data_points(rejected) == counted.data_points(rejected)
+
+
+# rendered_profile_request: the plan's page query renders each value in the warehouse
+
+
+def page_rows(changes: list[ProfileChange]) -> list[ProfileObject]:
+    """What Ledger.pending_profile_requests' page query returns for one batch of
+    `changes`: a row per user, in member key order, its values joined as the
+    model's value_json renders each (here with json.dumps, in reverse order:
+    the query joins them in any order)."""
+    users: dict[str, list[ProfileChange]] = {}
+    for change in changes:
+        users.setdefault(change.member_key, []).append(change)
+    return [ProfileObject(
+        1, key, sum(not c.should_remove for c in rows), sum(c.should_remove for c in rows),
+        sum(c.data_points for c in rows),
+        ",".join(json.dumps(c.attribute_name) + ":"
+                 + json.dumps(None if c.should_remove else attribute_value(c.value_type, c.value_text))
+                 for c in reversed(rows)),
+    ) for key, rows in sorted(users.items())]
+
+
+MIXED = [
+    value("external_id:u2", "tier", 'Zoë "the" \\ one'),
+    value("external_id:u1", "orders", "3", "number"),
+    value(alias_key('lead "1"', "crm\\x"), "vip", "true", "boolean"),
+    value("external_id:u1", "last_order_on", "2024-05-01", "date"),
+    value("external_id:u1", "seen", "-62135596800000", "time"),
+    value("email:ann@example.com", "tags", '["a","b"]', "array"),
+    value("email:ann@example.com", "prefs", '{"k": [1, {"x": null}]}', "json", points=0),
+    value("phone:+14155550100", "plan", None, remove=True),
+    value("braze_id:b1", "ltv", "1.5e+20", "number"),
+]
+
+
+@pytest.mark.parametrize("mode", ["update", "upsert"])
+def test_a_request_rendered_in_the_warehouse_is_the_request_rendered_in_python(mode):
+    ours = rendered_profile_request("profile", 4, "facts", page_rows(MIXED), mode)
+    python = profile_request("profile", 4, MIXED, mode)
+    assert body(ours) == body(python)
+    assert (ours.kind, ours.batch_number, ours.parts, ours.points) == (
+        python.kind, python.batch_number, python.parts, python.points)
+    assert ours.data_points() == python.data_points() == {"facts": 8}
+    assert [(obj.member_key, obj.identifier) for obj in ours.objects] == [
+        (obj.member_key, obj.identifier) for obj in python.objects]
+    assert all(obj.changes == () for obj in ours.objects)  # read from the plan only for a rejection
+
+
+def test_a_rendered_request_holds_at_most_75_users_and_only_addressable_ones():
+    many = [value(f"external_id:u{n:03d}", "a", "x") for n in range(MAX_TRACK_OBJECTS + 1)]
+    assert len(rendered_profile_request("profile", 1, "facts", page_rows(many[:-1]), "update").objects) == 75
+    with pytest.raises(ValueError, match="at most 75 objects, got 76"):
+        rendered_profile_request("profile", 1, "facts", page_rows(many), "update")
+    with pytest.raises(ValueError, match="has no identifier /users/track can address"):
+        rendered_profile_request("profile", 1, "facts", page_rows([value("device_id:d1", "a", "x")]), "update")
+
+
+def test_a_rendered_request_completed_with_its_rejected_objects_counts_them_out():
+    ours = rendered_profile_request("profile", 1, "facts", page_rows(MIXED), "update")
+    python = profile_request("profile", 1, MIXED, "update")
+    completed = ours._replace(objects=tuple(python.objects[i] if i == 2 else obj for i, obj in enumerate(ours.objects)))
+    assert completed.data_points(rejected=[2]) == python.data_points(rejected=[2])

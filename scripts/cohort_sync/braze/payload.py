@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta, timezone
+from json.encoder import encode_basestring_ascii as _quote  # json.dumps of one str, without its dispatch
 from typing import Any, NamedTuple
 
 MAX_IDENTIFIERS_PER_REQUEST = 1000
@@ -414,6 +415,53 @@ def profile_request(kind: str, number: int, changes: Iterable[ProfileChange], mo
 
 
 _TEXT_TYPES = frozenset({"string", "date"})  # sent as their text (see attribute_value)
+
+
+class ProfileObject(NamedTuple):
+    """One user of a batch of an attribute sync's plan, as the page query
+    renders it in the warehouse (Ledger.pending_profile_requests): the user's
+    changed values as the members of a JSON object (`"name":value,...`, in
+    attribute name order), with their counts."""
+
+    batch_number: int
+    member_key: str
+    adds: int
+    removes: int
+    data_points: int
+    fields: str
+
+
+PROFILE_OBJECT_COLUMNS = ProfileObject._fields
+
+
+def rendered_profile_request(kind: str, number: int, sync_id: str, users: Iterable[ProfileObject],
+                             mode: str) -> PlannedRequest:
+    """The /users/track request of `users` (in member key order, rendered in
+    the warehouse: ProfileObject tuples or rows in PROFILE_OBJECT_COLUMNS
+    order), as profile_request would build it from their values. Python
+    adds each user's identifier and `_update_existing_only` and joins the
+    objects: this runs for every request at up to 1,000 a second, so no
+    value crosses into Python. Its objects carry no changes: a request whose
+    objects Braze rejects is completed from the plan (Ledger.with_rejected_changes)."""
+    tail = ',"_update_existing_only":' + ("false" if mode == "upsert" else "true") + ","
+    texts, objects = [], []
+    adds = removes = points = 0
+    for row in users:
+        identifier = identifier_from_key(row[1])
+        kind_, value, label = identifier
+        if kind_ == "alias":
+            head = '{"user_alias":{"alias_name":' + _quote(value) + ',"alias_label":' + _quote(label) + "}"
+        else:
+            head = '{"' + kind_ + '":' + _quote(value)
+        texts.append(head + tail + row[5] + "}")
+        objects.append(TrackObject(row[1], identifier, ()))
+        adds += row[2]
+        removes += row[3]
+        points += row[4]
+    if len(objects) > MAX_TRACK_OBJECTS:
+        raise ValueError(f"a /users/track request may hold at most {MAX_TRACK_OBJECTS} objects, got {len(objects)}")
+    return PlannedRequest(kind, number, (RequestPart(sync_id, int(adds), int(removes)),),
+                          '{"attributes":[' + ",".join(texts) + "]}", tuple(objects), points=(int(points),))
 
 
 class EventChange(NamedTuple):

@@ -811,6 +811,7 @@ def _send(
                 failure = failure or exc
                 continue
             try:
+                request = ledger.with_rejected_changes(request, ack)  # (read only when Braze rejected some)
                 stream.acknowledged(request, ack)
             except ValueError as exc:  # an answer that does not fit the request: nothing of it is recorded
                 failure = failure or exc

@@ -69,6 +69,10 @@ class Engine:
     def json_object(self, fields: dict[str, str]) -> str:
         raise NotImplementedError
 
+    def joined(self, text: str) -> str:
+        """The aggregate of the text expression `text` over a group, joined by commas (in any order)."""
+        return f"string_agg({text}, ',')"
+
     def close(self) -> None:
         """Close the cursor, and the connection if the engine opened it."""
         self._cursor.close()
@@ -196,6 +200,9 @@ class SparkEngine(Engine):
 
     def json_object(self, fields):
         return "named_struct(" + ", ".join(f"'{k}', {v}" for k, v in fields.items()) + ")"
+
+    def joined(self, text):
+        return f"array_join(collect_list({text}), ',')"
 
     def close(self):
         # dbt-spark's thrift and odbc wrappers close the connection with the

@@ -35,6 +35,7 @@ from ..braze.payload import (
     compose_cohort_changes,
     name_request,
     profile_request,
+    rendered_profile_request,
     request_for,
     track_request,
 )
@@ -216,7 +217,7 @@ EXPECTED_COLUMNS: dict[str, tuple[str, ...]] = {
     "notification_log": NOTIFICATION_COLUMNS,
     "schema_migrations": ("step", "package_version", "applied_at"),
     "rejected_changes": REJECTED_COLUMNS,
-    "attribute_changes": ("plan_id", *PROFILE_CHANGE_COLUMNS, "change_kind"),
+    "attribute_changes": ("plan_id", *PROFILE_CHANGE_COLUMNS, "change_kind", "value_json"),
     "attribute_rows": ("sync_id", "member_key", "attribute_name", "value_type", "value_text", "value_hash",
                        "data_points", "is_null", "reject_reason"),
     "attribute_state": ATTRIBUTE_STATE_COLUMNS,
@@ -243,6 +244,8 @@ class Ledger(EventLedger):
         self.engine = engine
         self.relations = relations
         self._sequence = 0
+        #: per (plan, attribute sync): the batches holding a value that replaces an acknowledged one
+        self._replacing: dict[tuple[str | None, str], set[int]] = {}
 
     def close(self) -> None:
         self.engine.close()
@@ -498,24 +501,66 @@ class Ledger(EventLedger):
         r = self.relations
         for sync in syncs:
             done = self.acknowledged_batches(plan_id, sync.cohort_id, "profile")
+            if self.engine.transactional and (plan_id, sync.cohort_id) not in self._replacing:
+                self._replacing[(plan_id, sync.cohort_id)] = {int(number) for (number,) in self.engine.query(
+                    f"select distinct batch_number from {r.attribute_changes} where sync_id = ? and change_kind <> 'new'",
+                    [sync.cohort_id],
+                )}
             only = self.leaving_batches(r.attribute_changes, "sync_id = ?", [sync.cohort_id]) if leaving else None
             if only is not None and not only - done:
                 continue
             for first, last in self.pending_pages(r.attribute_changes, sync.cohort_id, done, only):
                 rows = self.engine.query(
-                    f"""select {', '.join(PROFILE_CHANGE_COLUMNS)} from {r.attribute_changes}
+                    f"""select batch_number, member_key,
+                            sum(case when should_remove then 0 else 1 end),
+                            sum(case when should_remove then 1 else 0 end),
+                            sum(data_points), {self.engine.joined('value_json')}
+                        from {r.attribute_changes}
                         where sync_id = ? and batch_number between ? and ?
-                        order by batch_number, member_key, attribute_name""",
+                        group by batch_number, member_key
+                        order by batch_number, member_key""",
                     [sync.cohort_id, first, last],
                 )
-                batches: dict[int, list[tuple]] = {}  # rows in PROFILE_CHANGE_COLUMNS order
+                batches: dict[int, list[tuple]] = {}  # rows in PROFILE_OBJECT_COLUMNS order
                 for row in rows:
                     number = int(row[0])
                     if number not in done:
                         batches.setdefault(number, []).append(row)
                 for number in sorted(batches):
-                    if _in_phase(batches[number], leaving, PROFILE_CHANGE_COLUMNS.index("should_remove")):
-                        yield profile_request("profile", number, batches[number], sync.sync_mode or "update")
+                    users = batches[number]  # a batch that only unsets writes nothing (no user adds)
+                    if leaving is None or all(not user[2] for user in users) == leaving:
+                        yield rendered_profile_request("profile", number, sync.cohort_id, users,
+                                                       sync.sync_mode or "update")
+
+    def with_rejected_changes(self, request: PlannedRequest, ack: Any) -> PlannedRequest:
+        """The request, its objects that Braze's answer rejects completed with
+        their changes from the plan (a request rendered in the warehouse carries
+        none): what recording a rejection needs, read only when there is one."""
+        objects = rejected_objects(request, ack)
+        missing = sorted(index for index in objects if not request.objects[index].changes)
+        if request.kind != "profile" or not missing:
+            return request
+        [part] = request.parts
+        keys = [request.objects[index].member_key for index in missing]
+        values: dict[str, list[tuple]] = {}
+        for member_key, name, should_remove, digest, points in self.engine.query(
+            f"""select member_key, attribute_name, should_remove, value_hash, data_points
+                from {self.relations.attribute_changes}
+                where sync_id = ? and batch_number = ? and member_key in ({', '.join('?' for _ in keys)})
+                order by member_key, attribute_name""",
+            [part.cohort_id, request.batch_number, *keys],
+        ):
+            values.setdefault(member_key, []).append((name, bool(should_remove), digest, int(points)))
+        completed = list(request.objects)
+        for index in missing:
+            obj = completed[index]
+            rows = values.get(obj.member_key)
+            if not rows:
+                raise RuntimeError(f"attribute sync {part.cohort_id}: the plan changed while it was being published "
+                                   f"(batch {request.batch_number} no longer holds a rejected user); run dbt again")
+            completed[index] = obj._replace(changes=tuple((part.cohort_id, name, remove) for name, remove, _, _ in rows),
+                                            hashes=tuple(row[2] for row in rows), points=tuple(row[3] for row in rows))
+        return request._replace(objects=tuple(completed))
 
     def resync_data_points(self, cohort: CohortPlan) -> int:
         """What a full resync of the cohort would cost in data points: a point per
@@ -825,33 +870,33 @@ class Ledger(EventLedger):
         less the objects Braze rejected: each value written replaces the
         user's acknowledged one, each unset removes it (on Spark: live rows
         and tombstones, which repeated after a crash change nothing)."""
-        clauses, params, expected = [], [], 0
+        chosen, replacing, expected = [], [], 0  # (sync, batch, rejected users): all, and those that replace
         for request, objects in batches:
             [part] = request.parts  # a sync's batch is its own request
-            keys = sorted({request.objects[i].member_key for i in objects})
-            clause = f"(sync_id = ? and batch_number = {int(request.batch_number)}"
-            if keys:
-                clause += f" and member_key not in ({', '.join('?' for _ in keys)})"
-            clauses.append(clause + ")")
-            params += [part.cohort_id, *keys]
+            batch = (part.cohort_id, int(request.batch_number), sorted({request.objects[i].member_key for i in objects}))
+            chosen.append(batch)
             expected += part.adds - sum(a for a, _ in rejected_counts(request, objects).values())
-        where = f"plan_id = ? and ({' or '.join(clauses)})"
-        params = [plan_id, *params]
+            known = self._replacing.get((plan_id, part.cohort_id))
+            if known is None or batch[1] in known:
+                replacing.append(batch)
+        where, params = _batches_condition(plan_id, chosen)
         r = self.relations
         values = "sync_id, member_key, attribute_name, value_hash, ?, ?"
-        if self.engine.transactional:
+        if self.engine.transactional and replacing:
+            condition, arguments = _batches_condition(plan_id, replacing)
             # A 'new' value has nothing held to replace (the plan was built from
             # this state, and only this plan's batches change it): leaving those
-            # out spares a join with the whole state per cycle on a first sync.
+            # out, and batches of new values only (known when the plan is read),
+            # spares a join with the whole state per cycle on a first sync.
             self.engine.execute(
                 f"""delete from {r.attribute_state} as held where exists (
                         select 1 from {r.attribute_changes} as c
-                        where c.change_kind <> 'new' and {where}
+                        where c.change_kind <> 'new' and {condition}
                             and c.sync_id = held.sync_id and c.member_key = held.member_key
                             and c.attribute_name = held.attribute_name)""",
-                params,
+                arguments,
             )
-        else:
+        elif not self.engine.transactional:
             self._insert_select(
                 "attribute_state", ATTRIBUTE_STATE_COLUMNS,
                 f"select {values} from {r.attribute_changes} where should_remove and {where}",
@@ -1360,11 +1405,22 @@ def _notification_key(record: NotificationRecord) -> tuple[str, str, str, str, s
     return (record.run_id, record.cohort_id, record.outcome, record.channel, record.recipient)
 
 
-def _in_phase(changes: list[Any], leaving: bool | None, should_remove: int) -> bool:
-    """Whether a batch belongs to the phase: None, every batch; True, those
-    whose changes all remove (or unset); False, the others. `should_remove`:
-    its position in a change."""
-    return leaving is None or all(change[should_remove] for change in changes) == leaving
+def _batches_condition(plan_id: str | None, batches: list[tuple[str, int, list[str]]]) -> tuple[str, list[Any]]:
+    """The condition on a sync plan's rows of `batches` ((sync, batch number,
+    users left out) each) and its parameters: a sync's batches that leave no
+    one out in one `in` list (DuckDB prunes by it; an `or` per batch it scans)."""
+    clauses, params = [], []
+    whole: dict[str, list[int]] = {}
+    for sync_id, number, keys in batches:
+        if keys:
+            clauses.append(f"(sync_id = ? and batch_number = {number} and member_key not in ({', '.join('?' for _ in keys)}))")
+            params += [sync_id, *keys]
+        else:
+            whole.setdefault(sync_id, []).append(number)
+    for sync_id, numbers in sorted(whole.items()):
+        clauses.append(f"(sync_id = ? and batch_number in ({', '.join(str(n) for n in sorted(numbers))}))")
+        params.append(sync_id)
+    return f"plan_id = ? and ({' or '.join(clauses)})", [plan_id, *params]
 
 
 def _batch(number: Any) -> int | None:
