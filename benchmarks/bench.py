@@ -509,6 +509,8 @@ def section_seconds(report: dict[str, Any]) -> dict[str, float]:
     """Seconds per section of the run, from its steps (a step's section is its name up to the colon)."""
     steps = report.get("steps", [])
     totals: dict[str, float] = {}
+    if not steps:  # (a report of a version that did not note its steps)
+        return totals
     for this, following in zip(steps, [*steps[1:], {"at_s": report["seconds"]}], strict=True):
         section = this["step"].split(":", 1)[0]
         totals[section] = totals.get(section, 0.0) + following["at_s"] - this["at_s"]
@@ -518,8 +520,12 @@ def section_seconds(report: dict[str, Any]) -> dict[str, float]:
 def markdown(report: dict[str, Any]) -> str:
     track_bench, attribute_bench, event_bench = sections()
     spent = ", ".join(f"{name} {seconds:.0f} s" for name, seconds in section_seconds(report).items())
-    lines = [f"Machine: {report['machine']}. Run {report['finished_at']} ({report['seconds']:.0f} s: {spent}).", "",
-             "| target | value | limit | met |", "|---|---|---|---|"]
+    lines = [f"Machine: {report['machine']}. Run {report['finished_at']} ({report['seconds']:.0f} s"
+             f"{': ' + spent if spent else ''})."]
+    for name, rerun in report.get("reruns", {}).items():
+        lines[0] += (f" Section {name} rerun alone {rerun['finished_at']} at commit {rerun['commit']} "
+                     f"({rerun['seconds']:.0f} s, `make bench ONLY={name}`); the others are of the whole run.")
+    lines += ["", "| target | value | limit | met |", "|---|---|---|---|"]
     for t in report["targets"]:
         lines.append(f"| {t['target']} | {t['value']}{t['unit']} | {t['limit']} | {'yes' if t['met'] else '**no**'} |")
     lines += ["", "Diff (changes models vs bare anti-join, seconds):", "",
@@ -609,6 +615,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, to keep the benchmark working")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
+    parser.add_argument("--only", choices=["track", "attribute_scale", "events"],
+                        help="rerun this section alone into the last report (which says so)")
     args = parser.parse_args(argv)
     track_bench, attribute_bench, event_bench = sections()
     config = dict(SMOKE if args.smoke else FULL)
@@ -621,6 +629,8 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["DBT_SEND_ANONYMOUS_USAGE_STATS"] = "false"
     if work.exists():
         subprocess.run(["rm", "-rf", str(work)], check=True)
+    if args.only:
+        return rerun(args.only, args.out, work, keys, config, started)
     bench = Bench(work, keys)
     report: dict[str, Any] = {"config": config, "machine": f"{platform.platform()}, {os.cpu_count()} cores, "
                               f"Python {platform.python_version()}, DuckDB {duckdb.__version__}"}
@@ -668,15 +678,51 @@ def main(argv: list[str] | None = None) -> int:
 
     report["seconds"] = time.perf_counter() - started
     report["finished_at"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    return write(report, args.out)
+
+
+def write(report: dict[str, Any], out: Path) -> int:
+    """Judge the report's targets, write report.json, report.md and the chart."""
     report["targets"] = judge(report)
-    (args.out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     table = markdown(report)
-    (args.out / "report.md").write_text(table)
-    chart(report, args.out / "chart.png")
+    (out / "report.md").write_text(table)
+    chart(report, out / "chart.png")
     print("\n" + table)
     missed = [t["target"] for t in report["targets"] if not t["met"]]
     print(f"targets met: {len(report['targets']) - len(missed)} of {len(report['targets'])}")
     return 0
+
+
+def rerun(name: str, out: Path, work: Path, keys: dict[str, str], config: dict[str, Any], started: float) -> int:
+    """Measure one section again, alone, into the last whole run's report (report.json): for a change
+    that touches only what that section measures. The report names the section, its time and commit."""
+    report = json.loads((out / "report.json").read_text())
+    if report["config"][name] != config[name]:
+        raise SystemExit(f"the last report measured {name} with another configuration: run `make bench`")
+    machine = f"{platform.platform()}, {os.cpu_count()} cores, Python {platform.python_version()}, " \
+              f"DuckDB {duckdb.__version__}"
+    if report["machine"] != machine:
+        raise SystemExit(f"the last report is of another machine ({report['machine']}): run `make bench`")
+    track_bench, attribute_bench, event_bench = sections()
+
+    def step(label: str) -> None:
+        print(f"[{time.perf_counter() - started:6.1f}s] {label}", flush=True)
+
+    if name == "track":
+        report["track"] = track_bench.run(work / "track", keys, config["track"], step)
+    else:
+        rest = Endpoint(keys)
+        try:
+            module = attribute_bench if name == "attribute_scale" else event_bench
+            report[name] = module.run(work / name, keys, rest, config[name], step)
+        finally:
+            rest.stop()
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True)
+    report.setdefault("reruns", {})[name] = {
+        "finished_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "seconds": time.perf_counter() - started, "commit": commit.stdout.strip() or "unknown"}
+    return write(report, out)
 
 
 if __name__ == "__main__":

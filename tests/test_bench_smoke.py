@@ -35,3 +35,15 @@ def test_benchmark_smoke_run_writes_every_section(tmp_path):
     assert any(name.startswith("sink absorbs") for name in names)
     assert (tmp_path / "chart.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "| target | value | limit | met |" in (tmp_path / "report.md").read_text()
+
+    # One section rerun alone goes into that report, which names it; the other sections stay as they were.
+    rerun = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "bench.py"), "--smoke", "--only", "track", "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
+    again = json.loads((tmp_path / "report.json").read_text())
+    assert set(again["reruns"]) == {"track"} and again["reruns"]["track"]["seconds"] > 0
+    assert again["diff"] == report["diff"] and again["events"] == report["events"]
+    assert again["track"]["latency"]["requests"] == report["track"]["latency"]["requests"] > 0
+    assert "Section track rerun alone" in (tmp_path / "report.md").read_text().splitlines()[0]

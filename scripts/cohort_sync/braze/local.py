@@ -82,13 +82,13 @@ _CURRENCY = re.compile(r"^[A-Z]{3}$")
 
 class _Server(ThreadingHTTPServer):
     """A thread per connection, and a listen backlog for a publisher's burst of
-    new connections (up to COHORT_SYNC_CONCURRENCY at once, again after each
+    new connections (up to COHORT_SYNC_TRACK_CONCURRENCY at once, again after each
     dropped one): with socketserver's default of 5 the kernel drops the
     excess, and connections stall a second or fail before reaching the
     handler, which no fault rule asked for."""
 
     daemon_threads = True
-    request_queue_size = 128
+    request_queue_size = 512  # above COHORT_SYNC_TRACK_CONCURRENCY (default 256)
 
 
 class _Reject(Exception):

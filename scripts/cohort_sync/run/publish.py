@@ -63,7 +63,7 @@ class PublishOptions:
     now: bool = False  # publish regardless of schedules (the manual trigger)
     lock_ttl_seconds: float = 900.0
     concurrency: int = 16  # partner cohort import requests in flight at once
-    track_concurrency: int = 128  # /users/track requests in flight at once (see docs/decisions/0016)
+    track_concurrency: int = 256  # /users/track requests in flight at once (see docs/decisions/0016, 0018)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **options) -> PublishOptions:
@@ -751,7 +751,7 @@ def _send(
     the ones about to be sent; after the first event of a cycle it waits
     for more up to half the time the last recording took. Workers report
     both events (let go, finished) on one queue, so an event costs this
-    thread the same at any concurrency (/users/track runs 128 at once). A
+    thread the same at any concurrency (/users/track runs 256 at once). A
     member has one change per plan, so batches of a cohort can go in any
     order. When a request fails, no other is sent; those in flight are
     awaited and those acknowledged are recorded before the error propagates.

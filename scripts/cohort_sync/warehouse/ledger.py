@@ -512,7 +512,7 @@ class Ledger(EventLedger):
             for first, last in self.pending_pages(r.attribute_changes, sync.cohort_id, done, only):
                 rows = self.engine.query(
                     f"""select batch_number, member_key,
-                            sum(case when should_remove then 0 else 1 end),
+                            count(*) - sum(case when should_remove then 1 else 0 end),
                             sum(case when should_remove then 1 else 0 end),
                             sum(data_points), {self.engine.joined('value_json')}
                         from {r.attribute_changes}
