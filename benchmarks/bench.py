@@ -522,9 +522,10 @@ def markdown(report: dict[str, Any]) -> str:
     spent = ", ".join(f"{name} {seconds:.0f} s" for name, seconds in section_seconds(report).items())
     lines = [f"Machine: {report['machine']}. Run {report['finished_at']} ({report['seconds']:.0f} s"
              f"{': ' + spent if spent else ''})."]
-    for name, rerun in report.get("reruns", {}).items():
-        lines[0] += (f" Section {name} rerun alone {rerun['finished_at']} at commit {rerun['commit']} "
-                     f"({rerun['seconds']:.0f} s, `make bench ONLY={name}`); the others are of the whole run.")
+    if report.get("reruns"):
+        lines[0] += " Sections rerun alone since (`make bench ONLY=<section>`): " + ", ".join(
+            f"{name} {rerun['finished_at']} at commit {rerun['commit']} ({rerun['seconds']:.0f} s)"
+            for name, rerun in report["reruns"].items()) + "; the others are of the whole run."
     lines += ["", "| target | value | limit | met |", "|---|---|---|---|"]
     for t in report["targets"]:
         lines.append(f"| {t['target']} | {t['value']}{t['unit']} | {t['limit']} | {'yes' if t['met'] else '**no**'} |")
@@ -615,7 +616,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, to keep the benchmark working")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
-    parser.add_argument("--only", choices=["track", "attribute_scale", "events"],
+    parser.add_argument("--only", choices=["partner", "track", "attribute_scale", "events"],
                         help="rerun this section alone into the last report (which says so)")
     args = parser.parse_args(argv)
     track_bench, attribute_bench, event_bench = sections()
@@ -647,14 +648,7 @@ def main(argv: list[str] | None = None) -> int:
         for churn in config["churns"]:
             step(f"diff: {size:,} members, {churn:.1%} churn")
             report["diff"].append(bench.diff(size, churn, naive=churn == 0.01))
-    with track_bench.Sink(keys, "--no-rate-limit") as sink:
-        report["publish"] = []
-        for adds in config["publish_sizes"]:
-            step(f"partner path: publisher vs raw transport, {adds:,} adds")
-            report["publish"].append(bench.throughput(sink, adds))
-    with track_bench.Sink(keys, "--latency-ms", "100") as sink:
-        step(f"partner path, latency-bound: {config['latency_adds']:,} adds, 100 ms per request")
-        report["latency"] = bench.latency_bound(sink, config["latency_adds"])
+    partner(bench, keys, config, report, step)
     plain = Endpoint(keys)
     try:
         report["memory"] = []
@@ -681,6 +675,19 @@ def main(argv: list[str] | None = None) -> int:
     return write(report, args.out)
 
 
+def partner(bench: Bench, keys: dict[str, str], config: dict[str, Any], report: dict[str, Any], step) -> None:
+    """The partner path's sections: publisher vs raw transport, then latency-bound."""
+    track_bench = sections()[0]
+    with track_bench.Sink(keys, "--no-rate-limit") as sink:
+        report["publish"] = []
+        for adds in config["publish_sizes"]:
+            step(f"partner path: publisher vs raw transport, {adds:,} adds")
+            report["publish"].append(bench.throughput(sink, adds))
+    with track_bench.Sink(keys, "--latency-ms", "100") as sink:
+        step(f"partner path, latency-bound: {config['latency_adds']:,} adds, 100 ms per request")
+        report["latency"] = bench.latency_bound(sink, config["latency_adds"])
+
+
 def write(report: dict[str, Any], out: Path) -> int:
     """Judge the report's targets, write report.json, report.md and the chart."""
     report["targets"] = judge(report)
@@ -698,7 +705,11 @@ def rerun(name: str, out: Path, work: Path, keys: dict[str, str], config: dict[s
     """Measure one section again, alone, into the last whole run's report (report.json): for a change
     that touches only what that section measures. The report names the section, its time and commit."""
     report = json.loads((out / "report.json").read_text())
-    if report["config"][name] != config[name]:
+    if name == "partner":
+        keys_of = ("publish_sizes", "latency_adds")
+        if any(report["config"][key] != config[key] for key in keys_of):
+            raise SystemExit("the last report measured the partner path with another configuration: run `make bench`")
+    elif report["config"][name] != config[name]:
         raise SystemExit(f"the last report measured {name} with another configuration: run `make bench`")
     machine = f"{platform.platform()}, {os.cpu_count()} cores, Python {platform.python_version()}, " \
               f"DuckDB {duckdb.__version__}"
@@ -709,7 +720,9 @@ def rerun(name: str, out: Path, work: Path, keys: dict[str, str], config: dict[s
     def step(label: str) -> None:
         print(f"[{time.perf_counter() - started:6.1f}s] {label}", flush=True)
 
-    if name == "track":
+    if name == "partner":
+        partner(Bench(work, keys), keys, config, report, step)
+    elif name == "track":
         report["track"] = track_bench.run(work / "track", keys, config["track"], step)
     else:
         rest = Endpoint(keys)

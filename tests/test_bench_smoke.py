@@ -46,4 +46,5 @@ def test_benchmark_smoke_run_writes_every_section(tmp_path):
     assert set(again["reruns"]) == {"track"} and again["reruns"]["track"]["seconds"] > 0
     assert again["diff"] == report["diff"] and again["events"] == report["events"]
     assert again["track"]["latency"]["requests"] == report["track"]["latency"]["requests"] > 0
-    assert "Section track rerun alone" in (tmp_path / "report.md").read_text().splitlines()[0]
+    assert "Sections rerun alone since (`make bench ONLY=<section>`): track " in (
+        tmp_path / "report.md").read_text().splitlines()[0]
