@@ -510,17 +510,17 @@ class Ledger(EventLedger):
             if only is not None and not only - done:
                 continue
             for first, last in self.pending_pages(r.attribute_changes, sync.cohort_id, done, only):
-                rows = self.engine.query(
+                # ordered here, not by the query: sorting the page's rows costs DuckDB a third of the query
+                rows = sorted(self.engine.query(
                     f"""select batch_number, member_key,
                             count(*) - sum(case when should_remove then 1 else 0 end),
                             sum(case when should_remove then 1 else 0 end),
                             sum(data_points), {self.engine.joined('value_json')}
                         from {r.attribute_changes}
                         where sync_id = ? and batch_number between ? and ?
-                        group by batch_number, member_key
-                        order by batch_number, member_key""",
+                        group by batch_number, member_key""",
                     [sync.cohort_id, first, last],
-                )
+                ))
                 batches: dict[int, list[tuple]] = {}  # rows in PROFILE_OBJECT_COLUMNS order
                 for row in rows:
                     number = int(row[0])
