@@ -395,8 +395,12 @@
   strftime(epoch_ms(cast({{ millis }} as {{ dbt.type_bigint() }})), '%Y-%m-%dT%H:%M:%S.%gZ')
 {%- endmacro %}
 
+{#- days and the milliseconds left, each exact: PostgreSQL multiplies an interval in
+    doubles, which past about 2^56 microseconds (the year 4253) lose the last one -#}
 {% macro postgres__iso_time(millis) -%}
-  to_char(timestamp '1970-01-01 00:00:00' + cast({{ millis }} as {{ dbt.type_bigint() }}) * interval '1 millisecond',
+  {%- set at = "cast(" ~ millis ~ " as " ~ dbt.type_bigint() ~ ")" -%}
+  to_char(timestamp '1970-01-01 00:00:00' + ({{ at }} / 86400000) * interval '1 day'
+              + mod({{ at }}, 86400000) * interval '1 millisecond',
           'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')
 {%- endmacro %}
 

@@ -415,13 +415,14 @@ def profile_request(kind: str, number: int, changes: Iterable[ProfileChange], mo
 
 
 _TEXT_TYPES = frozenset({"string", "date"})  # sent as their text (see attribute_value)
+_FIELD_KEYS = {"email": '"email":', "phone": '"phone":'}  # identifiers that are also profile fields
 
 
 class ProfileObject(NamedTuple):
     """One user of a batch of an attribute sync's plan, as the page query
     renders it in the warehouse (Ledger.pending_profile_requests): the user's
     changed values as the members of a JSON object (`"name":value,...`, in
-    attribute name order), with their counts."""
+    any order: the query joins them as they come), with their counts."""
 
     batch_number: int
     member_key: str
@@ -443,16 +444,20 @@ def rendered_profile_request(kind: str, number: int, sync_id: str, users: Iterab
     objects: this runs for every request at up to 1,000 a second, so no
     value crosses into Python. Its objects carry no changes: a request whose
     objects Braze rejects is completed from the plan (Ledger.with_rejected_changes)."""
-    tail = ',"_update_existing_only":' + ("false" if mode == "upsert" else "true") + ","
+    tail = '"_update_existing_only":' + ("false" if mode == "upsert" else "true") + ","
     texts, objects = [], []
     adds = removes = points = 0
     for row in users:
         identifier = identifier_from_key(row[1])
         kind_, value, label = identifier
         if kind_ == "alias":
-            head = '{"user_alias":{"alias_name":' + _quote(value) + ',"alias_label":' + _quote(label) + "}"
+            head = '{"user_alias":{"alias_name":' + _quote(value) + ',"alias_label":' + _quote(label) + "},"
+        elif kind_ in _FIELD_KEYS and (row[5].startswith(_FIELD_KEYS[kind_]) or "," + _FIELD_KEYS[kind_] in row[5]):
+            # the sync sends the field that is also the identifier: its value is the key, once, as
+            # profile_request has it (a key inside a string value would have its quotes escaped)
+            head = "{"
         else:
-            head = '{"' + kind_ + '":' + _quote(value)
+            head = '{"' + kind_ + '":' + _quote(value) + ","
         texts.append(head + tail + row[5] + "}")
         objects.append(TrackObject(row[1], identifier, ()))
         adds += row[2]

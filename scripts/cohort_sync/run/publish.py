@@ -811,9 +811,10 @@ def _send(
                 failure = failure or exc
                 continue
             try:
-                request = ledger.with_rejected_changes(request, ack)  # (read only when Braze rejected some)
+                request = ledger.with_rejected_changes(plan_id, request, ack)  # (read only when Braze rejected some)
                 stream.acknowledged(request, ack)
-            except ValueError as exc:  # an answer that does not fit the request: nothing of it is recorded
+            except Exception as exc:  # noqa: BLE001 - an answer that does not fit the request, or a plan
+                # that changed: nothing of it is recorded, the others are, then the error propagates
                 failure = failure or exc
                 continue
             acknowledged.append((request, ack))

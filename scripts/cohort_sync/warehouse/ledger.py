@@ -501,10 +501,11 @@ class Ledger(EventLedger):
         r = self.relations
         for sync in syncs:
             done = self.acknowledged_batches(plan_id, sync.cohort_id, "profile")
-            if self.engine.transactional and (plan_id, sync.cohort_id) not in self._replacing:
+            if self.engine.transactional and plan_id is not None and (plan_id, sync.cohort_id) not in self._replacing:
                 self._replacing[(plan_id, sync.cohort_id)] = {int(number) for (number,) in self.engine.query(
-                    f"select distinct batch_number from {r.attribute_changes} where sync_id = ? and change_kind <> 'new'",
-                    [sync.cohort_id],
+                    f"""select distinct batch_number from {r.attribute_changes}
+                        where plan_id = ? and sync_id = ? and change_kind <> 'new'""",
+                    [plan_id, sync.cohort_id],
                 )}
             only = self.leaving_batches(r.attribute_changes, "sync_id = ?", [sync.cohort_id]) if leaving else None
             if only is not None and not only - done:
@@ -532,7 +533,7 @@ class Ledger(EventLedger):
                         yield rendered_profile_request("profile", number, sync.cohort_id, users,
                                                        sync.sync_mode or "update")
 
-    def with_rejected_changes(self, request: PlannedRequest, ack: Any) -> PlannedRequest:
+    def with_rejected_changes(self, plan_id: str | None, request: PlannedRequest, ack: Any) -> PlannedRequest:
         """The request, its objects that Braze's answer rejects completed with
         their changes from the plan (a request rendered in the warehouse carries
         none): what recording a rejection needs, read only when there is one."""
@@ -546,9 +547,10 @@ class Ledger(EventLedger):
         for member_key, name, should_remove, digest, points in self.engine.query(
             f"""select member_key, attribute_name, should_remove, value_hash, data_points
                 from {self.relations.attribute_changes}
-                where sync_id = ? and batch_number = ? and member_key in ({', '.join('?' for _ in keys)})
+                where plan_id = ? and sync_id = ? and batch_number = ?
+                    and member_key in ({', '.join('?' for _ in keys)})
                 order by member_key, attribute_name""",
-            [part.cohort_id, request.batch_number, *keys],
+            [plan_id, part.cohort_id, request.batch_number, *keys],
         ):
             values.setdefault(member_key, []).append((name, bool(should_remove), digest, int(points)))
         completed = list(request.objects)
