@@ -633,8 +633,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.only:
         return rerun(args.only, args.out, work, keys, config, started)
     bench = Bench(work, keys)
-    report: dict[str, Any] = {"config": config, "machine": f"{platform.platform()}, {os.cpu_count()} cores, "
-                              f"Python {platform.python_version()}, DuckDB {duckdb.__version__}"}
+    report: dict[str, Any] = {"config": config, "machine": machine()}
 
     def step(name: str) -> None:
         at = time.perf_counter() - started
@@ -675,6 +674,11 @@ def main(argv: list[str] | None = None) -> int:
     return write(report, args.out)
 
 
+def machine() -> str:
+    """The machine a report is of, as the report states it."""
+    return f"{platform.platform()}, {os.cpu_count()} cores, Python {platform.python_version()}, DuckDB {duckdb.__version__}"
+
+
 def partner(bench: Bench, keys: dict[str, str], config: dict[str, Any], report: dict[str, Any], step) -> None:
     """The partner path's sections: publisher vs raw transport, then latency-bound."""
     track_bench = sections()[0]
@@ -711,9 +715,7 @@ def rerun(name: str, out: Path, work: Path, keys: dict[str, str], config: dict[s
             raise SystemExit("the last report measured the partner path with another configuration: run `make bench`")
     elif report["config"][name] != config[name]:
         raise SystemExit(f"the last report measured {name} with another configuration: run `make bench`")
-    machine = f"{platform.platform()}, {os.cpu_count()} cores, Python {platform.python_version()}, " \
-              f"DuckDB {duckdb.__version__}"
-    if report["machine"] != machine:
+    if report["machine"] != machine():
         raise SystemExit(f"the last report is of another machine ({report['machine']}): run `make bench`")
     track_bench, attribute_bench, event_bench = sections()
 

@@ -415,7 +415,7 @@ def profile_request(kind: str, number: int, changes: Iterable[ProfileChange], mo
 
 
 _TEXT_TYPES = frozenset({"string", "date"})  # sent as their text (see attribute_value)
-_FIELD_KEYS = {"email": '"email":', "phone": '"phone":'}  # identifiers that are also profile fields
+_FIELD_IDENTIFIERS = frozenset({"email", "phone"})  # identifiers that are also profile fields
 
 
 class ProfileObject(NamedTuple):
@@ -452,7 +452,7 @@ def rendered_profile_request(kind: str, number: int, sync_id: str, users: Iterab
         kind_, value, label = identifier
         if kind_ == "alias":
             head = '{"user_alias":{"alias_name":' + _quote(value) + ',"alias_label":' + _quote(label) + "},"
-        elif kind_ in _FIELD_KEYS and (row[5].startswith(_FIELD_KEYS[kind_]) or "," + _FIELD_KEYS[kind_] in row[5]):
+        elif kind_ in _FIELD_IDENTIFIERS and (row[5].startswith(f'"{kind_}":') or f',"{kind_}":' in row[5]):
             # the sync sends the field that is also the identifier: its value is the key, once, as
             # profile_request has it (a key inside a string value would have its quotes escaped)
             head = "{"

@@ -245,7 +245,7 @@ class Ledger(EventLedger):
         self.relations = relations
         self._sequence = 0
         #: per (plan, attribute sync): the batches holding a value that replaces an acknowledged one
-        self._replacing: dict[tuple[str | None, str], set[int]] = {}
+        self._replacing: dict[tuple[str, str], set[int]] = {}
 
     def close(self) -> None:
         self.engine.close()
@@ -537,9 +537,10 @@ class Ledger(EventLedger):
         """The request, its objects that Braze's answer rejects completed with
         their changes from the plan (a request rendered in the warehouse carries
         none): what recording a rejection needs, read only when there is one."""
-        objects = rejected_objects(request, ack)
-        missing = sorted(index for index in objects if not request.objects[index].changes)
-        if request.kind != "profile" or not missing:
+        if request.kind != "profile":
+            return request
+        missing = sorted(index for index in rejected_objects(request, ack) if not request.objects[index].changes)
+        if not missing:
             return request
         [part] = request.parts
         keys = [request.objects[index].member_key for index in missing]
