@@ -346,9 +346,34 @@
 
 
 {#
+  Who a /users/track object is for, as the members that open it (JSON text,
+  a comma after): `"external_id":"u1",`, `"braze_id":...`, `"email":...`,
+  `"phone":...`, or `"user_alias":{"alias_name":...,"alias_label":...},`,
+  read from the member key as cohort_sync_audience_rows builds it
+  (`<type>:<value>`; an alias `alias:<length of the name>:<name>:<label>`).
+#}
+{% macro member_identifier_json(member_key) %}
+  {%- set kind = dbt.split_part(member_key, "':'", 1) -%}
+  {%- set rest = "substring(" ~ member_key ~ ", " ~ dbt.length(kind) ~ " + 2)" -%}
+  {%- set digits = dbt.split_part(rest, "':'", 1) -%}
+  {%- set name_length = "cast(" ~ digits ~ " as " ~ dbt.type_int() ~ ")" -%}
+  {%- set alias_name = "substring(" ~ rest ~ ", " ~ dbt.length(digits) ~ " + 2, " ~ name_length ~ ")" -%}
+  {%- set alias_label = "substring(" ~ rest ~ ", " ~ dbt.length(digits) ~ " + 3 + " ~ name_length ~ ")" -%}
+  {%- set identifier -%}
+    case
+            when {{ kind }} = 'alias' then concat('"user_alias":{"alias_name":', {{ cohort_sync.json_string(alias_name) }},
+                ',"alias_label":', {{ cohort_sync.json_string(alias_label) }}, '},')
+            else concat({{ cohort_sync.json_string(kind) }}, ':', {{ cohort_sync.json_string(rest) }}, ',')
+        end
+  {%- endset -%}
+  {{ return(identifier) }}
+{% endmacro %}
+
+
+{#
   A planned value as a member of its user's /users/track object, JSON text
   (`"name":value`), as the publisher joins it into the request
-  (payload.rendered_profile_request); what payload.attribute_value makes
+  (Ledger.pending_profile_requests); what payload.attribute_value makes
   of value_text, rendered here once for the whole plan: null unsets; a
   number, boolean, array or JSON is its text; a time (milliseconds since
   the epoch) is ISO 8601 in UTC; a string or date is a JSON string.

@@ -300,7 +300,9 @@ final as (
         value_text,
         value_hash,
         data_points,
-        {{ cohort_sync.attribute_json('attribute_name', 'value_type', 'value_text', 'should_remove') }} as value_json
+        {{ cohort_sync.attribute_json('attribute_name', 'value_type', 'value_text', 'should_remove') }} as value_json,
+        {#- (a sync cannot send email or phone as an attribute while it is an identifier: macros/declared_syncs.sql) #}
+        {{ cohort_sync.member_identifier_json('member_key') }} as identifier_json
     from counted
 )
 

@@ -14,10 +14,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import yaml
 from dbt.cli.main import dbtRunner, dbtRunnerResult
 
 from cohort_sync.cli import main as cli_main
+from cohort_sync.warehouse.engines import DuckDBEngine
+from cohort_sync.warehouse.ledger import Ledger
+from cohort_sync.warehouse.target import open_ledger, relations_from_manifest, resolve_target
 from tests.warehouses import Warehouse
 
 REPO = Path(__file__).resolve().parents[1]
@@ -120,6 +124,14 @@ class SyncProject:
                 "select member_key from cohort_sync_published_state where cohort_id = ?", [cohort_id]
             )
         }
+
+    def ledger(self) -> Ledger:
+        """The publisher's ledger on the project's warehouse (on DuckDB, a connection of
+        the test process, as the in-process dbt runs keep theirs open)."""
+        if self.warehouse.name == "duckdb":
+            engine = DuckDBEngine(duckdb.connect(str(self.warehouse.database)))
+            return Ledger(engine, relations_from_manifest(self.root))
+        return open_ledger(resolve_target(self.root, self.root))
 
     def history(self) -> list[dict[str, Any]]:
         names, rows = self.warehouse.columns("select * from cohort_sync_run_history order by started_at, cohort_id")

@@ -16,7 +16,8 @@ from typing import Any
 
 import pytest
 
-from cohort_sync.braze.payload import attribute_value
+from cohort_sync.braze.client import Ack, ObjectError
+from cohort_sync.braze.payload import PROFILE_CHANGE_COLUMNS, ProfileChange, attribute_value, profile_request
 from tests.sync_project import SyncProject
 from tests.warehouses import ENGINES, PostgresWarehouse, SparkWarehouse, Warehouse
 
@@ -488,3 +489,48 @@ def test_when_identifiers_mix_users_who_only_unset_go_first(make_engine_project,
                          "order by batch_number") == [("phone:+15550001", "unset", 1), ("external_id:u1", "new", 2)]
     assert [r["attribute_counts"] for r in track_requests(braze, sent)] == [[1], [1]]
     assert profiles(braze) == {"u1": {"plan": "gold"}, "u2": {"plan": "free"}}
+
+
+def test_each_request_rendered_in_the_warehouse_is_the_one_python_renders_from_its_values(make_engine_project):
+    """The page query renders each batch whole (every identifier type, an
+    alias whose name and label hold colons and quotes, text JSON must
+    escape): the request is what
+    payload.profile_request builds from the same plan's values, and a
+    rejected object is read back as the user it was."""
+    project = make_engine_project()
+    project.declare([], cohort_sync_users_track_batch_size=4, cohort_sync_attribute_syncs=[{
+        "model": "people", "mode": "upsert", "identifiers": ["external_id", "alias", "braze_id", "email", "phone"],
+        "attributes": {"tier": "tier", "orders": "orders"}}])
+    people = [  # external_id, alias_name, alias_label, braze_id, email, phone, tier, orders
+        ("u1", None, None, None, None, None, 'Zoë "the" \\ one', 3),
+        (None, 'lead:"1"', "crm\\x:y", None, None, None, "a", None),
+        (None, "7", "8:9", None, None, None, None, 1),
+        (None, None, None, "b1", None, None, "t", None),
+        (None, None, None, None, "ann@example.com", None, "x", 12),
+        (None, None, None, None, "bob@example.com", None, 'says ,"email":"no"', None),
+        (None, None, None, None, None, "+14155550100", None, 7),
+    ]
+    names = ["external_id", "alias_name", "alias_label", "braze_id", "email", "phone", "tier", "orders"]
+    set_model(project, "people", {name: [row[n] for row in people] for n, name in enumerate(names)},
+              {"orders": "bigint"})
+    assert project.run(vars={"cohort_sync_publish_on_run": False}).success
+    ledger = project.ledger()
+    try:
+        [(plan_id,)] = ledger.engine.query(f"select distinct plan_id from {ledger.relations.attribute_changes}")
+        [sync] = [c for c in ledger.cohorts() if c.cohort_id == "people"]
+        ours = list(ledger.pending_profile_requests(plan_id, [sync]))
+        rows = ledger.engine.query(f"""select {', '.join(PROFILE_CHANGE_COLUMNS)}
+                                       from {ledger.relations.attribute_changes}
+                                       order by batch_number, member_key, attribute_name""")
+        python = [profile_request("profile", number, [ProfileChange(*row) for row in rows if row[0] == number],
+                                  "upsert") for number in sorted({row[0] for row in rows})]
+        assert [len(q.objects) for q in ours] == [4, 3]
+        assert [json.loads(q.body) for q in ours] == [json.loads(q.body) for q in python]
+        assert [(q.batch_number, q.parts, q.points) for q in ours] == [
+            (q.batch_number, q.parts, q.points) for q in python]
+        # Braze rejects every object of the first batch: each is read back as the user it is
+        first = ledger.with_rejected_changes(plan_id, ours[0], Ack(status=201, attempts=1, errors=tuple(
+            ObjectError("attributes", i, "invalid") for i in range(4))))
+        assert first.objects == python[0].objects
+    finally:
+        ledger.engine.close()

@@ -24,10 +24,7 @@ import yaml
 
 from cohort_sync import __version__
 from cohort_sync.cli import main as cli_main
-from cohort_sync.warehouse.engines import DuckDBEngine
-from cohort_sync.warehouse.ledger import Ledger
 from cohort_sync.warehouse.migrations import STATE_SCHEMA_STEP
-from cohort_sync.warehouse.target import open_ledger, relations_from_manifest, resolve_target
 from tests.sync_project import BIN, REPO, SyncProject
 from tests.warehouses import PostgresWarehouse, SparkWarehouse
 
@@ -157,15 +154,6 @@ def old_project(make_engine_project, flavour: str = "first_landing") -> SyncProj
     return project
 
 
-def ledger_of(project: SyncProject) -> Ledger:
-    """The publisher's ledger on the project's warehouse (on DuckDB, a connection of
-    the test process, as the in-process dbt runs keep theirs open)."""
-    if project.warehouse.name == "duckdb":
-        engine = DuckDBEngine(duckdb.connect(str(project.warehouse.database)))
-        return Ledger(engine, relations_from_manifest(project.root))
-    return open_ledger(resolve_target(project.root, project.root))
-
-
 def applied_steps(project: SyncProject) -> list[tuple[str, str]]:
     return sorted(project.query("select step, package_version from cohort_sync_schema_migrations"))
 
@@ -191,7 +179,7 @@ def test_dbt_run_alone_upgrades_the_earliest_schema_keeps_every_row_and_then_sen
         (OLD_RUN, "success", 100, old_version), (history[1]["run_id"], "success", 5, __version__),
     ]
     assert history[0]["resent_batches"] == 0
-    ledger = ledger_of(project)
+    ledger = project.ledger()
     try:  # what the publisher reads: the defaults, on every engine
         assert [(r.package_version, r.resent_batches) for r in ledger.history()][-1] == ("0.1.0", 0)
     finally:
@@ -320,7 +308,7 @@ def test_the_0_2_0_schema_with_rows_in_it_is_upgraded_by_dbt_run_and_then_sends_
     assert project.query("select count(*) from cohort_sync_notification_log") == [(1,)]
     history = project.history()
     assert [(h["run_id"], h["status"]) for h in history] == [(OLD_RUN, "success"), (history[1]["run_id"], "success")]
-    ledger = ledger_of(project)
+    ledger = project.ledger()
     try:  # the new counter reads 0 in rows from before it, on every engine
         assert [row.rejected for row in ledger.history()] == [0, 0]
     finally:
@@ -357,7 +345,7 @@ def test_the_0_3_0_schema_with_rows_in_it_is_upgraded_by_dbt_run_and_an_attribut
     assert applied_steps(project) == sorted([(step, "0.3.0") for step in STEPS_0_3_0]
                                             + [(step, __version__) for step in STEPS[6:]])
     assert project.query("select count(*) from cohort_sync_rejected_changes where value_hash is null") == [(1,)]
-    ledger = ledger_of(project)
+    ledger = project.ledger()
     try:  # the new counters read their defaults in rows from before them, on every engine
         old = [row for row in ledger.history() if row.run_id == OLD_RUN]
         assert [(row.data_points, row.full_resync) for row in old] == [(0, False)]
@@ -476,7 +464,7 @@ def test_the_0_4_0_schema_with_rows_in_it_is_upgraded_by_dbt_run_and_then_sends_
     filled = (None, None, None, None) if project.warehouse.name == "spark" else (None, 0, 0, 0)
     new_columns = ("event_watermark", "late_events", "possibly_duplicated", "possibly_lost")
     assert [tuple(h[c] for c in new_columns) for h in old_rows] == [filled, filled]
-    ledger = ledger_of(project)
+    ledger = project.ledger()
     try:
         old = [row for row in ledger.history() if row.run_id in (OLD_RUN, ATTRIBUTE_RUN)]
         assert sorted((row.cohort_id, row.rejected, row.data_points, row.event_watermark, row.late_events,

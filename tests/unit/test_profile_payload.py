@@ -11,8 +11,9 @@ import pytest
 
 from cohort_sync.braze.payload import (
     MAX_TRACK_OBJECTS,
+    UNREAD_OBJECT,
+    ProfileBatch,
     ProfileChange,
-    ProfileObject,
     RequestPart,
     TrackObject,
     attribute_value,
@@ -279,67 +280,25 @@ def test_the_rendered_point_totals_agree_with_counting_the_objects():
         assert request.data_points(rejected) == counted.data_points(rejected)
 
 
-# rendered_profile_request: the plan's page query renders each value in the warehouse
+# rendered_profile_request: the plan's page query renders each batch whole in the warehouse (that the
+# request equals profile_request's is tested on every engine: tests/integration/test_attribute_syncs.py)
 
 
-def page_rows(changes: list[ProfileChange]) -> list[ProfileObject]:
-    """What Ledger.pending_profile_requests' page query returns for one batch of
-    `changes`: a row per user, in member key order, its values joined as the
-    model's value_json renders each (here with json.dumps, in reverse order:
-    the query joins them in any order)."""
-    users: dict[str, list[ProfileChange]] = {}
-    for change in changes:
-        users.setdefault(change.member_key, []).append(change)
-    return [ProfileObject(
-        1, key, sum(not c.should_remove for c in rows), sum(c.should_remove for c in rows),
-        sum(c.data_points for c in rows),
-        ",".join(json.dumps(c.attribute_name) + ":"
-                 + json.dumps(None if c.should_remove else attribute_value(c.value_type, c.value_text))
-                 for c in reversed(rows)),
-    ) for key, rows in sorted(users.items())]
+def test_a_batch_rendered_in_the_warehouse_is_sent_as_it_is_its_users_unread():
+    objects = ('{"external_id":"u1","_update_existing_only":true,"tier":"gold"},'
+               '{"braze_id":"b1","_update_existing_only":true,"plan":null}')
+    request = rendered_profile_request("profile", "facts", ProfileBatch(4, 2, 1, 1, 3, objects))
+    assert json.loads(request.body) == {"attributes": [
+        {"external_id": "u1", "_update_existing_only": True, "tier": "gold"},
+        {"braze_id": "b1", "_update_existing_only": True, "plan": None}]}
+    assert (request.kind, request.batch_number, request.parts, request.points) == (
+        "profile", 4, (RequestPart("facts", 1, 1),), (3,))
+    assert request.objects == (UNREAD_OBJECT, UNREAD_OBJECT)  # read from the plan only for a rejection
+    assert request.data_points() == {"facts": 3}
+    assert request.describe() == "batch=4 adds=1 removes=1 objects=2 cohorts=facts"
 
 
-MIXED = [
-    value("external_id:u2", "tier", 'Zoë "the" \\ one'),
-    value("external_id:u1", "orders", "3", "number"),
-    value(alias_key('lead "1"', "crm\\x"), "vip", "true", "boolean"),
-    value("external_id:u1", "last_order_on", "2024-05-01", "date"),
-    value("external_id:u1", "seen", "-62135596800000", "time"),
-    value("email:ann@example.com", "tags", '["a","b"]', "array"),
-    value("email:ann@example.com", "prefs", '{"k": [1, {"x": null}]}', "json", points=0),
-    value("phone:+14155550100", "plan", None, remove=True),
-    value("braze_id:b1", "ltv", "1.5e+20", "number"),
-]
-
-
-@pytest.mark.parametrize("mode", ["update", "upsert"])
-def test_a_request_rendered_in_the_warehouse_is_the_request_rendered_in_python(mode):
-    ours = rendered_profile_request("profile", 4, "facts", page_rows(MIXED), mode)
-    python = profile_request("profile", 4, MIXED, mode)
-    assert body(ours) == body(python)
-    assert (ours.kind, ours.batch_number, ours.parts, ours.points) == (
-        python.kind, python.batch_number, python.parts, python.points)
-    assert ours.data_points() == python.data_points() == {"facts": 8}
-    assert [(obj.member_key, obj.identifier) for obj in ours.objects] == [
-        (obj.member_key, obj.identifier) for obj in python.objects]
-    assert all(obj.changes == () for obj in ours.objects)  # read from the plan only for a rejection
-
-
-def test_a_rendered_request_holds_at_most_75_users_and_only_addressable_ones():
-    many = [value(f"external_id:u{n:03d}", "a", "x") for n in range(MAX_TRACK_OBJECTS + 1)]
-    assert len(rendered_profile_request("profile", 1, "facts", page_rows(many[:-1]), "update").objects) == 75
+def test_a_rendered_request_holds_at_most_75_users():
+    assert len(rendered_profile_request("profile", "facts", (1, MAX_TRACK_OBJECTS, 75, 0, 75, "{}")).objects) == 75
     with pytest.raises(ValueError, match="at most 75 objects, got 76"):
-        rendered_profile_request("profile", 1, "facts", page_rows(many), "update")
-    with pytest.raises(ValueError, match="has no identifier /users/track can address"):
-        rendered_profile_request("profile", 1, "facts", page_rows([value("device_id:d1", "a", "x")]), "update")
-
-
-def test_a_field_that_is_also_the_identifier_is_sent_once_as_python_renders_it():
-    users = [value("email:ann@example.com", "email", "ann@example.com"), value("email:ann@example.com", "tier", "x"),
-             value("email:bob@example.com", "tier", 'says ,"email":"no"'),  # the key inside a string is not it
-             value("phone:+14155550100", "phone", "+14155550100")]
-    ours = rendered_profile_request("profile", 1, "facts", page_rows(users), "update")
-    python = profile_request("profile", 1, users, "update")
-    assert body(ours) == body(python)
-    assert ours.body.count('"email":') == 2 and ours.body.count('"phone":') == 1
-    assert [obj.identifier for obj in ours.objects] == [obj.identifier for obj in python.objects]
+        rendered_profile_request("profile", "facts", (1, 76, 76, 0, 76, "{}"))

@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta, timezone
-from json.encoder import encode_basestring_ascii as _quote  # json.dumps of one str, without its dispatch
 from typing import Any, NamedTuple
 
 MAX_IDENTIFIERS_PER_REQUEST = 1000
@@ -415,58 +414,39 @@ def profile_request(kind: str, number: int, changes: Iterable[ProfileChange], mo
 
 
 _TEXT_TYPES = frozenset({"string", "date"})  # sent as their text (see attribute_value)
-_FIELD_IDENTIFIERS = frozenset({"email", "phone"})  # identifiers that are also profile fields
-
-
-class ProfileObject(NamedTuple):
-    """One user of a batch of an attribute sync's plan, as the page query
-    renders it in the warehouse (Ledger.pending_profile_requests): the user's
-    changed values as the members of a JSON object (`"name":value,...`, in
-    any order: the query joins them as they come), with their counts."""
+class ProfileBatch(NamedTuple):
+    """One batch of an attribute sync's plan as the page query renders it in
+    the warehouse (Ledger.pending_profile_requests): its users' objects as
+    JSON text (`{...},{...}`, in change number order, each opened by its
+    identifier: cohort_sync_attribute_changes.identifier_json), with counts."""
 
     batch_number: int
-    member_key: str
+    users: int
     adds: int
     removes: int
     data_points: int
-    fields: str
+    objects: str
 
 
-PROFILE_OBJECT_COLUMNS = ProfileObject._fields
+PROFILE_BATCH_COLUMNS = ProfileBatch._fields
+
+#: An object of a request rendered whole in the warehouse, until Braze rejects one (Ledger.with_rejected_changes).
+UNREAD_OBJECT = TrackObject("", ("", None, None), ())
 
 
-def rendered_profile_request(kind: str, number: int, sync_id: str, users: Iterable[ProfileObject],
-                             mode: str) -> PlannedRequest:
-    """The /users/track request of `users` (in member key order, rendered in
-    the warehouse: ProfileObject tuples or rows in PROFILE_OBJECT_COLUMNS
-    order), as profile_request would build it from their values. Python
-    adds each user's identifier and `_update_existing_only` and joins the
-    objects: this runs for every request at up to 1,000 a second, so no
-    value crosses into Python. Its objects carry no changes: a request whose
-    objects Braze rejects is completed from the plan (Ledger.with_rejected_changes)."""
-    tail = '"_update_existing_only":' + ("false" if mode == "upsert" else "true") + ","
-    texts, objects = [], []
-    adds = removes = points = 0
-    for row in users:
-        identifier = identifier_from_key(row[1])
-        kind_, value, label = identifier
-        if kind_ == "alias":
-            head = '{"user_alias":{"alias_name":' + _quote(value) + ',"alias_label":' + _quote(label) + "},"
-        elif kind_ in _FIELD_IDENTIFIERS and (row[5].startswith(f'"{kind_}":') or f',"{kind_}":' in row[5]):
-            # the sync sends the field that is also the identifier: its value is the key, once, as
-            # profile_request has it (a key inside a string value would have its quotes escaped)
-            head = "{"
-        else:
-            head = '{"' + kind_ + '":' + _quote(value) + ","
-        texts.append(head + tail + row[5] + "}")
-        objects.append(TrackObject(row[1], identifier, ()))
-        adds += row[2]
-        removes += row[3]
-        points += row[4]
-    if len(objects) > MAX_TRACK_OBJECTS:
-        raise ValueError(f"a /users/track request may hold at most {MAX_TRACK_OBJECTS} objects, got {len(objects)}")
-    return PlannedRequest(kind, number, (RequestPart(sync_id, int(adds), int(removes)),),
-                          '{"attributes":[' + ",".join(texts) + "]}", tuple(objects), points=(int(points),))
+def rendered_profile_request(kind: str, sync_id: str, batch: ProfileBatch | tuple) -> PlannedRequest:
+    """The /users/track request of a batch rendered whole in the warehouse
+    (ProfileBatch, or a row in PROFILE_BATCH_COLUMNS order), as
+    profile_request would build it from its values: this runs for every
+    request at up to 1,000 a second, so neither a value nor a user crosses
+    into Python. Its objects are UNREAD_OBJECT (how many there are): the
+    users of a request whose objects Braze rejects are read from the plan
+    (Ledger.with_rejected_changes)."""
+    number, users, adds, removes, points, objects = batch
+    if users > MAX_TRACK_OBJECTS:
+        raise ValueError(f"a /users/track request may hold at most {MAX_TRACK_OBJECTS} objects, got {users}")
+    return PlannedRequest(kind, int(number), (RequestPart(sync_id, int(adds), int(removes)),),
+                          '{"attributes":[' + objects + "]}", (UNREAD_OBJECT,) * int(users), points=(int(points),))
 
 
 class EventChange(NamedTuple):

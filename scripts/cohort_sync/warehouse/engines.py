@@ -73,6 +73,10 @@ class Engine:
         """The aggregate of the text expression `text` over a group, joined by commas (in any order)."""
         return f"string_agg({text}, ',')"
 
+    def ordered_joined(self, text: str, order: str) -> str:
+        """The aggregate of the text expression `text` over a group, joined by commas in the order of `order`."""
+        return f"string_agg({text}, ',' order by {order})"
+
     def close(self) -> None:
         """Close the cursor, and the connection if the engine opened it."""
         self._cursor.close()
@@ -203,6 +207,10 @@ class SparkEngine(Engine):
 
     def joined(self, text):
         return f"array_join(collect_list({text}), ',')"
+
+    def ordered_joined(self, text, order):
+        # collect_list keeps no order: sort (order, text) pairs, then keep the texts
+        return f"array_join(transform(sort_array(collect_list(named_struct('o', {order}, 't', {text}))), pair -> pair.t), ',')"
 
     def close(self):
         # dbt-spark's thrift and odbc wrappers close the connection with the

@@ -32,7 +32,9 @@ from ..braze.payload import (
     ProfileChange,
     RequestPart,
     TrackChange,
+    TrackObject,
     compose_cohort_changes,
+    identifier_from_key,
     name_request,
     profile_request,
     rendered_profile_request,
@@ -217,7 +219,8 @@ EXPECTED_COLUMNS: dict[str, tuple[str, ...]] = {
     "notification_log": NOTIFICATION_COLUMNS,
     "schema_migrations": ("step", "package_version", "applied_at"),
     "rejected_changes": REJECTED_COLUMNS,
-    "attribute_changes": ("plan_id", *PROFILE_CHANGE_COLUMNS, "change_kind", "value_json"),
+    "attribute_changes": ("plan_id", *PROFILE_CHANGE_COLUMNS, "change_number", "change_kind", "value_json",
+                          "identifier_json"),
     "attribute_rows": ("sync_id", "member_key", "attribute_name", "value_type", "value_text", "value_hash",
                        "data_points", "is_null", "reject_reason"),
     "attribute_state": ATTRIBUTE_STATE_COLUMNS,
@@ -510,28 +513,31 @@ class Ledger(EventLedger):
             only = self.leaving_batches(r.attribute_changes, "sync_id = ?", [sync.cohort_id]) if leaving else None
             if only is not None and not only - done:
                 continue
+            update_only = "false" if sync.sync_mode == "upsert" else "true"
             for first, last in self.pending_pages(r.attribute_changes, sync.cohort_id, done, only):
-                # ordered here, not by the query: sorting the page's rows costs DuckDB a third of the query
+                # each batch's objects joined here, in change number (member key) order: a request
+                # is one row of text, whose users are read only if Braze rejects some (with_rejected_changes)
                 rows = sorted(self.engine.query(
-                    f"""select batch_number, member_key,
-                            count(*) - sum(case when should_remove then 1 else 0 end),
-                            sum(case when should_remove then 1 else 0 end),
-                            sum(data_points), {self.engine.joined('value_json')}
-                        from {r.attribute_changes}
-                        where sync_id = ? and batch_number between ? and ?
-                        group by batch_number, member_key""",
+                    f"""with users as (
+                            select batch_number, min(change_number) as change_number,
+                                count(*) - sum(case when should_remove then 1 else 0 end) as adds,
+                                sum(case when should_remove then 1 else 0 end) as removes,
+                                sum(data_points) as data_points,
+                                concat('{{', min(identifier_json), '"_update_existing_only":{update_only},',
+                                    {self.engine.joined('value_json')}, '}}') as object_json
+                            from {r.attribute_changes}
+                            where sync_id = ? and batch_number between ? and ?
+                            group by batch_number, member_key
+                        )
+                        select batch_number, count(*), sum(adds), sum(removes), sum(data_points),
+                            {self.engine.ordered_joined('object_json', 'change_number')}
+                        from users
+                        group by batch_number""",
                     [sync.cohort_id, first, last],
                 ))
-                batches: dict[int, list[tuple]] = {}  # rows in PROFILE_OBJECT_COLUMNS order
-                for row in rows:
-                    number = int(row[0])
-                    if number not in done:
-                        batches.setdefault(number, []).append(row)
-                for number in sorted(batches):
-                    users = batches[number]  # a batch that only unsets writes nothing (no user adds)
-                    if leaving is None or all(not user[2] for user in users) == leaving:
-                        yield rendered_profile_request("profile", number, sync.cohort_id, users,
-                                                       sync.sync_mode or "update")
+                for row in rows:  # in PROFILE_BATCH_COLUMNS order; a batch that only unsets writes nothing
+                    if int(row[0]) not in done and (leaving is None or (not row[2]) == leaving):
+                        yield rendered_profile_request("profile", sync.cohort_id, row)
 
     def with_rejected_changes(self, plan_id: str | None, request: PlannedRequest, ack: Any) -> PlannedRequest:
         """The request, its objects that Braze's answer rejects completed with
@@ -543,6 +549,8 @@ class Ledger(EventLedger):
         if not missing:
             return request
         [part] = request.parts
+        if any(not request.objects[index].member_key for index in missing):
+            request = request._replace(objects=self._batch_users(plan_id, part.cohort_id, request))
         keys = [request.objects[index].member_key for index in missing]
         values: dict[str, list[tuple]] = {}
         for member_key, name, should_remove, digest, points in self.engine.query(
@@ -564,6 +572,22 @@ class Ledger(EventLedger):
             completed[index] = obj._replace(changes=tuple((part.cohort_id, name, remove) for name, remove, _, _ in rows),
                                             hashes=tuple(row[2] for row in rows), points=tuple(row[3] for row in rows))
         return request._replace(objects=tuple(completed))
+
+    def _batch_users(self, plan_id: str | None, sync_id: str, request: PlannedRequest) -> tuple[TrackObject, ...]:
+        """The objects of a profile request rendered whole in the warehouse, in its
+        body's order (change number): who each is for, read from the plan."""
+        numbers = dict(self.engine.query(
+            f"""select member_key, min(change_number) from {self.relations.attribute_changes}
+                where plan_id = ? and sync_id = ? and batch_number = ?
+                group by member_key""",
+            [plan_id, sync_id, request.batch_number],
+        ))
+        keys = sorted(numbers, key=numbers.get)
+        if len(keys) != len(request.objects):
+            raise RuntimeError(f"attribute sync {sync_id}: the plan changed while it was being published "
+                               f"(batch {request.batch_number} holds {len(keys)} users, "
+                               f"{len(request.objects)} were sent); run dbt again")
+        return tuple(TrackObject(key, identifier_from_key(key), ()) for key in keys)
 
     def resync_data_points(self, cohort: CohortPlan) -> int:
         """What a full resync of the cohort would cost in data points: a point per
