@@ -727,6 +727,7 @@ class _Gate:
 
 
 _READY, _DONE = "ready", "done"  # what a worker reports: its request let go by the rate limiter; finished
+_RECORDED = "recorded"  # what the recorder thread reports: a recording is done
 
 
 def _send(
@@ -778,7 +779,7 @@ def _send(
             if kind == _READY:
                 subject.reported = True
                 held.append(subject)
-            else:
+            elif kind == _DONE:
                 finished.append(subject)
             try:
                 item = events.get_nowait()
@@ -830,10 +831,63 @@ def _send(
             acknowledged.clear()
             abandoned.clear()
 
+    departures: dict[str, float] = {}  # per endpoint family: when the next request may leave (perf_counter)
+
+    def let_go(leaving: list[_Gate]) -> None:
+        # Requests held together (while a recording ran) leave in batch order,
+        # spaced as the rate limiter spaced them, and after those let go before
+        # them: however long each was held, no more leave in a window than it allows.
+        now = time.perf_counter()
+        for gate in leaving:
+            family = gate.request.family
+            at = max(now, departures.get(family, now))
+            gate.open(delay=at - now)
+            departures[family] = at + client.spacing_for(family)
+
+    # Where the engine has a second connection (DuckDB), a thread of its own
+    # records each cycle while this one reads the plan and collects answers:
+    # one recording at a time, the requests it notes let go once it commits.
+    recorder = ledger.recorder()
+    recording: Future | None = None
+    recorded: tuple[list, list, list[_Gate]] = ([], [], [])  # what the recording holds: acks, abandoned, noted
+
+    def start_recording(leaving: list[_Gate]) -> None:
+        nonlocal recording, recorded
+        recorded = (list(acknowledged), list(abandoned), leaving)
+        acknowledged.clear()
+        abandoned.clear()
+        recording = recording_pool.submit(recorder.settle, stream.run_id, plan_id, recorded[0],
+                                          [gate.request for gate in leaving], clock(), recorded[1])
+        recording.add_done_callback(lambda future: events.put((_RECORDED, future)))
+
+    def finish_recording(cancel: bool = False) -> None:
+        """Once the recording is done: let go the requests it noted, or, after a
+        failure (or `cancel`), keep them (their notes are cleared by the next
+        recording); a recording that failed leaves its acknowledgements to the next."""
+        nonlocal recording, failure
+        if recording is None:
+            return
+        wait([recording])
+        done, (acks, dropped, leaving) = recording, recorded
+        recording = None
+        try:
+            done.result()
+        except BaseException as exc:  # noqa: BLE001 - raised once the others are recorded
+            failure = failure or exc
+            acknowledged[:0], abandoned[:0] = acks, dropped
+            cancel = True
+        if cancel or failure is not None:
+            for gate in leaving:
+                gate.open(cancel=True)
+            abandoned.extend(gate.request for gate in leaving)
+        else:
+            let_go(leaving)
+
     def report_done(future: Future) -> None:
         events.put((_DONE, future))
 
-    with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="cohort-sync") as pool:
+    with (ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="cohort-sync") as pool,
+          ThreadPoolExecutor(max_workers=1, thread_name_prefix="cohort-sync-recorder") as recording_pool):
 
         def refill() -> list[tuple[Future, _Gate]]:
             """Start requests (they wait for the rate limiter) up to `concurrency`."""
@@ -855,12 +909,35 @@ def _send(
             """Requests neither finished nor held at their gate (reports taken so far)."""
             return len(tasks) - len(finished) - len(held)
 
+        def ready() -> list[_Gate]:
+            """The requests let go by the rate limiter, in plan order (none once one failed)."""
+            gates = sorted(held, key=lambda gate: gate.sequence)
+            held.clear()
+            if failure is not None:
+                for gate in gates:
+                    gate.open(cancel=True)
+                return []
+            return gates
+
         try:
             while True:
                 refill()
-                if not tasks:
+                if not tasks and recording is None:
                     break
                 take()
+                if recorder is not None:
+                    if recording is not None and recording.done():
+                        finish_recording()
+                        continue  # (which may have been the last thing to wait for)
+                    if not finished and (recording is not None or not held):
+                        take(None)  # an answer, a go-ahead, or the recording done
+                    collect(sorted(finished, key=lambda future: tasks[future][1].sequence))
+                    finished.clear()
+                    refill()
+                    if recording is None and (held or acknowledged or abandoned):
+                        start_recording(ready())
+                    lock.keep_alive()
+                    continue
                 if not held and not finished:
                     take(None)  # the first event of the cycle
                     if failure is None:
@@ -876,25 +953,19 @@ def _send(
                     # limiter's go-ahead, so one recording also notes them.
                     take_until(lambda started=started: all(gate.reported or future.done() for future, gate in started),
                                settle_seconds / 2)
-                ready = sorted(held, key=lambda gate: gate.sequence)
-                held.clear()
-                if failure is not None:
-                    for gate in ready:
-                        gate.open(cancel=True)
-                    ready = []
-                leaving = [(gate.request, gate) for gate in ready]
-                settle([request for request, _ in leaving])
-                # Requests held together (while a slow recording ran) leave in
-                # batch order, spaced as the rate limiter spaced them.
-                for position, (request, gate) in enumerate(leaving):
-                    gate.open(delay=position * client.spacing_for(request.family))
+                leaving = ready()
+                settle([gate.request for gate in leaving])
+                let_go(leaving)
                 lock.keep_alive()
         finally:
             for _, gate in tasks.values():
                 gate.open(cancel=True)  # those not let go yet are not sent
+            finish_recording(cancel=True)
             wait(tasks)
             collect(list(tasks))
             settle([])
+            if recorder is not None:
+                recorder.engine.close()
     if failure is not None:
         raise failure
 

@@ -55,6 +55,12 @@ class Engine:
         self.execute(f"insert into {relation} ({', '.join(columns)}) values {values}",
                      [value for row in rows for value in row])
 
+    def concurrent(self) -> Engine | None:
+        """An engine on a connection of its own to the same warehouse, for another
+        thread (its transactions independent of this one's); None where the
+        engine has no such connection to give."""
+        return None
+
     def lock_table(self, relation: str) -> None:
         """Serialise writers of `relation` until the transaction ends (where the engine can)."""
 
@@ -93,6 +99,10 @@ class DuckDBEngine(Engine):
 
     def query(self, sql, params=()):
         return self._cursor.execute(sql, list(params)).fetchall()
+
+    def concurrent(self):
+        # a DuckDB cursor is a connection of its own to the same database
+        return DuckDBEngine(self.connection, owns_connection=False)
 
     def execute(self, sql, params=()):
         rows = self._cursor.execute(sql, list(params)).fetchall()

@@ -253,6 +253,17 @@ class Ledger(EventLedger):
     def close(self) -> None:
         self.engine.close()
 
+    def recorder(self) -> Ledger | None:
+        """This ledger on a connection of its own, to record (settle) from another
+        thread while this one reads the plan; None where the engine has one
+        connection, whose transaction both would share (PostgreSQL's) or none."""
+        engine = self.engine.concurrent()
+        if engine is None:
+            return None
+        other = Ledger(engine, self.relations)
+        other._replacing = self._replacing  # filled as the plan is read, before a request of it is recorded
+        return other
+
     def check_schema(self, state_only: bool = False) -> None:
         """Fail with what to do, before any lock or request, when the models or
         state tables lack what this version reads and writes: say the Python
