@@ -561,7 +561,12 @@ def _plan_cohort(ledger: Ledger, cohort: CohortPlan, row: HistoryRow, blocked: b
 
 
 class _NotSent(Exception):
-    """A request whose turn came after the run stopped sending: it was never sent."""
+    """A request whose turn came after the run stopped sending: it was never sent
+    (`noted`: after its in-flight note was written, which must then be cleared)."""
+
+    def __init__(self, noted: bool = False) -> None:
+        super().__init__()
+        self.noted = noted
 
 
 @dataclass
@@ -708,6 +713,7 @@ class _Gate:
         self.reported = False  # (main thread) its go-ahead was taken from the queue
         self._events = events
         self._go = threading.Event()
+        self._halt = threading.Event()
         self._cancelled = False
         self._delay = 0.0
 
@@ -716,14 +722,18 @@ class _Gate:
         self._go.wait()
         if self._cancelled:
             raise _NotSent
-        if self._delay:
-            time.sleep(self._delay)
+        if self._delay and self._halt.wait(self._delay):
+            raise _NotSent(noted=True)  # the run stopped sending while it waited for its departure
 
     def open(self, cancel: bool = False, delay: float = 0.0) -> None:
         """Let the request go (after `delay` seconds), or (cancel) return without sending it; once."""
         if not self._go.is_set():
             self._cancelled, self._delay = cancel, delay
             self._go.set()
+
+    def halt(self) -> None:
+        """Cancel the request if it is still waiting for its departure (let go, not yet sent)."""
+        self._halt.set()
 
 
 _READY, _DONE = "ready", "done"  # what a worker reports: its request let go by the rate limiter; finished
@@ -800,7 +810,9 @@ def _send(
             request, _ = tasks.pop(future)
             try:
                 ack = future.result()
-            except _NotSent:
+            except _NotSent as exc:
+                if exc.noted:
+                    abandoned.append(request)
                 continue
             except BrazeError as exc:  # raised once the others are recorded
                 failure = failure or exc
@@ -853,17 +865,19 @@ def _send(
 
     def start_recording(leaving: list[_Gate]) -> None:
         nonlocal recording, recorded
-        recorded = (list(acknowledged), list(abandoned), leaving)
+        parts = (list(acknowledged), list(abandoned), leaving)
+        recording = recording_pool.submit(recorder.settle, stream.run_id, plan_id, parts[0],
+                                          [gate.request for gate in leaving], clock(), parts[1])
+        recorded = parts
         acknowledged.clear()
         abandoned.clear()
-        recording = recording_pool.submit(recorder.settle, stream.run_id, plan_id, recorded[0],
-                                          [gate.request for gate in leaving], clock(), recorded[1])
         recording.add_done_callback(lambda future: events.put((_RECORDED, future)))
 
     def finish_recording(cancel: bool = False) -> None:
         """Once the recording is done: let go the requests it noted, or, after a
         failure (or `cancel`), keep them (their notes are cleared by the next
-        recording); a recording that failed leaves its acknowledgements to the next."""
+        recording); a recording that failed leaves its acknowledgements to the
+        next (the final one, on this thread, raises its error if it fails again)."""
         nonlocal recording, failure
         if recording is None:
             return
@@ -910,14 +924,26 @@ def _send(
             return len(tasks) - len(finished) - len(held)
 
         def ready() -> list[_Gate]:
-            """The requests let go by the rate limiter, in plan order (none once one failed)."""
+            """The requests let go by the rate limiter, in plan order (none once one failed:
+            those still waiting for their departure are halted too)."""
+            nonlocal halted
             gates = sorted(held, key=lambda gate: gate.sequence)
             held.clear()
             if failure is not None:
                 for gate in gates:
                     gate.open(cancel=True)
+                if not halted:
+                    for _, gate in tasks.values():
+                        gate.halt()
+                    halted = True
                 return []
             return gates
+
+        def collect_finished() -> None:
+            collect(sorted(finished, key=lambda future: tasks[future][1].sequence))
+            finished.clear()
+
+        halted = False
 
         try:
             while True:
@@ -927,15 +953,17 @@ def _send(
                 take()
                 if recorder is not None:
                     if recording is not None and recording.done():
+                        collect_finished()  # (a failure among them stops what the recording noted)
                         finish_recording()
                         continue  # (which may have been the last thing to wait for)
                     if not finished and (recording is not None or not held):
                         take(None)  # an answer, a go-ahead, or the recording done
-                    collect(sorted(finished, key=lambda future: tasks[future][1].sequence))
-                    finished.clear()
+                    collect_finished()
                     refill()
-                    if recording is None and (held or acknowledged or abandoned):
-                        start_recording(ready())
+                    if recording is None:
+                        leaving = ready()
+                        if leaving or acknowledged or abandoned:
+                            start_recording(leaving)
                     lock.keep_alive()
                     continue
                 if not held and not finished:
@@ -944,15 +972,14 @@ def _send(
                         # Where recording is slow (Spark: seconds per cycle), let the
                         # other requests finish for a while, so one cycle records many.
                         take_until(lambda: not in_flight(), settle_seconds / 2)
-                done = sorted(finished, key=lambda future: tasks[future][1].sequence)
-                finished.clear()
-                collect(done)
+                collect_finished()
                 started = refill()
                 if started and failure is None:
                     # And let the requests started in their place reach the rate
                     # limiter's go-ahead, so one recording also notes them.
                     take_until(lambda started=started: all(gate.reported or future.done() for future, gate in started),
                                settle_seconds / 2)
+                    collect_finished()  # (a failure among those that finished meanwhile stops the others)
                 leaving = ready()
                 settle([gate.request for gate in leaving])
                 let_go(leaving)
@@ -960,12 +987,15 @@ def _send(
         finally:
             for _, gate in tasks.values():
                 gate.open(cancel=True)  # those not let go yet are not sent
-            finish_recording(cancel=True)
-            wait(tasks)
-            collect(list(tasks))
-            settle([])
-            if recorder is not None:
-                recorder.engine.close()
+                gate.halt()  # nor those waiting for their departure
+            try:
+                finish_recording(cancel=True)
+                wait(tasks)
+                collect(list(tasks))
+                settle([])
+            finally:
+                if recorder is not None:
+                    recorder.engine.close()
     if failure is not None:
         raise failure
 

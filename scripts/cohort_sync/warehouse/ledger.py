@@ -525,6 +525,8 @@ class Ledger(EventLedger):
             if only is not None and not only - done:
                 continue
             update_only = "false" if sync.sync_mode == "upsert" else "true"
+            # (a plan rebuilt while this one is published is not mixed in: its batches are recorded by plan id)
+            plan_filter, plan = (" and plan_id = ?", [plan_id]) if plan_id is not None else ("", [])
             for first, last in self.pending_pages(r.attribute_changes, sync.cohort_id, done, only):
                 # each batch's objects joined here, in change number (member key) order: a request
                 # is one row of text, whose users are read only if Braze rejects some (with_rejected_changes)
@@ -537,14 +539,14 @@ class Ledger(EventLedger):
                                 concat('{{', min(identifier_json), '"_update_existing_only":{update_only},',
                                     {self.engine.joined('value_json')}, '}}') as object_json
                             from {r.attribute_changes}
-                            where sync_id = ? and batch_number between ? and ?
+                            where sync_id = ? and batch_number between ? and ?{plan_filter}
                             group by batch_number, member_key
                         )
                         select batch_number, count(*), sum(adds), sum(removes), sum(data_points),
                             {self.engine.ordered_joined('object_json', 'change_number')}
                         from users
                         group by batch_number""",
-                    [sync.cohort_id, first, last],
+                    [sync.cohort_id, first, last, *plan],
                 ))
                 for row in rows:  # in PROFILE_BATCH_COLUMNS order; a batch that only unsets writes nothing
                     if int(row[0]) not in done and (leaving is None or (not row[2]) == leaving):
