@@ -760,7 +760,9 @@ def _send(
     Braze acknowledged since the last cycle, clears the notes of those that
     failed before Braze could apply them (a 4xx, no connection), and notes
     the ones about to be sent; after the first event of a cycle it waits
-    for more up to half the time the last recording took. Workers report
+    for more up to half the time the last recording took. Where the engine
+    has a second connection (DuckDB), a recorder thread does that recording
+    instead, one at a time, while this thread goes on (decision 0019). Workers report
     both events (let go, finished) on one queue, so an event costs this
     thread the same at any concurrency (/users/track runs 256 at once). A
     member has one change per plan, so batches of a cohort can go in any
