@@ -338,10 +338,15 @@
 {% endmacro %}
 
 
-{# The columns of cohort_sync_attribute_rows before the value's: who the row is for, and the raw identifiers. #}
+{#
+  The columns of cohort_sync_attribute_rows before the value's: who the row
+  is for (its member key, which the identifier is read from), the row's own
+  reject, and the raw identifiers (for cohort_sync_rejects; the table keeps
+  them on rejected rows only: a row per attribute repeats them, and writing
+  them was a third of building the table).
+#}
 {% macro sync_row_columns() %}
-  {%- set columns = ['sync_id', 'member_key', 'identifier_type', 'external_id', 'alias_name', 'alias_label', 'braze_id',
-                     'email', 'phone', 'reject_reason'] -%}
+  {%- set columns = ['sync_id', 'member_key', 'reject_reason'] -%}
   {%- for name in cohort_sync.identifier_columns() -%}
     {%- do columns.append('raw_' ~ name) -%}
   {%- endfor -%}

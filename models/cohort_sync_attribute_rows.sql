@@ -4,6 +4,11 @@
   macros/audience_rows.sql, identify_ctes), the value as sent and its hash
   (macros/attribute_values.sql), or why it cannot be sent.
 
+  - member_key: the user (the publisher reads the identifier from it);
+  - raw_<identifier>: the model's identifiers as they were, on rejected
+    values only (for cohort_sync_rejects: repeated on every attribute of
+    every row, they were a third of the cost of writing the table);
+
   - is_null: the model's value is a SQL null (what that means is the
     sync's `nulls`: cohort_sync_attribute_changes);
   - value_hash: the md5 of the kind and the canonical value, what the
@@ -180,7 +185,7 @@ conflicted as (
     {%- endfor %}
 ),
 
-final as (
+judged as (
     select
         {%- for name in cohort_sync.sync_row_columns() if name != 'reject_reason' %}
         all_values.{{ name }},
@@ -202,6 +207,26 @@ final as (
     left join conflicted
         on conflicted.sync_id = all_values.sync_id
         and conflicted.member_key = all_values.member_key
+),
+
+{#- the raw identifiers only where cohort_sync_rejects reads them #}
+final as (
+    select
+        sync_id,
+        member_key,
+        {%- for name in identifiers %}
+        case when reject_reason is not null then raw_{{ name }} end as raw_{{ name }},
+        {%- endfor %}
+        attribute_name,
+        value_type,
+        is_null,
+        value_text,
+        value_hash,
+        data_points,
+        counts_row,
+        reject_reason,
+        rejects_row
+    from judged
 )
 
 select * from final
