@@ -35,6 +35,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import secrets
 import subprocess
 import sys
@@ -524,7 +525,8 @@ def markdown(report: dict[str, Any]) -> str:
              f"{': ' + spent if spent else ''})."]
     if report.get("reruns"):
         lines[0] += " Sections rerun alone since (`make bench ONLY=<section>`): " + ", ".join(
-            f"{name} {rerun['finished_at']} at commit {rerun['commit']} ({rerun['seconds']:.0f} s)"
+            f"{name} {rerun['finished_at']} at commit {rerun['commit']} ({rerun['seconds']:.0f} s"
+            + (f", on {rerun['machine']}" if rerun.get("machine", report["machine"]) != report["machine"] else "") + ")"
             for name, rerun in report["reruns"].items()) + "; the others are of the whole run."
     lines += ["", "| target | value | limit | met |", "|---|---|---|---|"]
     for t in report["targets"]:
@@ -616,7 +618,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, to keep the benchmark working")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
-    parser.add_argument("--only", choices=["partner", "track", "attribute_scale", "events"],
+    parser.add_argument("--only", choices=["partner", "memory", "track", "attribute_scale", "events"],
                         help="rerun this section alone into the last report (which says so)")
     args = parser.parse_args(argv)
     track_bench, attribute_bench, event_bench = sections()
@@ -650,10 +652,7 @@ def main(argv: list[str] | None = None) -> int:
     partner(bench, keys, config, report, step)
     plain = Endpoint(keys)
     try:
-        report["memory"] = []
-        for size in config["sizes"]:
-            step(f"memory: publishing {size:,} changes")
-            report["memory"].append(bench.memory(plain, size))
+        memory(bench, plain, config, report, step)
         report["incremental"] = []
         for size in config["sizes"]:
             step(f"whole incremental run: {size:,} members, 1% churn")
@@ -679,6 +678,12 @@ def machine() -> str:
     return f"{platform.platform()}, {os.cpu_count()} cores, Python {platform.python_version()}, DuckDB {duckdb.__version__}"
 
 
+def same_kind(described: str) -> str:
+    """A machine's description without its kernel's build tag (`-fc-v1045`: the
+    virtual machine's image, which changes between hosts of one kind)."""
+    return re.sub(r"-v\d+(?=-)", "", described)
+
+
 def partner(bench: Bench, keys: dict[str, str], config: dict[str, Any], report: dict[str, Any], step) -> None:
     """The partner path's sections: publisher vs raw transport, then latency-bound."""
     track_bench = sections()[0]
@@ -690,6 +695,14 @@ def partner(bench: Bench, keys: dict[str, str], config: dict[str, Any], report: 
     with track_bench.Sink(keys, "--latency-ms", "100") as sink:
         step(f"partner path, latency-bound: {config['latency_adds']:,} adds, 100 ms per request")
         report["latency"] = bench.latency_bound(sink, config["latency_adds"])
+
+
+def memory(bench: Bench, endpoint: Endpoint, config: dict[str, Any], report: dict[str, Any], step) -> None:
+    """Peak publisher memory at each size."""
+    report["memory"] = []
+    for size in config["sizes"]:
+        step(f"memory: publishing {size:,} changes")
+        report["memory"].append(bench.memory(endpoint, size))
 
 
 def write(report: dict[str, Any], out: Path) -> int:
@@ -709,13 +722,13 @@ def rerun(name: str, out: Path, work: Path, keys: dict[str, str], config: dict[s
     """Measure one section again, alone, into the last whole run's report (report.json): for a change
     that touches only what that section measures. The report names the section, its time and commit."""
     report = json.loads((out / "report.json").read_text())
-    if name == "partner":
-        keys_of = ("publish_sizes", "latency_adds")
+    if name in ("partner", "memory"):
+        keys_of = ("publish_sizes", "latency_adds") if name == "partner" else ("sizes",)
         if any(report["config"][key] != config[key] for key in keys_of):
-            raise SystemExit("the last report measured the partner path with another configuration: run `make bench`")
+            raise SystemExit(f"the last report measured {name} with another configuration: run `make bench`")
     elif report["config"][name] != config[name]:
         raise SystemExit(f"the last report measured {name} with another configuration: run `make bench`")
-    if report["machine"] != machine():
+    if same_kind(report["machine"]) != same_kind(machine()):
         raise SystemExit(f"the last report is of another machine ({report['machine']}): run `make bench`")
     track_bench, attribute_bench, event_bench = sections()
 
@@ -724,6 +737,12 @@ def rerun(name: str, out: Path, work: Path, keys: dict[str, str], config: dict[s
 
     if name == "partner":
         partner(Bench(work, keys), keys, config, report, step)
+    elif name == "memory":
+        plain = Endpoint(keys)
+        try:
+            memory(Bench(work, keys), plain, config, report, step)
+        finally:
+            plain.stop()
     elif name == "track":
         report["track"] = track_bench.run(work / "track", keys, config["track"], step)
     else:
@@ -736,7 +755,7 @@ def rerun(name: str, out: Path, work: Path, keys: dict[str, str], config: dict[s
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True)
     report.setdefault("reruns", {})[name] = {
         "finished_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "seconds": time.perf_counter() - started, "commit": commit.stdout.strip() or "unknown"}
+        "seconds": time.perf_counter() - started, "commit": commit.stdout.strip() or "unknown", "machine": machine()}
     return write(report, out)
 
 

@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 
 PACKAGE = "cohort_sync"
 DUCKDB_MEMORY_LIMIT_VAR = "COHORT_SYNC_DUCKDB_MEMORY_LIMIT"
+DUCKDB_MEMORY_LIMIT = "64MB"
 MODELS = {
     "changes": "cohort_sync_changes",
     "cohorts": "cohort_sync_cohorts",
@@ -279,8 +280,10 @@ def _open_duckdb(target: Target) -> Any:
     if path != ":memory:" and not os.path.isabs(path):
         path = str(target.project_dir / path)
     # The publisher reads pages and writes small batches: a small buffer pool
-    # keeps its memory flat however large the plan.
-    config = {"memory_limit": os.environ.get(DUCKDB_MEMORY_LIMIT_VAR, "128MB")}
+    # keeps its memory flat however large the plan (the blocks it read stay
+    # cached up to the limit: at 128MB the peak grew 1.4x from 1M to 10M
+    # changes, at 64MB 1.1x, and no run was slower).
+    config = {"memory_limit": os.environ.get(DUCKDB_MEMORY_LIMIT_VAR, DUCKDB_MEMORY_LIMIT)}
     try:
         return duckdb.connect(path, config=config)
     except duckdb.IOException as exc:
