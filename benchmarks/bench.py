@@ -618,7 +618,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, to keep the benchmark working")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
-    parser.add_argument("--only", choices=["partner", "memory", "track", "attribute_scale", "events"],
+    parser.add_argument("--only", choices=["diff", "partner", "memory", "track", "attribute_scale", "events"],
                         help="rerun this section alone into the last report (which says so)")
     args = parser.parse_args(argv)
     track_bench, attribute_bench, event_bench = sections()
@@ -644,11 +644,7 @@ def main(argv: list[str] | None = None) -> int:
         (args.out / "tmp_partial_report.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
         print(f"[{at:6.1f}s] {name}", flush=True)
 
-    report["diff"] = []
-    for size in config["sizes"]:
-        for churn in config["churns"]:
-            step(f"diff: {size:,} members, {churn:.1%} churn")
-            report["diff"].append(bench.diff(size, churn, naive=churn == 0.01))
+    diff(bench, config, report, step)
     partner(bench, keys, config, report, step)
     plain = Endpoint(keys)
     try:
@@ -697,6 +693,15 @@ def partner(bench: Bench, keys: dict[str, str], config: dict[str, Any], report: 
         report["latency"] = bench.latency_bound(sink, config["latency_adds"])
 
 
+def diff(bench: Bench, config: dict[str, Any], report: dict[str, Any], step) -> None:
+    """The cohort diff at each size and churn, the naive Python diff at 1%."""
+    report["diff"] = []
+    for size in config["sizes"]:
+        for churn in config["churns"]:
+            step(f"diff: {size:,} members, {churn:.1%} churn")
+            report["diff"].append(bench.diff(size, churn, naive=churn == 0.01))
+
+
 def memory(bench: Bench, endpoint: Endpoint, config: dict[str, Any], report: dict[str, Any], step) -> None:
     """Peak publisher memory at each size."""
     report["memory"] = []
@@ -722,8 +727,8 @@ def rerun(name: str, out: Path, work: Path, keys: dict[str, str], config: dict[s
     """Measure one section again, alone, into the last whole run's report (report.json): for a change
     that touches only what that section measures. The report names the section, its time and commit."""
     report = json.loads((out / "report.json").read_text())
-    if name in ("partner", "memory"):
-        keys_of = ("publish_sizes", "latency_adds") if name == "partner" else ("sizes",)
+    if name in ("diff", "partner", "memory"):
+        keys_of = {"diff": ("sizes", "churns"), "partner": ("publish_sizes", "latency_adds"), "memory": ("sizes",)}[name]
         if any(report["config"][key] != config[key] for key in keys_of):
             raise SystemExit(f"the last report measured {name} with another configuration: run `make bench`")
     elif report["config"][name] != config[name]:
@@ -735,7 +740,9 @@ def rerun(name: str, out: Path, work: Path, keys: dict[str, str], config: dict[s
     def step(label: str) -> None:
         print(f"[{time.perf_counter() - started:6.1f}s] {label}", flush=True)
 
-    if name == "partner":
+    if name == "diff":
+        diff(Bench(work, keys), config, report, step)
+    elif name == "partner":
         partner(Bench(work, keys), keys, config, report, step)
     elif name == "memory":
         plain = Endpoint(keys)

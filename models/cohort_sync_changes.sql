@@ -110,6 +110,17 @@ to_send as (
     where rejected.member_key is null
 ),
 
+{#- cohort imports: per cohort, removes first #}
+imports as (
+    select
+        to_send.*,
+        0 as phase,
+        row_number() over (partition by cohort_id, delivery order by should_remove desc, member_key) as phase_number,
+        cast(null as {{ dbt.type_bigint() }}) as leaving_members
+    from to_send
+    where delivery <> 'attribute'
+),
+
 {#- attribute changes may come in two phases: first the members who only
     leave (their attributes set to null), then the others. One person can be
     two members of an attribute when its changes mix identifier types (a
@@ -119,28 +130,29 @@ to_send as (
     clear it. External ids, Braze ids, emails and phones of one type each
     name one profile: such changes need no phases, and a run's leavers and
     joiners share requests. The publisher sends every batch without adds,
-    acknowledged, before the others. #}
+    acknowledged, before the others.
+    Only attribute changes go through these windows (a window costs a pass
+    over every row it is computed on, whatever a case makes of it). #}
 mixed as (
     select
         to_send.*,
         case
-            when delivery = 'attribute' and (
-                min(identifier_type) over (partition by delivery, attribute_name)
-                    <> max(identifier_type) over (partition by delivery, attribute_name)
-                or identifier_type = 'alias')
+            when min(identifier_type) over (partition by attribute_name)
+                    <> max(identifier_type) over (partition by attribute_name)
+                or identifier_type = 'alias'
                 then 1
             else 0
         end as may_share_a_profile
     from to_send
+    where delivery = 'attribute'
 ),
 
 phased as (
     select
         mixed.*,
         case
-            when delivery <> 'attribute' then 0
-            when max(case when should_remove then 0 else 1 end) over (partition by member_key, delivery) = 1 then 2
-            when max(may_share_a_profile) over (partition by member_key, delivery) = 1 then 1
+            when max(case when should_remove then 0 else 1 end) over (partition by member_key) = 1 then 2
+            when max(may_share_a_profile) over (partition by member_key) = 1 then 1
             else 2
         end as phase
     from mixed
@@ -149,18 +161,23 @@ phased as (
 ranked as (
     select
         phased.*,
-        case
-            when delivery = 'attribute' then dense_rank() over (partition by delivery, phase order by member_key)
-            else row_number() over (partition by cohort_id, delivery order by should_remove desc, member_key)
-        end as phase_number
+        dense_rank() over (partition by phase order by member_key) as phase_number
     from phased
 ),
 
 numbered as (
     select
-        ranked.*,
-        max(case when phase = 1 then phase_number end) over (partition by delivery) as leaving_members
+        {%- for name in form + members + ['should_remove', 'phase', 'phase_number'] %}
+        {{ name }},
+        {%- endfor %}
+        max(case when phase = 1 then phase_number end) over () as leaving_members
     from ranked
+    union all
+    select
+        {%- for name in form + members + ['should_remove', 'phase', 'phase_number', 'leaving_members'] %}
+        {{ name }}{{ "," if not loop.last }}
+        {%- endfor %}
+    from imports
 ),
 
 final as (
