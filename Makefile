@@ -55,7 +55,7 @@ test-full: $(TEST_STAMP) engines
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup --durations=15 -m "full or engine_baseline"
 
 # Not part of `make test` (a smoke run of it is); writes benchmarks/results/.
-# ONLY=track (or diff, partner, memory, attribute_scale, events) reruns that section alone into the last report.
+# ONLY=track (or diff, partner, memory, incremental, attribute_scale, events) reruns that section alone into the last report.
 bench: $(TEST_STAMP)
 	$(BIN)/python benchmarks/bench.py $(if $(ONLY),--only $(ONLY))
 

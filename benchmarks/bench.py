@@ -618,7 +618,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, to keep the benchmark working")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
-    parser.add_argument("--only", choices=["diff", "partner", "memory", "track", "attribute_scale", "events"],
+    parser.add_argument("--only", choices=["diff", "partner", "memory", "incremental", "track", "attribute_scale", "events"],
                         help="rerun this section alone into the last report (which says so)")
     args = parser.parse_args(argv)
     track_bench, attribute_bench, event_bench = sections()
@@ -649,10 +649,7 @@ def main(argv: list[str] | None = None) -> int:
     plain = Endpoint(keys)
     try:
         memory(bench, plain, config, report, step)
-        report["incremental"] = []
-        for size in config["sizes"]:
-            step(f"whole incremental run: {size:,} members, 1% churn")
-            report["incremental"].append(bench.incremental(plain, size))
+        incremental(bench, plain, config, report, step)
     finally:
         plain.stop()
     report["track"] = track_bench.run(work / "track", keys, config["track"], step)
@@ -710,6 +707,14 @@ def memory(bench: Bench, endpoint: Endpoint, config: dict[str, Any], report: dic
         report["memory"].append(bench.memory(endpoint, size))
 
 
+def incremental(bench: Bench, endpoint: Endpoint, config: dict[str, Any], report: dict[str, Any], step) -> None:
+    """A whole incremental run (`dbt run` with publishing) at each size, 1% churn."""
+    report["incremental"] = []
+    for size in config["sizes"]:
+        step(f"whole incremental run: {size:,} members, 1% churn")
+        report["incremental"].append(bench.incremental(endpoint, size))
+
+
 def write(report: dict[str, Any], out: Path) -> int:
     """Judge the report's targets, write report.json, report.md and the chart."""
     report["targets"] = judge(report)
@@ -727,8 +732,9 @@ def rerun(name: str, out: Path, work: Path, keys: dict[str, str], config: dict[s
     """Measure one section again, alone, into the last whole run's report (report.json): for a change
     that touches only what that section measures. The report names the section, its time and commit."""
     report = json.loads((out / "report.json").read_text())
-    if name in ("diff", "partner", "memory"):
-        keys_of = {"diff": ("sizes", "churns"), "partner": ("publish_sizes", "latency_adds"), "memory": ("sizes",)}[name]
+    if name in ("diff", "partner", "memory", "incremental"):
+        keys_of = {"diff": ("sizes", "churns"), "partner": ("publish_sizes", "latency_adds"), "memory": ("sizes",),
+                   "incremental": ("sizes",)}[name]
         if any(report["config"][key] != config[key] for key in keys_of):
             raise SystemExit(f"the last report measured {name} with another configuration: run `make bench`")
     elif report["config"][name] != config[name]:
@@ -744,10 +750,10 @@ def rerun(name: str, out: Path, work: Path, keys: dict[str, str], config: dict[s
         diff(Bench(work, keys), config, report, step)
     elif name == "partner":
         partner(Bench(work, keys), keys, config, report, step)
-    elif name == "memory":
+    elif name in ("memory", "incremental"):
         plain = Endpoint(keys)
         try:
-            memory(Bench(work, keys), plain, config, report, step)
+            (memory if name == "memory" else incremental)(Bench(work, keys), plain, config, report, step)
         finally:
             plain.stop()
     elif name == "track":

@@ -877,13 +877,19 @@ class Ledger(EventLedger):
         member = ", ".join(MEMBER_COLUMNS)
         removed = added = 0
         if removes and self.engine.transactional:
+            # A join with the batches' removes, not `exists`: DuckDB answers an
+            # `exists` correlated on expressions of the state (the coalesces)
+            # with the distinct keys of the whole state, past the CLI's
+            # buffer pool at 10M members.
             removed = self.engine.execute(
-                f"""delete from {r.published_state} as held where exists (
-                        select 1 from {r.changes} as c
-                        where c.should_remove and {where}
-                            and c.cohort_id = held.cohort_id and c.member_key = held.member_key
-                            and c.delivery = coalesce(held.delivery, 'cohort_import')
-                            and coalesce(c.attribute_name, '') = coalesce(held.attribute_name, ''))""",
+                f"""delete from {r.published_state} as held using (
+                        select distinct cohort_id, member_key, delivery, coalesce(attribute_name, '') as attribute_key
+                        from {r.changes}
+                        where should_remove and {where}
+                    ) as c
+                    where c.cohort_id = held.cohort_id and c.member_key = held.member_key
+                        and c.delivery = coalesce(held.delivery, 'cohort_import')
+                        and c.attribute_key = coalesce(held.attribute_name, '')""",
                 params,
             )
         elif removes:
