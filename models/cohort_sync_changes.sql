@@ -44,45 +44,6 @@ declared as (
     {{ cohort_sync.declared_cohorts_sql() }}
 ),
 
-membership as (
-    select
-        {{ (form + members) | join(',\n        ') }}
-    from {{ ref('cohort_sync_membership') }}
-),
-
-published as (
-    select
-        cohort_id,
-        coalesce(delivery, 'cohort_import') as delivery,
-        attribute_name,
-        member_key,
-        {{ members | join(',\n        ') }}
-    from {{ source('cohort_sync', 'published_state') }}
-    where cohort_id in (select cohort_id from declared)
-    {%- if cleared %}
-        or cohort_id in {{ cohort_sync.literal_list(cleared) }}
-    {%- endif %}
-),
-
-compared as (
-    -- one full outer join finds both: members not yet in Braze in this form
-    -- (adds) and members Braze holds who left the audience, or are held in
-    -- a form the cohort is no longer delivered in (removes)
-    select
-        {%- for name in form + members %}
-        coalesce(membership.{{ name }}, published.{{ name }}) as {{ name }},
-        {%- endfor %}
-        membership.member_key is null as should_remove
-    from membership
-    full outer join published
-        on published.cohort_id = membership.cohort_id
-        and published.member_key = membership.member_key
-        and published.delivery = membership.delivery
-        and coalesce(published.attribute_name, '') = coalesce(membership.attribute_name, '')
-    where membership.member_key is null
-        or published.member_key is null
-),
-
 rejected as (
     select distinct
         cohort_id,
@@ -98,9 +59,49 @@ rejected as (
     {%- endif %}
 ),
 
-to_send as (
+{#- one full outer join per form finds both: members not yet in Braze in
+    this form (adds) and members Braze holds who left the audience, or are
+    held in a form the cohort is no longer delivered in (removes). The form
+    is part of the join's key, so cohort imports and attribute cohorts are
+    compared apart, each row in one join, and numbered apart (below). #}
+{%- for part, test in [('imports', "<> 'attribute'"), ('attributes', "= 'attribute'")] %}
+{{ part }}_compared as (
+    select
+        {%- for name in form + members %}
+        coalesce(membership.{{ name }}, published.{{ name }}) as {{ name }},
+        {%- endfor %}
+        membership.member_key is null as should_remove
+    from (
+        select
+            {{ (form + members) | join(',\n            ') }}
+        from {{ ref('cohort_sync_membership') }}
+        where delivery {{ test }}
+    ) as membership
+    full outer join (
+        select
+            cohort_id,
+            coalesce(delivery, 'cohort_import') as delivery,
+            attribute_name,
+            member_key,
+            {{ members | join(',\n            ') }}
+        from {{ source('cohort_sync', 'published_state') }}
+        where coalesce(delivery, 'cohort_import') {{ test }}
+            and (cohort_id in (select cohort_id from declared)
+            {%- if cleared %}
+                or cohort_id in {{ cohort_sync.literal_list(cleared) }}
+            {%- endif %})
+    ) as published
+        on published.cohort_id = membership.cohort_id
+        and published.member_key = membership.member_key
+        and published.delivery = membership.delivery
+        and coalesce(published.attribute_name, '') = coalesce(membership.attribute_name, '')
+    where membership.member_key is null
+        or published.member_key is null
+),
+
+{{ part }}_to_send as (
     select compared.*
-    from compared
+    from {{ part }}_compared as compared
     left join rejected
         on rejected.cohort_id = compared.cohort_id
         and rejected.delivery = compared.delivery
@@ -109,16 +110,16 @@ to_send as (
         and rejected.should_remove = compared.should_remove
     where rejected.member_key is null
 ),
+{% endfor %}
 
 {#- cohort imports: per cohort, removes first #}
 imports as (
     select
-        to_send.*,
+        imports_to_send.*,
         0 as phase,
         row_number() over (partition by cohort_id, delivery order by should_remove desc, member_key) as phase_number,
         cast(null as {{ dbt.type_bigint() }}) as leaving_members
-    from to_send
-    where delivery <> 'attribute'
+    from imports_to_send
 ),
 
 {#- attribute changes may come in two phases: first the members who only
@@ -135,7 +136,7 @@ imports as (
     over every row it is computed on, whatever a case makes of it). #}
 mixed as (
     select
-        to_send.*,
+        attributes_to_send.*,
         case
             when min(identifier_type) over (partition by attribute_name)
                     <> max(identifier_type) over (partition by attribute_name)
@@ -143,8 +144,7 @@ mixed as (
                 then 1
             else 0
         end as may_share_a_profile
-    from to_send
-    where delivery = 'attribute'
+    from attributes_to_send
 ),
 
 phased as (
