@@ -618,7 +618,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, to keep the benchmark working")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
-    parser.add_argument("--only", choices=["diff", "partner", "memory", "incremental", "track", "attribute_scale", "events"],
+    parser.add_argument("--only", choices=list(RERUNS),
                         help="rerun this section alone into the last report (which says so)")
     args = parser.parse_args(argv)
     track_bench, attribute_bench, event_bench = sections()
@@ -728,16 +728,17 @@ def write(report: dict[str, Any], out: Path) -> int:
     return 0
 
 
+#: The sections `--only` reruns, each with the configuration keys it must share with the last report.
+RERUNS = {"diff": ("sizes", "churns"), "partner": ("publish_sizes", "latency_adds"), "memory": ("sizes",),
+          "incremental": ("sizes",), "track": ("track",), "attribute_scale": ("attribute_scale",),
+          "events": ("events",)}
+
+
 def rerun(name: str, out: Path, work: Path, keys: dict[str, str], config: dict[str, Any], started: float) -> int:
     """Measure one section again, alone, into the last whole run's report (report.json): for a change
     that touches only what that section measures. The report names the section, its time and commit."""
     report = json.loads((out / "report.json").read_text())
-    if name in ("diff", "partner", "memory", "incremental"):
-        keys_of = {"diff": ("sizes", "churns"), "partner": ("publish_sizes", "latency_adds"), "memory": ("sizes",),
-                   "incremental": ("sizes",)}[name]
-        if any(report["config"][key] != config[key] for key in keys_of):
-            raise SystemExit(f"the last report measured {name} with another configuration: run `make bench`")
-    elif report["config"][name] != config[name]:
+    if any(report["config"][key] != config[key] for key in RERUNS[name]):
         raise SystemExit(f"the last report measured {name} with another configuration: run `make bench`")
     if same_kind(report["machine"]) != same_kind(machine()):
         raise SystemExit(f"the last report is of another machine ({report['machine']}): run `make bench`")
